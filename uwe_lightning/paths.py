@@ -1,0 +1,84 @@
+"""Where the data pack and the local model cache live, with errors that say what is missing.
+
+The data pack is never copied into the project: it is found through ``UWE_DATA_DIR`` (or a config value),
+falling back to ``../shared/uwe-data`` next to the checkout. The model cache (assembled by
+``make models``) is found through ``UWE_MODEL_DIR``, falling back to ``<repo>/models``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+CONF_DIR = PACKAGE_DIR / "conf"
+
+#: Every file a WorkBench task or the open training protocol reads, with what provides it.
+DATA_FILES: dict[str, str] = {
+    "esco/v1.2.0/skills_en.csv": "ESCO v1.2.0 skills (Job2Skill/Skill2Job/SkillNorm, training vocabulary)",
+    "esco/v1.2.0/occupations_en.csv": "ESCO v1.2.0 occupations (Job2Skill/Skill2Job test)",
+    "esco/v1.2.0/occupationSkillRelations_en.csv": "ESCO v1.2.0 occupation-skill relations",
+    "esco/v1.1.0/skills_en.csv": "ESCO v1.1.0 skills (SkillExtract target space)",
+    "esco/v1.0.x/occupations_en.csv": "ESCO v1.0.x occupations (JobNorm target space)",
+    "workbench/jobnorm/titles.csv": "JobNorm validation (JobBERT evaluation dataset)",
+    "workbench/jobnorm/titles.test.csv": "JobNorm test (JobBERT evaluation dataset)",
+    "workbench/job2skill_val/job_skill_val.parquet": "Job2Skill/Skill2Job validation (workrb vacancies)",
+    "workbench/skill_extraction/house_validation_annotations.csv": "SkillExtr-H validation (SkillSpan)",
+    "workbench/skill_extraction/house_test_annotations.csv": "SkillExtr-H test (SkillSpan)",
+    "workbench/skill_extraction/tech_validation_annotations.csv": "SkillExtr-T validation (SkillSpan)",
+    "workbench/skill_extraction/tech_test_annotations.csv": "SkillExtr-T test (SkillSpan)",
+    "extra/skillskape/train.csv": "SkillSkape train sentences (open training protocol, V graph)",
+}
+
+
+class DataError(RuntimeError):
+    """Bad or missing input data; the message names the file, row or field."""
+
+
+def default_data_dir() -> Path:
+    """``UWE_DATA_DIR`` if set, else ``../shared/uwe-data`` beside the repository."""
+    env = os.environ.get("UWE_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return REPO_DIR.parent / "shared" / "uwe-data"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Return the data directory, failing clearly when it does not exist."""
+    path = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    if not path.is_dir():
+        raise DataError(
+            f"data directory {path} does not exist. Set UWE_DATA_DIR (or `paths.data_dir=...`) to the "
+            "uwe-data pack (see README, 'Data')."
+        )
+    return path
+
+
+def data_file(data_dir: str | os.PathLike | None, relpath: str) -> Path:
+    """Path of one file of the data pack; a missing file is named together with what it provides."""
+    root = resolve_data_dir(data_dir)
+    path = root / relpath
+    if not path.is_file():
+        what = DATA_FILES.get(relpath, "a file of the uwe-data pack")
+        raise DataError(f"missing data file {path} ({what}). Is {root} a complete uwe-data pack?")
+    return path
+
+
+def _project_or_user_dir(name: str) -> Path:
+    """``<repo>/<name>`` in a source checkout, ``~/.cache/uwe_lightning/<name>`` for an installed package."""
+    if (REPO_DIR / "pyproject.toml").is_file():
+        return REPO_DIR / name
+    return Path.home() / ".cache" / "uwe_lightning" / name.lstrip(".")
+
+
+def default_model_dir() -> Path:
+    """``UWE_MODEL_DIR`` if set, else ``<repo>/models`` (filled by ``make models``)."""
+    env = os.environ.get("UWE_MODEL_DIR")
+    return Path(env).expanduser() if env else _project_or_user_dir("models")
+
+
+def default_cache_dir() -> Path:
+    """``UWE_CACHE_DIR`` if set, else ``<repo>/.cache`` (target-space caches and derived data)."""
+    env = os.environ.get("UWE_CACHE_DIR")
+    return Path(env).expanduser() if env else _project_or_user_dir(".cache")

@@ -1,0 +1,215 @@
+"""Run WorkBench: load tasks, score each query block against its target space, aggregate metrics.
+
+Models plug in through :class:`RankingModel` (``prepare`` once with every distinct text of the run, then
+``score_blocks`` per task). Neural models go through :class:`EncoderRankingModel`, which embeds each distinct
+text once per run (length-sorted batches) and scores with the same :class:`~uwe_lightning.ranking.ranker.Ranker`
+code path that users and ``make bench`` use. Scores are produced block by block: the full query x target matrix
+is never held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from uwe_lightning.workbench.base import RankingDataset, TaskUnavailable, get_task
+from uwe_lightning.workbench.metrics import RankingMetrics, macro_average
+
+#: The paper's seven WorkBench subtasks, in Table 2's order.
+WORKBENCH_TASKS = ("Job2Skill", "Skill2Job", "JobNorm", "SkillNorm", "SkillSim", "SkillExtr-T", "SkillExtr-H")
+
+
+class RankingModel(Protocol):
+    name: str
+
+    def prepare(self, texts: Sequence[str], show_progress: bool = False) -> None:
+        """Called once per run with every distinct text (queries and targets) of all tasks."""
+
+    def score_blocks(
+        self, queries: Sequence[str], targets: Sequence[str], block_size: int
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield (first query row, scores [b, len(targets)]) blocks."""
+
+
+class EncoderRankingModel:
+    """Adapter from a :class:`Ranker` to the runner: each distinct text is embedded once per run."""
+
+    def __init__(self, ranker, name: str | None = None) -> None:
+        self.ranker = ranker
+        self.name = name or getattr(ranker, "model_id", None) or "encoder"
+        self._row: dict[str, int] = {}
+        self._query_side = None
+        self._target_side = None
+
+    def prepare(self, texts: Sequence[str], show_progress: bool = False) -> None:
+        texts = list(dict.fromkeys(texts))
+        tokens = self.ranker.embed(texts, show_progress=show_progress)
+        self._row = {t: i for i, t in enumerate(texts)}
+        self._query_side = self.ranker.pack(tokens, "query")
+        self._target_side = self.ranker.pack(tokens, "target")
+        del tokens
+
+    def _rows(self, texts: Sequence[str]) -> list[int]:
+        missing = [t for t in texts if t not in self._row]
+        if missing:
+            raise KeyError(f"{len(missing)} texts were not prepared (first: {missing[0]!r}); call prepare() first")
+        return [self._row[t] for t in texts]
+
+    def score_blocks(self, queries, targets, block_size):
+        q = self._query_side.select(self._rows(queries))
+        y = self._target_side.select(self._rows(targets))
+        yield from self.ranker.score_blocks(q, y, block_size=block_size)
+
+
+def load_tasks(
+    tasks: Sequence[str], split: str, data_dir=None
+) -> tuple[dict[str, RankingDataset], dict[str, str]]:
+    """Build each task's split; unavailable tasks are returned with their reason, never dropped silently."""
+    datasets: dict[str, RankingDataset] = {}
+    unavailable: dict[str, str] = {}
+    for name in tasks:
+        try:
+            datasets[name] = get_task(name).load(split, data_dir)
+        except TaskUnavailable as err:
+            unavailable[name] = str(err)
+    return datasets, unavailable
+
+
+def subsample(dataset: RankingDataset, max_queries: int | None, seed: int = 0) -> RankingDataset:
+    """A fixed random subset of queries (same for every model with the same seed); targets unchanged."""
+    if max_queries is None or dataset.n_queries <= max_queries:
+        return dataset
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(dataset.n_queries, size=max_queries, replace=False)).tolist()
+    return RankingDataset(
+        task=dataset.task,
+        split=dataset.split,
+        queries=[dataset.queries[i] for i in keep],
+        targets=dataset.targets,
+        labels=[dataset.labels[i] for i in keep],
+        exclude=None if dataset.exclude is None else [dataset.exclude[i] for i in keep],
+        meta={**dataset.meta, "subsampled_from": dataset.n_queries},
+    )
+
+
+def score_dataset(model: RankingModel, dataset: RankingDataset, block_size: int = 1024) -> dict:
+    """Metrics of one task, accumulated block by block."""
+    metrics = RankingMetrics(ks=(10,))
+    start_time = time.perf_counter()
+    for start, block in model.score_blocks(dataset.queries, dataset.targets, block_size):
+        stop = start + block.shape[0]
+        exclude = None if dataset.exclude is None else dataset.exclude[start:stop]
+        metrics.update(block, dataset.labels[start:stop], exclude)
+    out = metrics.compute()
+    return {
+        "map": out["map"],
+        "rp@10": out["rp@10"],
+        "n_queries": out["n_queries"],
+        "n_targets": dataset.n_targets,
+        "seconds": round(time.perf_counter() - start_time, 3),
+    }
+
+
+def evaluate(
+    model: RankingModel,
+    tasks: Sequence[str] = WORKBENCH_TASKS,
+    split: str = "test",
+    data_dir=None,
+    max_queries: int | None = None,
+    seed: int = 0,
+    block_size: int = 1024,
+    show_progress: bool = False,
+) -> dict:
+    """Evaluate ``model`` on ``tasks``; returns per-task metrics, unavailable tasks and the macro average."""
+    t0 = time.perf_counter()
+    datasets, unavailable = load_tasks(tasks, split, data_dir)
+    datasets = {name: subsample(ds, max_queries, seed) for name, ds in datasets.items()}
+    load_seconds = time.perf_counter() - t0
+
+    texts = dict.fromkeys(t for ds in datasets.values() for t in (*ds.queries, *ds.targets))
+    t1 = time.perf_counter()
+    model.prepare(list(texts), show_progress=show_progress)
+    encode_seconds = time.perf_counter() - t1
+
+    per_task = {}
+    for name, ds in datasets.items():
+        per_task[name] = score_dataset(model, ds, block_size)
+        per_task[name]["n_queries_total"] = ds.meta.get("subsampled_from", ds.n_queries)
+        if show_progress:
+            r = per_task[name]
+            print(f"[workbench] {name}/{split}: MAP {100 * r['map']:.2f} RP@10 {100 * r['rp@10']:.2f} "
+                  f"({r['n_queries']} q x {r['n_targets']} t, {r['seconds']:.1f}s)", flush=True)
+    groups = {name: get_task(name).group for name in per_task}
+    return {
+        "model": model.name,
+        "split": split,
+        "tasks": per_task,
+        "unavailable": unavailable,
+        "macro": macro_average(per_task, groups),
+        "max_queries": max_queries,
+        "seconds": {
+            "load": round(load_seconds, 2),
+            "encode_distinct_texts": round(encode_seconds, 2),
+            "n_distinct_texts": len(texts),
+            "total": round(time.perf_counter() - t0, 2),
+        },
+    }
+
+
+def evaluate_ranker(ranker, tasks: Sequence[str], split: str, data_dir=None, max_queries: int | None = None,
+                    seed: int = 0, show_progress: bool = False, block_size: int = 1024) -> dict:
+    """:func:`evaluate` for a :class:`~uwe_lightning.ranking.ranker.Ranker` (the training validation path)."""
+    return evaluate(EncoderRankingModel(ranker), tasks, split, data_dir, max_queries, seed, block_size, show_progress)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def results_markdown(results: dict, title: str) -> str:
+    lines = [f"### {title}", "", f"split: `{results['split']}`, model: `{results['model']}`"
+             + (f", at most {results['max_queries']} queries per task" if results.get("max_queries") else ""), "",
+             "| task | MAP | RP@10 | queries | targets | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    for name, r in results["tasks"].items():
+        lines.append(f"| {name} | {_pct(r['map'])} | {_pct(r['rp@10'])} | {r['n_queries']:,} | "
+                     f"{r['n_targets']:,} | {r['seconds']:.1f} |")
+    for name, reason in results.get("unavailable", {}).items():
+        lines.append(f"| {name} | n/a | n/a | - | - | - |")
+    macro = results["macro"]
+    lines.append(f"| **macro average** | **{_pct(macro.get('map'))}** | **{_pct(macro.get('rp@10'))}** | | | |")
+    lines += ["", f"Macro average (task types averaged first; SkillExtr-H/-T form one type) covers: "
+              f"{', '.join(macro.get('covers', []))}."]
+    for name, reason in results.get("unavailable", {}).items():
+        lines.append(f"- {name} unavailable: {reason}")
+    s = results.get("seconds", {})
+    if s:
+        lines.append(f"- Encoding {s.get('n_distinct_texts', 0):,} distinct texts once: "
+                     f"{s.get('encode_distinct_texts', 0):.1f} s; total {s.get('total', 0):.1f} s. "
+                     "Per-task seconds = scoring + metrics only.")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict, out_dir, title: str) -> tuple[Path, Path]:
+    """Write results.json and results.md atomically into ``out_dir``."""
+    out = Path(out_dir)
+    json_path, md_path = out / "results.json", out / "results.md"
+    _atomic_write(json_path, json.dumps(results, indent=2, default=str))
+    _atomic_write(md_path, results_markdown(results, title))
+    return json_path, md_path
