@@ -272,3 +272,24 @@ def test_macro_average_errors():
         macro_average({"JobNorm": {"map": 0.1}}, GROUPS)
     with pytest.raises(ValueError, match="no task results"):
         macro_average({}, GROUPS)
+
+
+def test_huge_finite_scores_are_not_mistaken_for_non_finite():
+    # Row sums overflow to inf here although every score is finite (and float16 overflows even sooner).
+    scores = torch.tensor([[3e38, 3e38, -1.0], [1.0, 2.0, 3.0]])
+    m = ranking_metrics(scores, [[2], [0]])
+    assert m["map"] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    half = torch.full((1, 4), 60000.0, dtype=torch.float16)
+    assert ranking_metrics(half, [[3]])["map"] == pytest.approx(1 / 4)
+
+
+@pytest.mark.parametrize("cpu_threads", [None, 2])
+def test_thread_setting_does_not_change_results_and_is_restored(cpu_threads):
+    rng = np.random.default_rng(9)
+    scores = torch.from_numpy(rng.integers(0, 4, size=(50, 90)).astype(np.float32))
+    labels = random_labels(rng, 50, 90, "mixed")
+    before = torch.get_num_threads()
+    single = ranking_metrics(scores, labels, ks=KS)  # default: 1 thread inside update
+    assert torch.get_num_threads() == before
+    assert ranking_metrics(scores, labels, ks=KS, cpu_threads=cpu_threads) == single
+    assert torch.get_num_threads() == before

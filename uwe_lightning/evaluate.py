@@ -33,8 +33,8 @@ def build_ranking_model(cfg: DictConfig):
     return EncoderRankingModel(ranker, name=f"{cfg.model.name}/{cfg.scorer.name}")
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
-def main(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> dict:
+    """Evaluate the configured model; write results.json / results.md into ``cfg.paths.output_dir``."""
     from uwe_lightning.workbench.runner import evaluate, write_results
 
     model = build_ranking_model(cfg)
@@ -52,6 +52,11 @@ def main(cfg: DictConfig) -> dict:
         for path in (json_path, md_path):
             shutil.copy2(path, dest / path.name)
     return results
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
 
 
 if __name__ == "__main__":

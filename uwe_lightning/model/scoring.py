@@ -1,35 +1,36 @@
-"""Late-interaction scorers over padded token embeddings: ``mean``, ``maxsim``, ``softmax``, ``softmax_ymean``.
+"""Late-interaction scorers over padded token embeddings: mean, maxsim, softmax, softmax_ymean.
 
 Every scorer is all-pairs: ``fn(q, y)`` takes :class:`TokenEmbeddings` ``q [Nq, Lq, H]`` and ``y [Ny, Ly, H]``
 and returns ``[Nq, Ny]``. The row side ``q`` is the *query of the ranking* and ``y`` the target.
 
 Padding. Padded tokens never contribute: every max / softmax over tokens sees ``-inf`` at padded positions
 (explicit boolean masks, never a zero embedding), and every mean divides by the number of real tokens. A side
-with no real token at all scores 0 instead of NaN (its mean-pooled vector is the zero vector, whose cosine is 0).
+with no real token at all scores 0 instead of NaN (its mean-pooled vector is zero, and so is its cosine).
 
 Query-length normalisation. ``mean`` and ``softmax_ymean`` are in [-1, 1] by construction (a cosine, or a
-convex combination of cosines). ``maxsim`` and ``softmax`` sum a per-query-token cosine aggregate and divide by
-the number of real query tokens, so every score lies in [-1, 1] and long queries are not favoured; for a fixed
+convex combination of cosines). ``maxsim`` and ``softmax`` sum a per-query-token cosine aggregate and divide
+by the number of real query tokens, so every score lies in [-1, 1] and long queries are not favoured; for a fixed
 query this is a constant factor, so rankings equal ColBERT's un-normalised sum.
 
 Direction. At inference the ranking's query is always the row side: Skill2Job scores skill -> job with the
 skill's tokens as ``q``; Job2Skill scores job -> skill with the job title's tokens as ``q``. ``maxsim`` and
 ``softmax`` are asymmetric (the softmax / max runs over the *target* tokens and the mean over the *query*
 tokens), so the two directions differ. In training the reverse term ``L_{Q|Y}`` of the MTM loss uses the score
-with the TEXT as query and the skill as target: :func:`pairwise_scores` with ``both_directions=True`` returns it
-as ``rev [Ny, Nq]`` (``rev[j, i]`` = score of query ``y_j`` against target ``q_i``), computed from the same
-token-similarity matrix ``S`` (its other axis), so it costs one more softmax / max, not another ``S``.
+with the TEXT as query and the skill as target; :func:`pairwise_scores` with ``both_directions=True`` gives
+it as ``rev [Ny, Nq]`` (``rev[j, i]`` = score of query ``y_j`` against target ``q_i``), computed from the same
+token-similarity matrix ``S`` (its other axis), so it costs one more softmax / max, not another ``S``
+(``mean`` is symmetric: ``rev = fwd.T``; ``softmax_ymean`` pools the skill instead: a cheap extra pass).
 
 Scorers.
 - ``mean``: cosine of the mean-pooled embeddings (sentence-transformers pooling over real tokens).
-- ``maxsim``: ColBERT MaxSim on L2-normalised tokens, mean over query tokens of the max cosine over target tokens.
+- ``maxsim``: ColBERT MaxSim on L2-normalised tokens: mean over query tokens of the max cosine over targets.
 - ``softmax`` (the paper's two-sided soft late interaction, section 4): ``S = E_q E_y^T`` (raw),
   ``S_hat`` = cosine token similarities, ``A = row-softmax(S / tau)`` over target tokens,
-  score = ``<A, S_hat>_F / n_query_tokens``. As ``tau -> 0``, ``A`` becomes the one-hot argmax of the *raw* ``S``
-  per query token, so the score tends to MaxSim whenever the raw and cosine argmax agree (e.g. target tokens of
-  equal norm); the paper calls this "converging to MaxSim".
-- ``softmax_ymean`` (ContextMatch-like, the paper's "SoftMax - y-mean"): the target is mean-pooled to one vector
-  ``ybar`` and the softmax runs over the QUERY tokens: ``a_i = softmax_i(q_i . ybar / tau)``,
+  score = ``<A, S_hat>_F / n_query_tokens``. As ``tau -> 0``, ``A`` becomes the one-hot argmax of the raw
+  ``S`` per query token, so the score tends to MaxSim whenever the raw and cosine argmax agree (e.g. target
+  tokens of equal norm); the paper calls this "converging to MaxSim".
+- ``softmax_ymean`` (ContextMatch-like, the paper's "SoftMax - y-mean"): the target is mean-pooled to one
+  vector ``ybar`` and the softmax runs over the QUERY tokens: ``a_i = softmax_i(q_i . ybar / tau)``,
   score = ``sum_i a_i cos(q_i, ybar)``. A softmax over the single pooled target token would be the constant 1
   (tau would do nothing), yet the paper tunes tau for this variant, and ContextMatch weights the sentence's
   tokens; hence the softmax is over the query tokens. Its reverse direction (text as query) pools the skill.
@@ -38,28 +39,30 @@ Default temperatures: 0.1 for ``softmax`` and 0.5 for ``softmax_ymean``, the per
 Appendix A "Late interaction ablation" (its grid-search list bolds 0.5 for the soft late interaction; the
 per-variant sentence after Figure 4 is the more specific one).
 
-Pooled sides. ``ScorerSpec.pool_query`` / ``pool_target`` say that a side only ever needs its mean-pooled vector
-(``mean``: both; ``softmax_ymean``: target). A ranker may then cache that side as :func:`pooled` (a
-``TokenEmbeddings`` of length 1); the scorer gives identical scores on it, because the mean of one token is itself.
+Pooled sides. ``ScorerSpec.pool_query`` / ``pool_target`` say that a side only ever needs its mean-pooled
+vector (``mean``: both; ``softmax_ymean``: target). A ranker may then cache that side as :func:`pooled` (a
+``TokenEmbeddings`` of length 1); the scorer gives identical scores on it: the mean of one token is itself.
 
-Memory (the reason for chunking). The token scorers materialise ``[chunk, Ny, Lq, Ly]`` tensors. For the paper's
-in-batch scoring, 512 skills x 512 texts x 64 x 64 tokens, one such tensor has 2^30 elements: 2 GiB in bf16,
-4 GiB in fp32. ``softmax`` with both directions keeps about :data:`LIVE_4D_TENSORS` of them (``S``, ``S_hat``, two
-softmax outputs, their products with ``S_hat``) for backward, i.e. ~24 GiB fp32 for the whole batch
-(:func:`estimate_peak_bytes`):
+Memory (the reason for chunking). The token scorers materialise ``[chunk, Ny, Lq, Ly]`` tensors. For the
+paper's in-batch scoring, 512 skills x 512 texts x 64 x 64 tokens, one such tensor has 2^30 elements: 2 GiB in
+bf16, 4 GiB in fp32. Two-directional ``softmax`` keeps :data:`SAVED_4D_TENSORS` = 3 of them per row for backward
+(cosines, two softmax outputs) and needs about :data:`WORKING_4D_TENSORS` = 7 at once for the chunk being
+computed (counts measured on CPU, see the constants). :func:`estimate_peak_bytes` for 512 x 512 x 64 x 64
+x 768 in fp32 (under bf16 autocast the einsum outputs are bf16 and the softmax outputs fp32, so less; not
+measured on a GPU):
 
-    ============================  =================  ==================
-    512 x 512 x 64 x 64, fp32     kept for backward  peak while scoring
-    ============================  =================  ==================
-    unchunked                     ~24 GiB            ~24 GiB
-    chunk 64, no checkpoint       ~24 GiB            ~24 GiB
-    chunk 64, checkpoint          inputs only        ~3 GiB
-    chunk 16, checkpoint          inputs only        ~0.75 GiB
-    ============================  =================  ==================
+    ==========================  ===========================  ============
+    setting                     kept for backward            peak
+    ==========================  ===========================  ============
+    unchunked                   12 GiB of 4-D tensors        ~28 GiB
+    chunk 64, no checkpoint     12 GiB of 4-D tensors        ~14 GiB
+    chunk 64, checkpoint        inputs [N, L, H] only        ~3.7 GiB
+    chunk 16, checkpoint        inputs [N, L, H] only        ~1.1 GiB
+    ==========================  ===========================  ============
 
-Chunking alone only bounds the forward temporaries; with ``checkpoint=True`` each chunk's intermediates are
-dropped after the forward and recomputed chunk by chunk during backward, so training keeps only the token
-embeddings (``[N, L, H]``) and the ``[Nq, Ny]`` scores.
+Chunking alone only bounds the temporaries; with ``checkpoint=True`` each chunk's intermediates are dropped
+after its forward and recomputed chunk by chunk in backward (one extra scoring forward; cheap next to the
+encoder).
 """
 
 from __future__ import annotations
@@ -78,14 +81,19 @@ from uwe_lightning.model.encoder import TokenEmbeddings
 
 _EPS = 1e-8
 
-# A kernel scores raw tensors (q_emb, q_mask, y_emb, y_mask) and returns (fwd [Nq, Ny], rev_t [Nq, Ny] | None),
-# where rev_t[i, j] is the score of query y_j against target q_i (the transpose of the reverse direction), so
-# that chunking over the rows of q also chunks the reverse direction.
+# A kernel scores raw tensors (q_emb, q_mask, y_emb, y_mask, both) and returns (fwd [Nq, Ny], rev_t or None),
+# where rev_t [Nq, Ny] holds at [i, j] the score of query y_j against target q_i (the transpose of the reverse
+# direction), so that chunking over the rows of q also chunks the reverse direction.
 Kernel = Callable[..., tuple[Tensor, Tensor | None]]
 
-LIVE_4D_TENSORS = 6
-"""How many ``[chunk, Ny, Lq, Ly]`` tensors the two-directional ``softmax`` scorer keeps alive (an upper bound for
-the other scorers); measured with ``torch.autograd.graph.saved_tensors_hooks`` in ``tests/test_scoring.py``."""
+SAVED_4D_TENSORS = 3
+"""``[Nq, Ny, Lq, Ly]`` tensors that two-directional ``softmax`` keeps for backward without checkpointing (the
+cosines and the two softmax outputs; ``maxsim``: 2, ``mean`` and ``softmax_ymean``: 0); asserted in
+``tests/test_scoring.py`` with ``torch.autograd.graph.saved_tensors_hooks``."""
+
+WORKING_4D_TENSORS = 7
+"""Peak number of such tensors alive while one chunk of two-directional ``softmax`` is computed forward and
+backward; measured on CPU as the peak-RSS growth of forward + backward (128 x 128 x 32 x 32 tokens, fp32)."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -96,8 +104,8 @@ the other scorers); measured with ``torch.autograd.graph.saved_tensors_hooks`` i
 def mean_pool(tokens: TokenEmbeddings) -> Tensor:
     """Mean of the real tokens of each row, ``[N, H]``; a row without real tokens gives the zero vector.
 
-    >>> te = TokenEmbeddings(torch.tensor([[[1.0, 2.0], [3.0, 4.0], [99.0, 99.0]]]), torch.tensor([[1, 1, 0]]))
-    >>> mean_pool(te)
+    >>> emb = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [99.0, 99.0]]])
+    >>> mean_pool(TokenEmbeddings(emb, torch.tensor([[1, 1, 0]])))
     tensor([[2., 3.]])
     """
     mask = tokens.mask.unsqueeze(-1).to(tokens.embeddings.dtype)
@@ -106,7 +114,7 @@ def mean_pool(tokens: TokenEmbeddings) -> Tensor:
 
 
 def pooled(tokens: TokenEmbeddings) -> TokenEmbeddings:
-    """The mean-pooled side as a length-1 :class:`TokenEmbeddings` (what a ranker caches for a pooled side)."""
+    """The mean-pooled side as a length-1 :class:`TokenEmbeddings` (what a ranker caches for it)."""
     return TokenEmbeddings(mean_pool(tokens).unsqueeze(1), tokens.mask.any(1, keepdim=True))
 
 
@@ -117,22 +125,25 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def _masked_softmax(logits: Tensor, mask: Tensor, dim: int) -> Tensor:
-    """Softmax over ``dim`` with ``-inf`` at masked positions; all-zero weights where nothing is unmasked."""
+    """Softmax over ``dim`` with ``-inf`` at masked positions.
+
+    A slice with no unmasked position would be all ``-inf`` and give NaN (and NaN gradients); it gets finite
+    logits instead, so its weights are meaningless but finite: the kernels zero such scores with
+    :func:`_zero_empty` (cheaper than multiplying the 4-D weights by a mask, which autograd would keep).
+    """
     logits = logits.masked_fill(~mask, float("-inf"))
-    has_any = mask.any(dim, keepdim=True)
-    # An all -inf slice would give NaN (and NaN gradients); give it finite logits and zero its weights after.
-    logits = logits.masked_fill(~has_any, 0.0)
-    return torch.softmax(logits, dim=dim) * has_any
+    return torch.softmax(logits.masked_fill(~mask.any(dim, keepdim=True), 0.0), dim=dim)
+
+
+def _zero_empty(scores: Tensor, row_mask: Tensor, col_mask: Tensor) -> Tensor:
+    """Score 0 wherever the row or the column text has no real token."""
+    return scores.masked_fill(~(row_mask.any(-1)[:, None] & col_mask.any(-1)[None, :]), 0.0)
 
 
 def _masked_max(values: Tensor, mask: Tensor, dim: int) -> Tensor:
     """Max over ``dim`` ignoring masked positions; 0 where nothing is unmasked."""
     best = values.masked_fill(~mask, float("-inf")).amax(dim)
     return best.masked_fill(~mask.any(dim), 0.0)
-
-
-def _token_norms(emb: Tensor) -> Tensor:
-    return emb.norm(dim=-1).clamp_min(_EPS)
 
 
 def _doc_example() -> tuple[TokenEmbeddings, TokenEmbeddings]:
@@ -203,23 +214,24 @@ def _softmax_kernel(
 
     tau = 1. Forward: query token e1 has S = (1, 1), A = (1/2, 1/2), sum A*S_hat = (1 + 1/sqrt2) / 2 = 0.8536;
     e2 has S = (0, 1), A = (0.2689, 0.7311), sum = 0.7311 / sqrt2 = 0.5170; mean 0.6853 (float32: 0.6852).
-    Reverse: target token e1 as query has S = (1, 0), A = (0.7311, 0.2689), sum = 0.7311; (1, 1) has S = (1, 1),
-    A = (1/2, 1/2), sum = 1/sqrt2; mean 0.7191.
+    Reverse: target token e1 as query has S = (1, 0), A = (0.7311, 0.2689), sum = 0.7311; (1, 1) has
+    S = (1, 1), A = (1/2, 1/2), sum = 1/sqrt2; mean 0.7191.
 
     >>> _score("softmax", tau=1.0, both=True)
     [0.6852, 0.7191]
     """
-    raw = torch.einsum("ikh,jlh->ijkl", qe, ye)  # S, [Nq, Ny, Lq, Ly]
-    cos = raw / (_token_norms(qe)[:, None, :, None] * _token_norms(ye)[None, :, None, :])  # S_hat
-    logits = raw / tau
+    # Two einsums instead of S / (norm outer product): autograd then keeps only the [N, L, H] inputs, not a
+    # 4-D denominator or a second 4-D copy of S.
+    logits = torch.einsum("ikh,jlh->ijkl", qe, ye) / tau  # S / tau, [Nq, Ny, Lq, Ly]
+    cos = torch.einsum("ikh,jlh->ijkl", F.normalize(qe, dim=-1, eps=_EPS), F.normalize(ye, dim=-1, eps=_EPS))
     q_tok = qm[:, None, :]
     y_tok = ym[None, :, :]
     attn = _masked_softmax(logits, y_tok[:, :, None, :], dim=-1)  # A: row-softmax over target tokens
-    fwd = _masked_mean((attn * cos).sum(-1), q_tok)  # <A, S_hat>_F / n_query_tokens
+    fwd = _zero_empty(_masked_mean((attn * cos).sum(-1), q_tok), qm, ym)  # <A, S_hat>_F / n_query_tokens
     if not both:
         return fwd, None
     attn_rev = _masked_softmax(logits, q_tok[..., None], dim=-2)  # the text's tokens are now the query
-    rev_t = _masked_mean((attn_rev * cos).sum(-2), y_tok)
+    rev_t = _zero_empty(_masked_mean((attn_rev * cos).sum(-2), y_tok), qm, ym)
     return fwd, rev_t
 
 
@@ -229,9 +241,12 @@ def _pooled_target_score(tok: Tensor, tok_mask: Tensor, target: Tensor, tau: flo
     ``tok [N, L, H]``, ``target [M, H]`` -> ``[N, M]``.
     """
     dots = torch.einsum("nlh,mh->nml", tok, target)
-    cos = dots / (_token_norms(tok)[:, None, :] * _token_norms(target)[None, :, None])
+    cos = torch.einsum(
+        "nlh,mh->nml", F.normalize(tok, dim=-1, eps=_EPS), F.normalize(target, dim=-1, eps=_EPS)
+    )
     weights = _masked_softmax(dots / tau, tok_mask[:, None, :], dim=-1)
-    return (weights * cos).sum(-1)
+    # A row without query tokens has no real weights; a zero ``target`` (empty target) has zero cosines.
+    return (weights * cos).sum(-1).masked_fill(~tok_mask.any(-1)[:, None], 0.0)
 
 
 def _softmax_ymean_kernel(
@@ -315,7 +330,7 @@ SCORERS: dict[str, ScorerSpec] = {name: _build(name, None) for name in _DEFS}
 
 
 def get_scorer(name: str, tau: float | None = None) -> ScorerSpec:
-    """The scorer ``name`` with temperature ``tau`` (``None``: its default; must be ``None`` for mean/maxsim)."""
+    """The scorer ``name`` with temperature ``tau`` (``None``: its default; mean/maxsim take no tau)."""
     if name not in _DEFS:
         raise KeyError(f"unknown scorer {name!r}; known: {', '.join(sorted(_DEFS))}")
     return SCORERS[name] if tau is None else _build(name, tau)
@@ -383,23 +398,33 @@ def estimate_peak_bytes(
     chunk_size: int | None,
     dtype_bytes: int,
     checkpoint: bool = True,
-    live_tensors: int = LIVE_4D_TENSORS,
+    saved_tensors: int = SAVED_4D_TENSORS,
+    working_tensors: int = WORKING_4D_TENSORS,
 ) -> int:
-    """Rough peak memory of :func:`pairwise_scores` for the token scorers, in bytes.
+    """Rough peak memory of :func:`pairwise_scores` forward + backward for the token scorers, in bytes.
 
-    Inputs (``[N, L, H]``) and outputs are always kept; ``live_tensors`` tensors of ``[rows, ny, lq, ly]`` are
-    alive at once, where ``rows`` is one chunk with ``checkpoint`` (recomputed one chunk at a time in backward)
-    and all ``nq`` rows without (every chunk's intermediates are saved for backward).
+    Counted in ``[rows, ny, lq, ly]`` tensors: without checkpointing every row keeps ``saved_tensors`` of them
+    for backward and the chunk being computed needs ``working_tensors`` at once; with checkpointing nothing is
+    kept and one chunk at a time needs ``working_tensors`` (in forward, and again when recomputed in
+    backward). Inputs ``[N, L, H]`` and the two ``[nq, ny]`` outputs come on top. Defaults are those of
+    two-directional ``softmax`` (the most expensive scorer).
 
     >>> gib = 2**30
     >>> round(estimate_peak_bytes(512, 512, 64, 64, 768, None, 4, checkpoint=False) / gib, 1)
-    24.2
+    28.2
+    >>> round(estimate_peak_bytes(512, 512, 64, 64, 768, 64, 4, checkpoint=False) / gib, 1)
+    14.2
     >>> round(estimate_peak_bytes(512, 512, 64, 64, 768, 64, 4, checkpoint=True) / gib, 1)
-    3.2
-    >>> round(estimate_peak_bytes(512, 512, 64, 64, 768, 16, 4, checkpoint=True) / gib, 2)
-    0.95
+    3.7
+    >>> round(estimate_peak_bytes(512, 512, 64, 64, 768, 16, 4, checkpoint=True) / gib, 1)
+    1.1
     """
-    rows = min(chunk_size or nq, nq) if checkpoint else nq
+    chunk = min(chunk_size or nq, nq)
+    unit = ny * lq * ly * dtype_bytes  # one row of one 4-D tensor
+    if checkpoint:
+        tensors_4d = working_tensors * chunk * unit
+    else:
+        tensors_4d = (saved_tensors * nq + (working_tensors - saved_tensors) * chunk) * unit
     inputs = (nq * lq + ny * ly) * h * dtype_bytes
     outputs = 2 * nq * ny * dtype_bytes
-    return inputs + outputs + live_tensors * rows * ny * lq * ly * dtype_bytes
+    return inputs + tensors_4d + outputs

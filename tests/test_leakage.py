@@ -1,0 +1,202 @@
+"""The open protocol: stable splits, leakage filtering, the protocol task variants, and (on the real pack)
+that no reported test pair is a training edge."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from uwe_lightning.data import protocol as P
+from uwe_lightning.data.graphs import BipartiteGraph, load_edges, load_vocabulary, normalize_text
+from uwe_lightning.workbench.base import RankingDataset, TaskUnavailable, get_task, task_names
+
+EDGES = Path(__file__).parent / "fixtures" / "edges"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fast unit tests (fixtures only)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_stable_hash_is_fixed():
+    # Hard-coded: a change of the hash, salt or key normalisation would silently move the J/A splits.
+    assert P.stable_unit("data engineer", P.TITLE_SALT) == pytest.approx(0.23072072551425732, abs=1e-15)
+    uri = "http://data.europa.eu/esco/skill/0005c151-5b5a-4a66-8aac-60e734beb1ab"
+    assert P.stable_unit(uri, P.ALTLABEL_SALT) == pytest.approx(0.3439925163997182, abs=1e-15)
+    assert P.is_validation_title("  Engineer, APPLICATIONS ") and P.is_validation_title("Engineer, Applications")
+    assert not P.is_validation_title("data engineer")
+    assert P.is_altlabel_training_skill(uri) and not P.is_altlabel_training_skill(uri, 0.3)
+
+
+def test_title_split_fraction_is_close_to_requested():
+    titles = [f"title {i}" for i in range(20_000)]
+    share = np.mean([P.is_validation_title(t, 0.1) for t in titles])
+    assert 0.09 < share < 0.11
+
+
+@pytest.fixture(scope="module")
+def fixture_protocol() -> P.OpenProtocol:
+    vocab = load_vocabulary(EDGES / "vocab.csv")
+    graphs = {
+        "J": load_edges(EDGES / "J.csv", vocab, "J"),
+        "V": load_edges(EDGES / "V.jsonl", vocab, "V"),
+        "A": load_edges(EDGES / "A.tsv", vocab, "A"),
+    }
+    return P.OpenProtocol(graphs=graphs, vocab=vocab, meta={"data_dir": None})
+
+
+class NoV110(P.SkillResolver):
+    def __init__(self, vocab):
+        self.vocab = vocab
+        self._v110 = {}
+
+
+def test_leaked_pairs_both_orientations(fixture_protocol):
+    vocab = fixture_protocol.vocab
+    resolve = NoV110(vocab)
+    skills = sorted(vocab.labels)
+    # text query -> skill target: (" Chef", cook food) is a J edge; (chef, python) is not
+    job2skill = RankingDataset(
+        "J2S", "test", [" Chef", "truck driver"], skills,
+        [[skills.index("cook food"), skills.index("python")], [skills.index("sales")]],
+    )
+    assert P.leaked_pairs(fixture_protocol, job2skill, resolve) == [(" Chef", "cook food")]
+    # skill query -> text target: (sql, DATA ANALYST) is a J edge
+    skill2job = RankingDataset("S2J", "test", ["sql", "teach"], ["DATA ANALYST", "nurse"], [[0, 1], [1]])
+    assert P.leaked_pairs(fixture_protocol, skill2job, resolve) == [("sql", "DATA ANALYST")]
+    keys = P.dataset_pair_keys(skill2job, resolve)
+    assert keys == {("data analyst", vocab.index("sql")), ("nurse", vocab.index("sql")), ("nurse", vocab.index("teach"))}
+
+
+def test_filter_drops_protected_edges_but_keeps_the_contaminated_skillnorm_overlap():
+    candidates = P._Candidates()
+    for skill, text in [(0, "Alt one"), (1, "alt two"), (2, "alt three"), (3, "a sentence."), (4, "clean")]:
+        candidates.add(skill, text)
+    protected = {
+        "SkillNorm/test": {("alt one", 0), ("alt two", 1)},
+        "SkillNorm@heldout/test": {("alt two", 1)},
+        "Job2Skill/test": {("alt three", 2)},
+    }
+    kept, report = P._filter_candidates("A", candidates, protected, sentences={"a sentence."})
+    assert list(zip(kept.skills, kept.texts, strict=True)) == [(0, "Alt one"), (4, "clean")]
+    assert report["dropped_by_split"] == {"Job2Skill/test": 1, "SkillNorm/test": 1, "SkillNorm@heldout/test": 1}
+    assert report["dropped_text_equal_to_sentence_query"] == 1
+    kept_j, _ = P._filter_candidates("J", candidates, protected, sentences=set())
+    assert list(zip(kept_j.skills, kept_j.texts, strict=True)) == [(3, "a sentence."), (4, "clean")]
+
+
+def test_restrict_targets_remaps_labels():
+    dataset = RankingDataset("T", "val", ["q1", "q2", "q3"], ["a", "b", "c", "d"], [[0, 3], [1], [2, 3]])
+    out = P._restrict_targets(dataset, [False, True, True, True], "T@x", "note")
+    assert out.targets == ["b", "c", "d"]
+    assert out.queries == ["q1", "q2", "q3"] and out.labels == [[2], [0], [1, 2]]
+    out = P._restrict_targets(dataset, [True, False, False, False], "T@x", "note")
+    assert out.queries == ["q1"] and out.labels == [[0]] and out.meta["notes"][-1] == "note"
+
+
+def test_protocol_tasks_registered_with_base_groups():
+    names = task_names()
+    for variant, base in [("Job2Skill@open", "Job2Skill"), ("Skill2Job@open", "Skill2Job"), ("SkillNorm@heldout", "SkillNorm")]:
+        assert variant in names
+        assert get_task(variant).group == get_task(base).group
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Real data pack
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_protocol(real_data_dir) -> P.OpenProtocol:
+    start = time.perf_counter()
+    protocol = P.build_open_protocol(real_data_dir)
+    print(f"\nopen protocol built in {time.perf_counter() - start:.2f}s: {protocol.summary()}")
+    return protocol
+
+
+@pytest.fixture(scope="module")
+def test_splits(real_data_dir) -> dict[str, RankingDataset]:
+    """Every registered task's test split that is available (SkillSim is not in the pack)."""
+    splits = {}
+    for name in task_names():
+        try:
+            splits[name] = get_task(name).load("test", real_data_dir)
+        except TaskUnavailable:
+            continue
+    return splits
+
+
+@pytest.mark.data
+def test_every_reported_test_split_is_clean(real_protocol, test_splits, real_data_dir):
+    resolve = P.SkillResolver(real_protocol.vocab, real_data_dir)
+    assert {"Job2Skill@open", "Skill2Job@open", "SkillNorm@heldout", "Job2Skill", "JobNorm"} <= set(test_splits)
+    report = {name: len(P.leaked_pairs(real_protocol, ds, resolve)) for name, ds in test_splits.items()}
+    print(f"\nleakage (test): {report}")
+    assert {name: n for name, n in report.items() if name not in P.CONTAMINATED} == dict.fromkeys(
+        [n for n in report if n not in P.CONTAMINATED], 0
+    )
+
+
+@pytest.mark.data
+def test_full_skillnorm_overlap_lies_in_the_training_half(real_protocol, test_splits, real_data_dir):
+    dataset = test_splits["SkillNorm"]
+    leaked = P.leaked_pairs(real_protocol, dataset, P.SkillResolver(real_protocol.vocab, real_data_dir))
+    vocab = real_protocol.vocab
+    print(f"\nfull SkillNorm test: {len(leaked)} of {sum(map(len, dataset.labels))} pairs are graph-A edges")
+    assert len(leaked) > 30_000  # about half of the altLabels
+    assert all(P.is_altlabel_training_skill(vocab.uris[vocab.index(label)]) for _, label in leaked)
+    a_graph = real_protocol.graphs["A"]
+    assert all(P.is_altlabel_training_skill(vocab.uris[s]) for s in np.unique(a_graph.skill_index))
+
+
+@pytest.mark.data
+def test_leakage_report_on_validation_splits(real_protocol, real_data_dir):
+    names = [n for n in real_protocol.meta["validation_tasks"] if n != "SkillSim"]
+    report = P.leakage_report(real_protocol, real_data_dir, names, split="val")
+    print(f"\nleakage (val): {report}")
+    assert report == dict.fromkeys(names, 0)
+
+
+@pytest.mark.data
+def test_job_title_split(real_protocol, real_data_dir):
+    meta = real_protocol.graphs["J"].meta
+    print(f"\nJ titles: {meta}")
+    assert meta["titles"] == 5_644 and meta["train_titles"] + meta["val_titles"] == 5_644
+    assert 0.08 < meta["val_titles"] / 5_644 < 0.12
+    val = get_task("Job2Skill@open").load("val", real_data_dir)
+    assert val.n_queries == meta["val_titles"]
+    train_texts = {normalize_text(t) for t in real_protocol.graphs["J"].texts}
+    assert not train_texts & {normalize_text(q) for q in val.queries}
+    skill2job = get_task("Skill2Job@open").load("val", real_data_dir)
+    assert sorted(skill2job.targets) == sorted(val.queries)
+    assert all(row for row in skill2job.labels)
+
+
+@pytest.mark.data
+def test_skillnorm_heldout_queries(real_protocol, real_data_dir):
+    vocab = real_protocol.vocab
+    for split in ("val", "test"):
+        dataset = get_task("SkillNorm@heldout").load(split, real_data_dir)
+        uris = [vocab.uris[vocab.index(t)] for t in dataset.targets]
+        assert dataset.n_queries > 1000
+        assert not any(P.is_altlabel_training_skill(uris[j]) for row in dataset.labels for j in row)
+
+
+@pytest.mark.data
+def test_graph_sizes_and_meta(real_protocol):
+    counts = real_protocol.meta["counts"]
+    print(f"\ncounts: {counts}\nleakage: {real_protocol.meta['leakage']}")
+    assert counts["V"]["skills_covered"] == 13_939  # every skill has a description
+    assert 6_000 < counts["A"]["skills_covered"] < 8_000  # about half of the skills
+    assert counts["J"]["texts"] <= real_protocol.graphs["J"].meta["train_titles"]
+    skillskape = real_protocol.graphs["V"].meta["skillskape"]
+    assert skillskape["sentences"] == 6_353 and skillskape["sentences_unk"] == 394
+    assert "SkillNorm" in real_protocol.meta["contaminated"]
+    assert P.build_open_protocol(real_protocol.meta["data_dir"]) is real_protocol  # cached in-process
+
+
+def test_graph_type_is_bipartite(fixture_protocol):
+    assert all(isinstance(g, BipartiteGraph) for g in fixture_protocol.graphs.values())

@@ -1,0 +1,443 @@
+"""Skill-centred training batches for the many-to-many InfoNCE loss (paper section 4, Appendix A).
+
+Each step samples ``skills_per_step`` DISTINCT skills uniformly from the vocabulary and, for every enabled
+graph G (J, V, A), one neighbour text per sampled skill, uniformly among its neighbours in G: up to
+S + |G| * S texts (512 + 3 * 512 = 2,048 in the paper). Choices this module makes explicit:
+
+* A skill without a neighbour in G contributes no text to G, so N_G may be < S; its row of ``pos_mask``
+  is all False and the loss skips it. A graph with no text at all in a step is absent from
+  ``UWEBatch.graphs``.
+* ``pos_mask[i, j]`` is the GRAPH edge between batch skill i and batch text j, for every pair, not only the
+  sampled one: a text sampled twice, or a job title linked to two batch skills, is a positive of each of
+  them and never a false negative.
+* Sentence augmentation on V (paper Appendix A, after Decorte et al. 2025): with probability ``augment_p``
+  a V text gets, as prefix or suffix (50/50), a V sentence of a skill NOT in the batch that has no edge to
+  any batch skill, so ``pos_mask`` stays exact. The added sentence only gets the token room the real
+  sentence leaves within ``max_length`` (cut at a token boundary, keeping the part next to the real
+  sentence), so truncation never cuts the real sentence; with no room left, the text is not augmented.
+* Randomness is a pure function of (seed, step): ``numpy.random.default_rng([seed, step])``. A resumed run
+  continues the same stream: ``set_start_step(step)`` (or the checkpointed datamodule state, see
+  :meth:`UWEDataModule.state_dict`) starts the dataset at that step, and DataLoader workers split the steps
+  round-robin, which keeps their order.
+* Tokenisation happens in the dataset, i.e. inside DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from uwe_lightning.data.graphs import BipartiteGraph, SkillVocabulary, load_edges, load_vocabulary
+
+AUGMENTED_GRAPH = "V"
+PROTOCOLS = ("open", "edges")
+_AUGMENT_TRIES = 20
+
+
+@dataclass
+class GraphBatch:
+    text_inputs: dict[str, Tensor]  # tokenised texts of this graph: input_ids, attention_mask [N_G, L]
+    pos_mask: Tensor  # bool [S, N_G]: graph edge between batch skill i and batch text j
+    pair_index: Tensor  # long [N_G]: row of the skill text j was sampled for
+
+
+@dataclass
+class UWEBatch:
+    skill_inputs: dict[str, Tensor]  # [S, L]
+    graphs: dict[str, GraphBatch]  # keys among "J", "V", "A" (only the enabled graphs)
+    step: int
+
+
+@dataclass
+class GraphSample:
+    """One graph's part of a step before tokenisation (for inspection and tests)."""
+
+    text_ids: np.ndarray  # [N_G] text indices in the graph
+    pair_index: np.ndarray  # [N_G] batch row of the skill each text was sampled for
+    texts: list[str]  # model inputs (augmented for V)
+    pos_mask: np.ndarray  # bool [S, N_G]
+    context_ids: np.ndarray  # [N_G] graph text index of the augmentation sentence, -1 = none
+    context_is_prefix: np.ndarray  # bool [N_G]
+
+
+@dataclass
+class StepSample:
+    step: int
+    skills: np.ndarray  # [S] vocabulary indices, distinct
+    skill_texts: list[str]
+    graphs: dict[str, GraphSample]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sampling (pure numpy; a function of (seed, step))
+# ---------------------------------------------------------------------------------------------------------
+
+
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(step)])
+
+
+def sample_neighbors(graph: BipartiteGraph, skills: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One neighbour per skill, uniform among its neighbours; skills without one are skipped.
+    Returns (text indices, batch rows they were sampled for)."""
+    degree = graph.skill_degree[skills]
+    rows = np.flatnonzero(degree > 0)
+    offsets = np.floor(rng.random(rows.size) * degree[rows]).astype(np.int64)
+    text_ids = graph.skill_neighbors[graph.skill_indptr[skills[rows]] + offsets]
+    return text_ids, rows
+
+
+def sample_contexts(
+    graph: BipartiteGraph, batch_skills: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n`` text indices of sentences of out-of-batch skills with no edge to any batch skill (-1 where none
+    was found in a few tries: that text is not augmented)."""
+    candidates = np.setdiff1d(np.flatnonzero(graph.skill_degree > 0), batch_skills)
+    out = np.full(n, -1, dtype=np.int64)
+    if n == 0 or candidates.size == 0:
+        return out
+    todo = np.arange(n)
+    for _ in range(_AUGMENT_TRIES):
+        skills = candidates[rng.integers(candidates.size, size=todo.size)]
+        degree = graph.skill_degree[skills]
+        offsets = np.floor(rng.random(todo.size) * degree).astype(np.int64)
+        texts = graph.skill_neighbors[graph.skill_indptr[skills] + offsets]
+        clean = ~graph.has_edge(batch_skills[:, None], texts[None, :]).any(axis=0)
+        out[todo[clean]] = texts[clean]
+        todo = todo[~clean]
+        if todo.size == 0:
+            break
+    return out
+
+
+def _cut(context: str, offsets: Sequence[tuple[int, int]], room: int, prefix: bool) -> str:
+    """The part of ``context`` that fits in ``room`` tokens, cut at a token boundary next to the real text."""
+    if room <= 0:
+        return ""
+    if len(offsets) <= room:
+        return context
+    return context[offsets[-room][0] :].strip() if prefix else context[: offsets[room - 1][1]].strip()
+
+
+def augment_texts(
+    texts: list[str],
+    contexts: list[str | None],
+    prefix: np.ndarray,
+    tokenizer=None,
+    max_length: int | None = None,
+) -> list[str]:
+    """``context + " " + text`` or ``text + " " + context``; with a (fast) tokenizer, the context only gets
+    the tokens the text leaves free within ``max_length``.
+
+    >>> augment_texts(["a b", "c"], ["x y", None], np.array([True, False]))
+    ['x y a b', 'c']
+    """
+    fitted: list[str | None] = list(contexts)
+    todo = [i for i, c in enumerate(contexts) if c is not None]
+    if tokenizer is not None and max_length is not None and todo:
+        lengths = tokenizer([texts[i] for i in todo], add_special_tokens=True)["input_ids"]
+        offsets = tokenizer(
+            [contexts[i] for i in todo], add_special_tokens=False, return_offsets_mapping=True
+        )["offset_mapping"]
+        for i, ids, spans in zip(todo, lengths, offsets, strict=True):
+            fitted[i] = _cut(contexts[i], spans, max_length - len(ids), bool(prefix[i]))
+    out = []
+    for text, context, is_prefix in zip(texts, fitted, prefix, strict=True):
+        if not context:
+            out.append(text)
+        else:
+            out.append(f"{context} {text}" if is_prefix else f"{text} {context}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Dataset
+# ---------------------------------------------------------------------------------------------------------
+
+
+class UWETrainDataset(IterableDataset):
+    """The stream of training steps ``start_step, start_step + 1, ...`` (up to ``num_steps``, or forever).
+
+    Worker ``w`` of ``W`` yields the steps ``start_step + w + k * W``; the DataLoader interleaves its workers
+    round-robin, so the stream order is the step order whatever ``num_workers``.
+    """
+
+    def __init__(
+        self,
+        vocab: SkillVocabulary,
+        graphs: Mapping[str, BipartiteGraph],
+        skills_per_step: int = 512,
+        max_length: int = 64,
+        augment_p: float = 0.8,
+        seed: int = 0,
+        num_steps: int | None = None,
+        start_step: int = 0,
+        tokenizer=None,
+    ) -> None:
+        if not 0 < skills_per_step <= len(vocab):
+            raise ValueError(f"skills_per_step={skills_per_step} must be in [1, {len(vocab)}] (vocabulary size)")
+        if not 0.0 <= augment_p <= 1.0:
+            raise ValueError(f"augment_p={augment_p} must be in [0, 1]")
+        for name, graph in graphs.items():
+            if graph.n_skills != len(vocab):
+                raise ValueError(f"graph {name} has {graph.n_skills} skills, the vocabulary {len(vocab)}")
+        self.vocab = vocab
+        self.graphs = dict(graphs)
+        self.skills_per_step = skills_per_step
+        self.max_length = max_length
+        self.augment_p = augment_p
+        self.seed = seed
+        self.num_steps = num_steps
+        self.start_step = start_step
+        self.tokenizer = tokenizer
+
+    def __len__(self) -> int:
+        if self.num_steps is None:
+            raise TypeError("unbounded step stream (num_steps=None) has no length")
+        return max(self.num_steps - self.start_step, 0)
+
+    def sample(self, step: int) -> StepSample:
+        """The skills and texts of ``step`` (deterministic in (seed, step)), before tokenisation."""
+        rng = step_rng(self.seed, step)
+        skills = rng.choice(len(self.vocab), size=self.skills_per_step, replace=False).astype(np.int64)
+        samples = {}
+        for name, graph in self.graphs.items():
+            text_ids, rows = sample_neighbors(graph, skills, rng)
+            texts = [graph.texts[t] for t in text_ids]
+            contexts = np.full(text_ids.size, -1, dtype=np.int64)
+            prefix = np.zeros(text_ids.size, dtype=bool)
+            if name == AUGMENTED_GRAPH and self.augment_p > 0 and text_ids.size:
+                chosen = rng.random(text_ids.size) < self.augment_p
+                prefix = (rng.random(text_ids.size) < 0.5) & chosen
+                contexts[chosen] = sample_contexts(graph, skills, int(chosen.sum()), rng)
+                context_texts = [graph.texts[c] if c >= 0 else None for c in contexts]
+                augmented = augment_texts(texts, context_texts, prefix, self.tokenizer, self.max_length)
+                changed = np.array([new != old for new, old in zip(augmented, texts, strict=True)], dtype=bool)
+                contexts[~changed] = -1
+                prefix &= changed
+                texts = augmented
+            samples[name] = GraphSample(
+                text_ids=text_ids,
+                pair_index=rows,
+                texts=texts,
+                pos_mask=graph.has_edge(skills[:, None], text_ids[None, :]),
+                context_ids=contexts,
+                context_is_prefix=prefix,
+            )
+        return StepSample(step, skills, [self.vocab.labels[s] for s in skills], samples)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        if self.tokenizer is None:
+            raise RuntimeError("no tokenizer: pass tokenizer=... to UWEDataModule or call set_tokenizer(tok)")
+        encoded = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def batch(self, step: int) -> UWEBatch:
+        sample = self.sample(step)
+        graphs = {
+            name: GraphBatch(
+                text_inputs=self.tokenize(part.texts),
+                pos_mask=torch.from_numpy(part.pos_mask),
+                pair_index=torch.from_numpy(part.pair_index),
+            )
+            for name, part in sample.graphs.items()
+            if part.texts
+        }
+        return UWEBatch(skill_inputs=self.tokenize(sample.skill_texts), graphs=graphs, step=step)
+
+    def steps(self) -> Iterator[int]:
+        """This worker's steps."""
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        step = self.start_step + worker
+        while self.num_steps is None or step < self.num_steps:
+            yield step
+            step += workers
+
+    def __iter__(self) -> Iterator[UWEBatch]:
+        for step in self.steps():
+            yield self.batch(step)
+
+
+def _identity(batch: UWEBatch) -> UWEBatch:
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DataModule
+# ---------------------------------------------------------------------------------------------------------
+
+
+class UWEDataModule(pl.LightningDataModule):
+    """Training batches from the ``open`` protocol (data pack) or from user edge files (``protocol="edges"``).
+
+    ``num_steps=None`` gives an unbounded stream (training length = the trainer's ``max_steps``);
+    :attr:`paper_num_steps` is the paper's length rule, one pass over the largest graph's edges. Validation
+    and test are done on WorkBench by the training module/callback, so no val/test dataloaders exist here.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        protocol: str = "open",
+        edge_files: Mapping[str, str] | None = None,
+        tokenizer: str | None = None,
+        skills_per_step: int = 512,
+        graphs: Sequence[str] = ("J", "V", "A"),
+        max_length: int = 64,
+        augment_p: float = 0.8,
+        num_steps: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        skill_vocab: str = "esco-v1.2.0",
+        on_unknown: str = "error",
+        val_fraction: float = 0.1,
+        altlabel_train_fraction: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        graphs = list(graphs)
+        if not graphs or len(set(graphs)) != len(graphs):
+            raise ValueError(f"graphs must be a non-empty list of distinct names, got {graphs}")
+        if protocol == "open" and not set(graphs) <= {"J", "V", "A"}:
+            raise ValueError(f"the open protocol has graphs J, V, A; got {graphs}")
+        if protocol == "open" and skill_vocab != "esco-v1.2.0":
+            raise ValueError("the open protocol is defined on skill_vocab='esco-v1.2.0'")
+        edge_files = dict(edge_files or {})
+        if protocol == "edges":
+            missing = [g for g in graphs if g not in edge_files]
+            if missing:
+                raise ValueError(f"protocol='edges' needs edge_files for graphs {missing} (got {sorted(edge_files)})")
+        self.save_hyperparameters(ignore=["tokenizer"])
+        self.data_dir = data_dir
+        self.protocol_name = protocol
+        self.edge_files = edge_files
+        self.tokenizer_name = tokenizer if isinstance(tokenizer, (str, os.PathLike)) else None
+        self.tokenizer = None if self.tokenizer_name is not None else tokenizer
+        self.skills_per_step = skills_per_step
+        self.graph_names = graphs
+        self.max_length = max_length
+        self.augment_p = augment_p
+        self.num_steps = num_steps
+        self.num_workers = num_workers
+        self.seed = seed
+        self.skill_vocab = skill_vocab
+        self.on_unknown = on_unknown
+        self.val_fraction = val_fraction
+        self.altlabel_train_fraction = altlabel_train_fraction
+        self.start_step = 0
+        self._next_step: int | None = None  # step after the last batch handed to the model
+        self.vocab: SkillVocabulary | None = None
+        self.graphs: dict[str, BipartiteGraph] = {}
+        self.protocol = None  # OpenProtocol when protocol == "open"
+        self.dataset: UWETrainDataset | None = None
+
+    # -- configuration -----------------------------------------------------------------------------------
+
+    def set_tokenizer(self, tokenizer) -> None:
+        """Use this (Hugging Face) tokenizer, e.g. the encoder's, instead of loading one by name."""
+        self.tokenizer = tokenizer
+        if self.dataset is not None:
+            self.dataset.tokenizer = tokenizer
+
+    def set_start_step(self, step: int) -> None:
+        """Start the stream at ``step`` (resume): the next dataloader yields step, step + 1, ..."""
+        if step < 0:
+            raise ValueError(f"start step must be >= 0, got {step}")
+        self.start_step = int(step)
+        self._next_step = None
+        if self.dataset is not None:
+            self.dataset.start_step = self.start_step
+
+    # -- Lightning hooks ---------------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        if self.protocol_name == "open":
+            from uwe_lightning.data.protocol import build_open_protocol
+
+            self.protocol = build_open_protocol(self.data_dir, self.val_fraction, self.altlabel_train_fraction)
+            self.vocab = self.protocol.vocab
+            self.graphs = {name: self.protocol.graphs[name] for name in self.graph_names}
+        else:
+            self.vocab = load_vocabulary(self.skill_vocab, self.data_dir)
+            self.graphs = {
+                name: load_edges(self.edge_files[name], self.vocab, name, self.on_unknown) for name in self.graph_names
+            }
+        if self.tokenizer is None and self.tokenizer_name is not None:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_name))
+        self.dataset = UWETrainDataset(
+            self.vocab,
+            self.graphs,
+            skills_per_step=self.skills_per_step,
+            max_length=self.max_length,
+            augment_p=self.augment_p,
+            seed=self.seed,
+            num_steps=self.num_steps,
+            start_step=self.start_step,
+            tokenizer=self.tokenizer,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.dataset is None:
+            self.setup("fit")
+        assert self.dataset is not None
+        if self.dataset.tokenizer is None:
+            raise RuntimeError("UWEDataModule has no tokenizer: pass tokenizer=<name or path> or call set_tokenizer()")
+        if self.num_workers > 0:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + fast tokenizers
+        self.dataset.start_step = self.start_step
+        return DataLoader(
+            self.dataset,
+            batch_size=None,
+            num_workers=self.num_workers,
+            collate_fn=_identity,
+            persistent_workers=False,
+        )
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Remember the step handed to the model (for :meth:`state_dict`); prefetched batches do not count."""
+        if isinstance(batch, UWEBatch):
+            self._next_step = batch.step + 1
+        return batch
+
+    def state_dict(self) -> dict:
+        """Saved in Lightning checkpoints: where the stream resumes, and what defines it."""
+        next_step = self._next_step if self._next_step is not None else self.start_step
+        return {"next_step": next_step, "seed": self.seed, "skills_per_step": self.skills_per_step}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the stream position (Lightning calls this before creating the train dataloader)."""
+        if state_dict.get("seed", self.seed) != self.seed:
+            raise ValueError(
+                f"checkpoint was trained with data seed {state_dict['seed']}, this datamodule has seed {self.seed}"
+            )
+        self.set_start_step(int(state_dict.get("next_step", 0)))
+
+    # -- information -------------------------------------------------------------------------------------
+
+    @property
+    def paper_num_steps(self) -> int:
+        """Steps for one pass over the largest graph's edges at ``skills_per_step`` (paper section 5)."""
+        if not self.graphs:
+            self.setup("fit")
+        return math.ceil(max(g.n_edges for g in self.graphs.values()) / self.skills_per_step)
+
+    def graph_summary(self) -> dict[str, dict[str, int]]:
+        if not self.graphs:
+            self.setup("fit")
+        return {name: graph.summary() for name, graph in self.graphs.items()}
