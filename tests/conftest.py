@@ -17,11 +17,7 @@ from uwe_lightning.paths import default_data_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-_WORDS = (
-    "the and of to in for with a an data python java sql manage team lead develop software engineer "
-    "nurse care patient teacher teach sales marketing customer service analyse report cook food chef "
-    "drive truck driver build construction safety plan project manager skills job title sentence"
-).split()
+_WORDS = ["the", "and", "of", "to", "in", "for", "with", "a", "an", "data", "python", "java", "sql", "manage", "team", "lead", "develop", "software", "engineer", "nurse", "care", "patient", "teacher", "teach", "sales", "marketing", "customer", "service", "analyse", "report", "cook", "food", "chef", "drive", "truck", "driver", "build", "construction", "safety", "plan", "project", "manager", "skills", "job", "title", "sentence"]
 
 
 def build_tiny_model(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:

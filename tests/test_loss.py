@@ -18,8 +18,8 @@ def _t(rows) -> torch.Tensor:
 
 
 # A graph "J" with 2 skills and 3 texts: text 0 = "nurse" sampled for skill 0, text 1 = "chef" sampled for
-# skill 1, text 2 = "nurse" again, sampled for skill 1. Edges: nurse-skill0, nurse-skill1, chef-skill1, so both
-# copies of "nurse" are positives of both skills.
+# skill 1, text 2 = "nurse" again, sampled for skill 1. Edges: nurse-skill0, nurse-skill1, chef-skill1, so
+# both copies of "nurse" are positives of both skills.
 DUP_FWD = _t([[2.0, 0.0, 2.0], [1.0, 1.0, 1.0]])  # [S=2, N=3], skill as query
 DUP_REV = _t([[1.5, 0.5], [0.0, 1.0], [1.5, 0.5]])  # [N=3, S=2], text as query
 DUP_POS = torch.tensor([[True, False, True], [True, True, True]])

@@ -179,8 +179,8 @@ def build_loss(
     """The loss ``name`` as ``fn(scores, pos_masks, pair_index) -> (total, logs)``.
 
     ``tau``: per-graph temperatures, or one float for every graph (``None``: the paper's); ``alpha``:
-    per-graph weights (``None``: the paper's). ``logs`` maps ``"<G>/<term>"`` and ``"<G>/total"`` (unweighted) and
-    ``"total"`` to floats.
+    per-graph weights (``None``: the paper's). ``logs`` maps ``"<G>/<term>"``, ``"<G>/total"`` (unweighted)
+    and ``"total"`` to floats.
     """
     if name not in LOSSES:
         raise KeyError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")

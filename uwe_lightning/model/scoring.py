@@ -9,8 +9,8 @@ with no real token at all scores 0 instead of NaN (its mean-pooled vector is zer
 
 Query-length normalisation. ``mean`` and ``softmax_ymean`` are in [-1, 1] by construction (a cosine, or a
 convex combination of cosines). ``maxsim`` and ``softmax`` sum a per-query-token cosine aggregate and divide
-by the number of real query tokens, so every score lies in [-1, 1] and long queries are not favoured; for a fixed
-query this is a constant factor, so rankings equal ColBERT's un-normalised sum.
+by the number of real query tokens, so every score lies in [-1, 1] and long queries are not favoured; for a
+fixed query this is a constant factor, so rankings equal ColBERT's un-normalised sum.
 
 Direction. At inference the ranking's query is always the row side: Skill2Job scores skill -> job with the
 skill's tokens as ``q``; Job2Skill scores job -> skill with the job title's tokens as ``q``. ``maxsim`` and
@@ -45,10 +45,10 @@ vector (``mean``: both; ``softmax_ymean``: target). A ranker may then cache that
 
 Memory (the reason for chunking). The token scorers materialise ``[chunk, Ny, Lq, Ly]`` tensors. For the
 paper's in-batch scoring, 512 skills x 512 texts x 64 x 64 tokens, one such tensor has 2^30 elements: 2 GiB in
-bf16, 4 GiB in fp32. Two-directional ``softmax`` keeps :data:`SAVED_4D_TENSORS` = 3 of them per row for backward
-(cosines, two softmax outputs) and needs about :data:`WORKING_4D_TENSORS` = 7 at once for the chunk being
-computed (counts measured on CPU, see the constants). :func:`estimate_peak_bytes` for 512 x 512 x 64 x 64
-x 768 in fp32 (under bf16 autocast the einsum outputs are bf16 and the softmax outputs fp32, so less; not
+bf16, 4 GiB in fp32. Two-directional ``softmax`` keeps :data:`SAVED_4D_TENSORS` = 3 of them per row for
+backward (cosines, two softmax outputs) and needs about :data:`WORKING_4D_TENSORS` = 7 at once for the chunk
+being computed (counts measured on CPU, see the constants). :func:`estimate_peak_bytes` for 512 x 512 x 64 x
+64 x 768 in fp32 (under bf16 autocast the einsum outputs are bf16 and the softmax outputs fp32, so less; not
 measured on a GPU):
 
     ==========================  ===========================  ============
