@@ -28,7 +28,7 @@ def build_tiny_model(path: Path, hidden: int = 32, layers: int = 2, seed: int = 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters]
     vocab += [w for w in dict.fromkeys(_WORDS) if w not in vocab] + list(string.punctuation)
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True, model_max_length=128)
+    tokenizer = BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True, model_max_length=128)
     tokenizer.save_pretrained(path)
     torch.manual_seed(seed)
     config = BertConfig(

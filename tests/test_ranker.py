@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_tiny_model
 
+from tests.conftest import build_tiny_model
 from uwe_lightning.model.encoder import TokenEmbeddings
 from uwe_lightning.model.scoring import get_scorer
 from uwe_lightning.ranking import cache as cache_lib
@@ -385,3 +385,69 @@ def test_scorer_spec_matches_ranker_pooling(tiny_ranker):
         ranker = with_scorer(tiny_ranker, name)
         assert ranker.encode(["python"], "query").pooled == spec.pool_query
         assert ranker.encode(["python"], "target").pooled == spec.pool_target
+
+
+# ---------------------------------------------------------------------------------------------------------
+# python -m uwe_lightning.rank
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _rank_cfg(tiny_model_dir: Path, tmp_path: Path, *extra: str):
+    from hydra import compose, initialize_config_dir
+
+    from uwe_lightning.paths import CONF_DIR
+
+    overrides = [f"model.backbone={tiny_model_dir}", f"paths.output_dir={tmp_path / 'run'}",
+                 f"paths.cache_dir={tmp_path / 'cache'}", "device=cpu", "show_progress=false", *extra]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="rank", overrides=overrides)
+
+
+def test_rank_cli_file_targets_writes_json_and_caches(tiny_model_dir, tmp_path, capsys):
+    from uwe_lightning.rank import run
+
+    targets_file = tmp_path / "targets.txt"
+    targets_file.write_text("\n".join(SKILLS[:6]) + "\n\n")
+    queries_file = tmp_path / "queries.txt"
+    queries_file.write_text("teacher\n")
+    cfg = _rank_cfg(tiny_model_dir, tmp_path, "targets=file", f"targets_file={targets_file}", "queries=[python]",
+                    f"queries_file={queries_file}", "k=3", "scorer=softmax")
+    report = run(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "rankings.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert [r["query"] for r in saved["results"]] == ["python", "teacher"]
+    assert saved["scorer"] == "softmax" and saved["targets"]["n"] == 6 and not saved["targets"]["cache_hit"]
+    top = saved["results"][0]["top"]
+    assert [t["rank"] for t in top] == [1, 2, 3] and top[0]["score"] >= top[1]["score"] >= top[2]["score"]
+    assert all(t["text"] == SKILLS[t["index"]] and t["id"] == f"line:{t['index'] + 1}" for t in top)
+    # Same scores as the Ranker API.
+    ranker = Ranker.from_pretrained(str(tiny_model_dir), scorer="softmax", device="cpu")
+    scores, index = ranker.rank(["python"], ranker.index(SKILLS[:6]), k=3)
+    assert [t["index"] for t in top] == index[0].tolist()
+    assert "query: python" in capsys.readouterr().out
+    assert run(cfg, tmp_path / "run2")["targets"]["cache_hit"]
+
+
+def test_rank_cli_bad_input(tiny_model_dir, tmp_path):
+    from uwe_lightning.paths import DataError
+    from uwe_lightning.rank import run
+
+    targets_file = tmp_path / "targets.txt"
+    targets_file.write_text("python\njava\n")
+    with pytest.raises(ValueError, match="no queries"):
+        run(_rank_cfg(tiny_model_dir, tmp_path, "targets=file", f"targets_file={targets_file}"), tmp_path)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(DataError, match="holds no text"):
+        run(_rank_cfg(tiny_model_dir, tmp_path, "targets=file", f"targets_file={empty}", "queries=[a]"), tmp_path)
+    with pytest.raises(ValueError, match="targets_file"):
+        run(_rank_cfg(tiny_model_dir, tmp_path, "targets=file", "queries=[a]"), tmp_path)
+    with pytest.raises(ValueError, match="targets must be one of"):
+        run(_rank_cfg(tiny_model_dir, tmp_path, "targets=skills", "queries=[a]"), tmp_path)
+    cache_file = tmp_path / "space.safetensors"
+    run(_rank_cfg(tiny_model_dir, tmp_path, "targets=file", f"targets_file={targets_file}", "queries=[a]",
+                  f"cache_file={cache_file}"), tmp_path)
+    other = build_tiny_model(tmp_path / "other", seed=5)
+    with pytest.raises(CacheMismatchError, match="does not belong to this model"):
+        run(_rank_cfg(other, tmp_path, "targets=file", f"targets_file={targets_file}", "queries=[a]",
+                      f"cache_file={cache_file}"), tmp_path)

@@ -16,20 +16,36 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from conftest import FIXTURES
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.train import build_datamodule, train
 from uwe_lightning.training import callbacks as callbacks_mod
 from uwe_lightning.training.callbacks import AtomicCheckpointIO
 from uwe_lightning.training.module import NonFiniteError, UWEModule, first_nonfinite_grad
 
+FIXTURES = Path(__file__).parent / "fixtures"
 EDGES = FIXTURES / "edges"
 MINI_DATA = FIXTURES / "uwe-data-mini"
 VAL_TASKS = "[JobNorm,SkillNorm,SkillExtr-H]"
 
 
-def base_overrides(out_dir: Path, model_dir: Path, steps: int = 4, every: int = 2) -> list[str]:
-    return [
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread is fastest, and avoids OpenMP spin contention on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def base_overrides(
+    out_dir: Path | None,
+    model_dir: Path,
+    steps: int = 4,
+    every: int | None = 2,
+    test_tasks: str | None = "[JobNorm,SkillNorm]",
+) -> list[str]:
+    """Small, local settings for a run; ``None`` leaves that part of the config (or experiment) as it is."""
+    overrides = [
         f"model.backbone='{model_dir}'",
         "data=edges",
         f"data.edge_files.J='{EDGES / 'J.csv'}'",
@@ -38,7 +54,6 @@ def base_overrides(out_dir: Path, model_dir: Path, steps: int = 4, every: int = 
         f"data.skill_vocab='{EDGES / 'vocab.csv'}'",
         "data.skills_per_step=6",
         "data.num_workers=0",
-        f"paths.output_dir='{out_dir}'",
         f"paths.data_dir='{MINI_DATA}'",
         "logger=none",
         "trainer=cpu",
@@ -47,12 +62,18 @@ def base_overrides(out_dir: Path, model_dir: Path, steps: int = 4, every: int = 
         "trainer.enable_model_summary=false",
         "trainer.log_every_n_steps=1",
         f"validation.tasks={VAL_TASKS}",
-        f"validation.every_n_steps={every}",
         "validation.max_queries=10",
-        "test.tasks=[JobNorm,SkillNorm]",
+        "test.max_queries=10",
         "test.device=cpu",
         "train.score_chunk_size=4",
     ]
+    if out_dir is not None:
+        overrides.append(f"paths.output_dir='{out_dir}'")
+    if every is not None:
+        overrides.append(f"validation.every_n_steps={every}")
+    if test_tasks is not None:
+        overrides.append(f"test.tasks={test_tasks}")
+    return overrides
 
 
 def make_cfg(out_dir: Path, model_dir: Path, *extra: str, steps: int = 4, every: int = 2):
@@ -88,8 +109,11 @@ def test_fast_dev_run_exports_and_tests(tmp_path, tiny_model_dir):
     summary = train(cfg)
 
     assert summary["final_step"] == 1
-    assert [h["step"] for h in (json.loads(line) for line in (tmp_path / "val_history.jsonl").open())] == [0, 1]
-    assert not (tmp_path / "checkpoints").exists()  # fast_dev_run disables checkpointing
+    assert [h["step"] for h in (json.loads(line) for line in (tmp_path / "val_history.jsonl").open())] == [
+        0,
+        1,
+    ]
+    assert not list(tmp_path.rglob("best-step*.ckpt"))  # fast_dev_run: no monitored checkpoint
     meta = json.loads((tmp_path / "best_model" / "uwe.json").read_text())
     assert (meta["scorer"], meta["tau"], meta["max_length"], meta["step"]) == ("softmax", 0.1, None, 1)
     assert meta["source_checkpoint"] == "final in-memory model"
@@ -169,7 +193,9 @@ def test_best_checkpoint_is_selected_and_exported(tmp_path, tiny_model_dir, monk
     assert not (tmp_path / "results.json").exists()  # test.tasks=[]
 
 
-def test_nan_loss_stops_naming_step_and_graph_and_keeps_the_good_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
+def test_nan_loss_stops_naming_step_and_graph_and_keeps_the_good_checkpoint(
+    tmp_path, tiny_model_dir, monkeypatch
+):
     original = UWEModule.graph_scores
 
     def poisoned(self, batch):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -127,6 +128,12 @@ def _cut(context: str, offsets: Sequence[tuple[int, int]], room: int, prefix: bo
     return context[offsets[-room][0] :].strip() if prefix else context[: offsets[room - 1][1]].strip()
 
 
+def _join(text: str, context: str | None, prefix: bool) -> str:
+    if not context:
+        return text
+    return f"{context} {text}" if prefix else f"{text} {context}"
+
+
 def augment_texts(
     texts: list[str],
     contexts: list[str | None],
@@ -135,7 +142,8 @@ def augment_texts(
     max_length: int | None = None,
 ) -> list[str]:
     """``context + " " + text`` or ``text + " " + context``; with a (fast) tokenizer, the context only gets
-    the tokens the text leaves free within ``max_length``.
+    the tokens the text leaves free within ``max_length``. The joined text is re-tokenised and the context
+    shortened where the joint tokenises longer; a context that still does not fit is left out.
 
     >>> augment_texts(["a b", "c"], ["x y", None], np.array([True, False]))
     ['x y a b', 'c']
@@ -143,19 +151,24 @@ def augment_texts(
     fitted: list[str | None] = list(contexts)
     todo = [i for i, c in enumerate(contexts) if c is not None]
     if tokenizer is not None and max_length is not None and todo:
-        lengths = tokenizer([texts[i] for i in todo], add_special_tokens=True)["input_ids"]
-        offsets = tokenizer(
-            [contexts[i] for i in todo], add_special_tokens=False, return_offsets_mapping=True
-        )["offset_mapping"]
-        for i, ids, spans in zip(todo, lengths, offsets, strict=True):
-            fitted[i] = _cut(contexts[i], spans, max_length - len(ids), bool(prefix[i]))
-    out = []
-    for text, context, is_prefix in zip(texts, fitted, prefix, strict=True):
-        if not context:
-            out.append(text)
-        else:
-            out.append(f"{context} {text}" if is_prefix else f"{text} {context}")
-    return out
+        text_ids = tokenizer([texts[i] for i in todo], add_special_tokens=True)["input_ids"]
+        offsets = tokenizer([contexts[i] for i in todo], add_special_tokens=False, return_offsets_mapping=True)
+        spans = dict(zip(todo, offsets["offset_mapping"], strict=True))
+        room = {i: max_length - len(ids) for i, ids in zip(todo, text_ids, strict=True)}
+        for _ in range(3):
+            for i in todo:
+                fitted[i] = _cut(contexts[i], spans[i], room[i], bool(prefix[i]))
+            check = [i for i in todo if fitted[i]]
+            joined = tokenizer([_join(texts[i], fitted[i], bool(prefix[i])) for i in check])["input_ids"] if check else []
+            over = {i: len(ids) - max_length for i, ids in zip(check, joined, strict=True) if len(ids) > max_length}
+            for i, excess in over.items():
+                room[i] -= excess
+            todo = list(over)
+            if not todo:
+                break
+        for i in todo:  # still too long after three cuts
+            fitted[i] = None
+    return [_join(text, context, bool(p)) for text, context, p in zip(texts, fitted, prefix, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -423,8 +436,10 @@ class UWEDataModule(pl.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore the stream position (Lightning calls this before creating the train dataloader)."""
         if state_dict.get("seed", self.seed) != self.seed:
-            raise ValueError(
-                f"checkpoint was trained with data seed {state_dict['seed']}, this datamodule has seed {self.seed}"
+            warnings.warn(
+                f"checkpoint was trained with data seed {state_dict['seed']}, this datamodule has seed {self.seed}: "
+                "the resumed run continues at the same step but with a different batch stream",
+                stacklevel=2,
             )
         self.set_start_step(int(state_dict.get("next_step", 0)))
 

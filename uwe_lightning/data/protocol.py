@@ -11,7 +11,8 @@ public sources, and fixes which parts of WorkBench it may be evaluated on:
   each of its skills.
 * **V** (vacancy sentences): each ESCO v1.2.0 skill's description, plus the SkillSkape train sentences
   (``extra/skillskape/train.csv``) linked to their skills (labels matched to the vocabulary after strip +
-  case-fold; ``['UNK']`` = no skill; unmappable labels are counted and dropped).
+  case-fold, else as ESCO v1.1.0 labels through their URI; ``['UNK']`` = no skill; unmappable labels are
+  counted and dropped).
 * **A** (skill alternatives): the altLabels of a fixed half of the skills (stable hash of the URI, salted
   with ``"uwe-open/A"``), each linked to its skill; altLabels equal to the skill's own preferredLabel are
   dropped (trivial pairs, also dropped from SkillNorm).
@@ -275,8 +276,10 @@ def _parse_label_list(cell: str, path: Path, row: int) -> list[str]:
 
 
 def _skillskape_pairs(
-    data_dir: str | os.PathLike | None, vocab: SkillVocabulary
+    data_dir: str | os.PathLike | None, resolve: SkillResolver
 ) -> tuple[list[int], list[str], dict]:
+    """SkillSkape train (sentence, skill) pairs; labels are v1.2.0 preferredLabels or, failing that, v1.1.0
+    ones mapped through their URI (SkillSkape predates v1.2.0)."""
     path = data_file(data_dir, SKILLSKAPE_TRAIN_FILE)
     frame = read_csv_checked(path, ["sentence", "skills"], non_empty=["sentence", "skills"])
     skills, texts, unmapped = [], [], []
@@ -287,7 +290,7 @@ def _skillskape_pairs(
         n_mentions += len(labels)
         linked = 0
         for label in labels:
-            index = vocab.get(label)
+            index = resolve(label)
             if index is None:
                 unmapped.append(label)
                 continue
@@ -320,9 +323,15 @@ class _Candidates:
 
 
 def _graph_candidates(
-    data_dir: str | os.PathLike | None, vocab: SkillVocabulary, skills_frame, val_fraction: float, alt_fraction: float
+    data_dir: str | os.PathLike | None,
+    resolve: SkillResolver,
+    skills_frame,
+    val_fraction: float,
+    alt_fraction: float,
 ) -> tuple[dict[str, _Candidates], dict, list[TextSkill]]:
-    """Raw pairs of each graph, what was counted per graph, and the (title, skill) pairs of held-out titles."""
+    """Raw pairs of each graph, what was counted per graph, and the (title, skill) pairs of held-out titles.
+    Title skills are v1.2.0 labels (exact vocabulary match); SkillSkape labels may be v1.1.0 ones."""
+    vocab = resolve.vocab
     candidates = {name: _Candidates() for name in GRAPH_NAMES}
     meta: dict = {}
     held_out_pairs: list[TextSkill] = []
@@ -353,7 +362,7 @@ def _graph_candidates(
         if description:
             candidates["V"].add(index, description)
             n_descriptions += 1
-    ss_skills, ss_texts, ss_counts = _skillskape_pairs(data_dir, vocab)
+    ss_skills, ss_texts, ss_counts = _skillskape_pairs(data_dir, resolve)
     for skill, text in zip(ss_skills, ss_texts, strict=True):
         candidates["V"].add(skill, text)
     meta["V"] = {"descriptions": n_descriptions, "skillskape": {"source": SKILLSKAPE_TRAIN_FILE, **ss_counts}}
@@ -399,13 +408,12 @@ def _evaluation_splits(alt_fraction: float) -> list[tuple[str, str, Task]]:
 
 def _protected_pairs(
     data_dir: str | os.PathLike | None,
-    vocab: SkillVocabulary,
+    resolve: SkillResolver,
     alt_fraction: float,
     held_out_title_pairs: Iterable[TextSkill],
 ) -> tuple[dict[str, set[TextSkill]], set[str], dict[str, set[str]], dict]:
     """Per evaluation split ("task/split"), the (text, skill) keys of its pairs; the sentence queries of
     SENTENCE_QUERY_GROUPS; the normalised queries of every test split; and what was unavailable."""
-    resolve = SkillResolver(vocab, data_dir)
     # The held-out graph-J pairs are exactly the pairs of Job2Skill@open/val and Skill2Job@open/val.
     keys: dict[str, set[TextSkill]] = {"Job2Skill@open/val": set(held_out_title_pairs)}
     sentences: set[str] = set()
@@ -485,8 +493,9 @@ def _build_open_protocol(data_dir: str, val_fraction: float, alt_fraction: float
     start = time.perf_counter()
     skills = load_skills(data_dir, "v1.2.0")
     vocab = SkillVocabulary.from_frame(skills, name="esco-v1.2.0")
-    candidates, sources_meta, held_out_pairs = _graph_candidates(data_dir, vocab, skills, val_fraction, alt_fraction)
-    protected, sentences, test_queries, availability = _protected_pairs(data_dir, vocab, alt_fraction, held_out_pairs)
+    resolve = SkillResolver(vocab, data_dir)
+    candidates, sources_meta, held_out_pairs = _graph_candidates(data_dir, resolve, skills, val_fraction, alt_fraction)
+    protected, sentences, test_queries, availability = _protected_pairs(data_dir, resolve, alt_fraction, held_out_pairs)
 
     graphs: dict[str, BipartiteGraph] = {}
     leakage: dict = {**availability, "graphs": {}}

@@ -26,6 +26,8 @@ from uwe_lightning.model.encoder import Encoder, TokenEmbeddings
 from uwe_lightning.model.scoring import ScorerSpec, get_scorer, pairwise_scores
 
 GRAPHS = ("J", "V", "A")
+PAPER_TAU = {"J": 0.05, "V": 0.02, "A": 0.02}  # Appendix A (the loss/mtm.yaml values)
+PAPER_ALPHA = {"J": 1.0, "V": 0.5, "A": 0.5}
 
 
 class NonFiniteError(FloatingPointError):
@@ -80,7 +82,8 @@ class UWEModule(pl.LightningModule):
     Args:
         backbone: a name for :func:`uwe_lightning.model.backbones.resolve_backbone` or a HF model dir.
         scorer / scorer_tau: the late-interaction scorer and its temperature (``None``: its default).
-        loss: ``{"name", "tau": {G: float} | float, "alpha": {G: float}}`` (the ``loss`` config group).
+        loss: ``{"name", "tau": {G: float} | float, "alpha": {G: float}}`` (the ``loss`` config group;
+            default: MTM with the paper's tau / alpha).
         graphs: the graphs trained on; the loss sees only these.
         lr / weight_decay / warmup_ratio / betas / eps: AdamW and the linear schedule (Appendix A).
         max_steps: total optimiser steps (the schedule's length).
@@ -108,7 +111,7 @@ class UWEModule(pl.LightningModule):
         model_dir: str | None = None,
     ) -> None:
         super().__init__()
-        loss = dict(loss or {"name": "mtm"})
+        loss = dict(loss or {"name": "mtm", "tau": dict(PAPER_TAU), "alpha": dict(PAPER_ALPHA)})
         graphs = tuple(graphs)
         unknown = sorted(set(graphs) - set(GRAPHS))
         if unknown or not graphs:

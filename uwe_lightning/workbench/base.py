@@ -73,16 +73,19 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def get_task(name: str) -> Task:
-    # Importing the module registers the built-in tasks.
+def _register_builtin_tasks() -> None:
+    """Importing these modules registers the WorkBench tasks and the open protocol's task variants."""
+    import uwe_lightning.data.protocol  # noqa: F401
     import uwe_lightning.workbench.tasks  # noqa: F401
 
+
+def get_task(name: str) -> Task:
+    _register_builtin_tasks()
     if name not in TASKS:
         raise KeyError(f"unknown task '{name}'; known tasks: {sorted(TASKS)}")
     return TASKS[name]()
 
 
 def task_names() -> list[str]:
-    import uwe_lightning.workbench.tasks  # noqa: F401
-
+    _register_builtin_tasks()
     return list(TASKS)
