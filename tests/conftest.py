@@ -55,3 +55,12 @@ def real_data_dir() -> Path:
     if not (path / "README.md").is_file():
         pytest.skip(f"real data pack not found at {path} (set UWE_DATA_DIR)")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_torch_thread():
+    """Tiny tensors run fastest on one thread, and a shared 2-core CI box stays responsive."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -218,6 +218,40 @@ def test_nan_loss_stops_naming_step_and_graph_and_keeps_the_good_checkpoint(
     assert not (tmp_path / "best_model").exists()
 
 
+def test_nonfinite_gradient_stops_before_the_update(tmp_path, tiny_model_dir, monkeypatch):
+    """A finite loss with an inf gradient must not reach the weights (checked before the optimiser step)."""
+
+    def poison_grad(self):
+        if self.global_step == 1:
+            self.encoder.backbone.embeddings.word_embeddings.weight.grad[0, 0] = math.inf
+
+    monkeypatch.setattr(UWEModule, "on_after_backward", poison_grad, raising=False)
+    with pytest.raises(
+        NonFiniteError,
+        match=r"non-finite gradient at step 1 in parameter "
+        r"encoder\.backbone\.embeddings\.word_embeddings\.weight",
+    ):
+        train(make_cfg(tmp_path, tiny_model_dir, steps=4, every=1))
+    ckpt = read_ckpt(tmp_path / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_sigterm_saves_last_checkpoint_and_exits_nonzero(tmp_path, tiny_model_dir, monkeypatch):
+    """Preemption: Lightning raises SIGTERMException between steps; the step is saved and resumable."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    def stop_at_step_3(self, outputs, batch, batch_idx):
+        if self.global_step == 3:
+            raise SIGTERMException
+
+    monkeypatch.setattr(UWEModule, "on_train_batch_end", stop_at_step_3, raising=False)
+    with pytest.raises(SystemExit) as info:
+        train(make_cfg(tmp_path, tiny_model_dir, steps=6, every=2))
+    assert info.value.code == 143
+    assert read_ckpt(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 3
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Config errors
 # ----------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Train UWE: ``python -m uwe_lightning.train [experiment=uwe] [key=value ...]``.
+"""Train UWE: ``python -m uwe_lightning.train [+experiment=uwe] [key=value ...]``.
 
 One run = one Hydra run directory (``outputs/<task_name>/runs/<time>/``, or ``hydra.run.dir=...``) holding:
 
@@ -14,7 +14,7 @@ One run = one Hydra run directory (``outputs/<task_name>/runs/<time>/``, or ``hy
 
 Resume an interrupted run in its own directory::
 
-    python -m uwe_lightning.train experiment=uwe hydra.run.dir=outputs/train/runs/<that run> resume=true
+    python -m uwe_lightning.train +experiment=uwe hydra.run.dir=outputs/train/runs/<that run> resume=true
 
 (pass the same overrides as the original run). Training continues from ``<run dir>/checkpoints/last.ckpt``
 and the data stream continues at the checkpoint's step (``UWEDataModule.set_start_step``).
@@ -38,6 +38,7 @@ from typing import Any
 import hydra
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from uwe_lightning.paths import REPO_DIR
@@ -51,6 +52,8 @@ from uwe_lightning.training.export import export_hf_model, load_module_weights, 
 from uwe_lightning.training.module import NonFiniteError, UWEModule, active_graphs
 
 log = logging.getLogger("uwe_lightning.train")
+
+SIGTERM_EXIT_STATUS = 128 + 15  # the shell convention for "terminated by SIGTERM"
 
 VERSIONED_PACKAGES = (
     "uwe_lightning",
@@ -430,6 +433,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except NonFiniteError as err:
         raise NonFiniteError(f"{err}. Training stopped; {last_checkpoint_note(run_dir)}") from err
+    except SIGTERMException as err:  # Lightning exits with status 0 here; a stopped run is not a success
+        log.error("stopped by SIGTERM at step %d; continue with resume=true", trainer.global_step)
+        raise SystemExit(SIGTERM_EXIT_STATUS) from err
     finally:
         finish_wandb(loggers)
 

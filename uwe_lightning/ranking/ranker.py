@@ -134,7 +134,7 @@ class EncodedTexts:
     def _rows(self, rows: Sequence[int] | Tensor | None) -> Tensor:
         if rows is None:
             return torch.arange(len(self))
-        index = torch.as_tensor(rows, dtype=torch.int64).reshape(-1)
+        index = torch.as_tensor(rows).to("cpu", torch.int64).reshape(-1)
         if index.numel() and (int(index.min()) < -len(self) or int(index.max()) >= len(self)):
             raise IndexError(f"row index out of range for {len(self)} texts")
         return index % max(len(self), 1)
@@ -249,7 +249,7 @@ class Ranker:
         compute_dtype: torch.dtype | None = None,
         max_elements: int = 1 << 24,
         bucket_min_size: int = 32,
-        bucket_max_padding: float = 0.125,
+        bucket_max_padding: float = 0.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -330,8 +330,16 @@ class Ranker:
     # -- encoding --------------------------------------------------------------------------------------------
 
     def embed(self, texts: Sequence[str], show_progress: bool = False) -> list[Tensor]:
-        """Raw token embeddings ``[n_tokens, H]`` (fp32, CPU) per text, in input order."""
-        texts = _check_texts(texts, "texts")
+        """Raw token embeddings ``[n_tokens, H]`` (fp32, CPU) per text, in input order.
+
+        Lenient on purpose (an empty text is just its special tokens): :meth:`rank` and :meth:`index` are
+        where user input is checked.
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not a single string")
+        texts = list(texts)
+        if not texts:
+            return []
         return self.encoder.encode(texts, batch_size=self.batch_size, max_length=self.max_length,
                                    show_progress=show_progress)
 

@@ -5,7 +5,8 @@
   ``val/<task>/rp@10`` and ``val/macro_map`` (task-type average, as the paper's "task-average MAP").
 - :class:`UWECheckpoint` is Lightning's ``ModelCheckpoint`` that also keeps the run's final step: it saves
   ``last.ckpt`` at the end of training when the last periodic save was earlier, and considers a validation
-  at the final step for the best checkpoint even when ``max_steps`` is not a multiple of the period.
+  at the final step for the best checkpoint even when ``max_steps`` is not a multiple of the period, and
+  saves ``last.ckpt`` when the run is stopped by SIGTERM (preemption), so that ``resume=true`` continues.
 - :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in the checkpoint's own directory,
   fsyncs it and publishes it with ``os.replace`` (atomic on POSIX): a crash mid-write leaves the previous
   file intact. Lightning's default goes through an fsspec transaction that writes to the system temp dir and
@@ -29,6 +30,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,22 @@ class UWECheckpoint(ModelCheckpoint):
         if self.monitor is None or (validated_now and self.monitor in candidates):
             self._save_topk_checkpoint(trainer, candidates)
         self._save_last_checkpoint(trainer, candidates)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """On SIGTERM (preemption) save ``last.ckpt``: Lightning stops only between steps, so the state is a
+        consistent, finished step and ``resume=true`` continues exactly there. Other exceptions save nothing."""
+        super().on_exception(trainer, pl_module, exception)
+        unsaved = self._last_global_step_saved != trainer.global_step
+        if (
+            isinstance(exception, SIGTERMException)
+            and self.save_last
+            and unsaved
+            and not trainer.fast_dev_run
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            log.warning("SIGTERM: saved %s at step %d", self.last_model_path, trainer.global_step)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         unsaved = self._last_global_step_saved != trainer.global_step

@@ -1,0 +1,225 @@
+"""The experiment and hparams_search configs: what each one sets and sweeps (fast), and smoke runs (slow).
+
+Slow smoke runs: every experiment file (one job of its sweep, taking each swept key's last value) trains the
+tiny model for 2 steps on the fixture edges with validation/test on the miniature data pack; every multirun
+experiment also runs once through the real CLI (``python -m uwe_lightning.train ...``) with the sweep pinned
+to one job, which checks that ``hydra.mode: MULTIRUN`` and ``hydra.sweeper.params`` of the file work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from tests.test_training import base_overrides, one_torch_thread  # noqa: F401 (autouse fixture)
+from uwe_lightning.paths import CONF_DIR, REPO_DIR
+from uwe_lightning.train import train
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
+ALL_FILES = [f"+experiment={name}" for name in EXPERIMENTS] + [f"hparams_search={name}" for name in SEARCHES]
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def sweep(cfg: DictConfig) -> dict[str, list[str]]:
+    """The values each key of ``hydra.sweeper.params`` takes (Hydra's own override parser)."""
+    params = cfg.hydra.sweeper.params or {}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return {o.key_or_group: list(o.sweep_string_iterator()) for o in parsed}
+
+
+def last_job(cfg: DictConfig) -> list[str]:
+    """The sweep's last job (for the grid, the first one has every loss weight 0 and is skipped by design)."""
+    return [f"{key}={values[-1]}" for key, values in sweep(cfg).items()]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fast: what each file sets
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_every_expected_file_exists():
+    assert EXPERIMENTS == ["ablation_late_interaction", "ablation_loss", "cross_task_transfer", "uwe"]
+    assert SEARCHES == ["grid"]
+
+
+def test_uwe_is_the_paper_setup():
+    cfg = compose_train("+experiment=uwe")
+    assert (cfg.model.backbone, cfg.scorer.name, cfg.scorer.tau, cfg.loss.name) == (
+        "mpnet",
+        "softmax",
+        0.1,
+        "mtm",
+    )
+    assert dict(cfg.loss.tau) == {"J": 0.05, "V": 0.02, "A": 0.02}
+    assert dict(cfg.loss.alpha) == {"J": 1.0, "V": 0.5, "A": 0.5}
+    assert (cfg.data.protocol, cfg.data.skills_per_step, cfg.data.max_length, cfg.data.augment_p) == (
+        "open",
+        512,
+        64,
+        0.8,
+    )
+    assert cfg.optim.lr == 8e-5 and cfg.optim.warmup_ratio == 0.1
+    assert (cfg.validation.every_n_steps, cfg.export.select) == (50, "best")
+    # one pass over the open protocol's J edges: ceil(175,307 / 512) = 343, rounded up to the 50-step grid
+    assert cfg.trainer.max_steps == 350 == 50 * math.ceil(math.ceil(175_307 / 512) / 50)
+    assert cfg.hydra.mode is None and not sweep(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected_sweep", "steps", "scorer"),
+    [
+        ("+experiment=ablation_loss", {"loss": ["infonce", "mtm_pairwise", "mtm"]}, 600, "mean"),
+        (
+            "+experiment=ablation_late_interaction",
+            {"scorer": ["mean", "maxsim", "softmax_ymean", "softmax"]},
+            600,
+            "softmax",
+        ),
+        ("+experiment=cross_task_transfer", {"data.graphs": ["[J]", "[V]", "[A]"]}, 300, "mean"),
+    ],
+)
+def test_ablations_sweep_five_seeds_without_early_stopping(override, expected_sweep, steps, scorer):
+    cfg = compose_train(override)
+    assert sweep(cfg) == {**expected_sweep, "seed": ["0", "1", "2", "3", "4"]}
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert (cfg.trainer.max_steps, cfg.scorer.name, cfg.export.select) == (steps, scorer, "last")
+    assert cfg.test.knowledge_gain == (override == "+experiment=cross_task_transfer")
+
+
+def test_grid_is_the_appendix_grid():
+    cfg = compose_train("hparams_search=grid")
+    grid = sweep(cfg)
+    assert grid["scorer.tau"] == ["2.0", "1.0", "0.5", "0.1"]
+    assert [float(x) for x in grid["optim.lr"]] == [1e-4, 8e-5, 5e-5, 1e-5]
+    for graph in "JVA":
+        assert [float(x) for x in grid[f"loss.alpha.{graph}"]] == [0.0, 0.5, 1.0]
+        assert [float(x) for x in grid[f"loss.tau.{graph}"]] == [0.01, 0.02, 0.05, 0.1]
+    assert math.prod(len(v) for v in grid.values()) == 4 * 3**3 * 4 * 4**3 == 27_648
+    assert (cfg.trainer.max_steps, cfg.validation.every_n_steps, list(cfg.test.tasks)) == (600, 600, [])
+
+
+@pytest.mark.parametrize("override", ALL_FILES)
+def test_every_job_of_every_sweep_composes(override):
+    """Each sweep value is a valid override of the composed config (for the grid: each axis alone)."""
+    cfg = compose_train(override)
+    for key, values in sweep(cfg).items():
+        for value in values:
+            job = compose_train(override, f"{key}={value}")
+            applied = job[key].name if key in ("loss", "scorer") else OmegaConf.select(job, key)
+            assert same_value(applied, value), (key, value, applied)
+
+
+def same_value(applied, text: str) -> bool:
+    """A composed value against the sweep's string form (numbers by value, lists without quotes)."""
+    if isinstance(applied, int | float) and not isinstance(applied, bool):
+        return float(applied) == float(text)
+    if isinstance(applied, ListConfig):
+        return "[" + ",".join(map(str, applied)) + "]" == text
+    return str(applied) == text
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Slow: smoke runs
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", ALL_FILES)
+def test_smoke_one_job_of_each_experiment(override, tmp_path, tiny_model_dir):
+    job = last_job(compose_train(override))
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        overrides = [
+            override,
+            *job,
+            *base_overrides(tmp_path, tiny_model_dir, steps=2, every=None, test_tasks=None),
+        ]
+        cfg = compose("train", overrides=overrides)
+    summary = train(cfg)
+    assert summary["final_step"] == 2
+    assert json.loads((tmp_path / "best_model" / "uwe.json").read_text())["scorer"] == cfg.scorer.name
+    if cfg.test.tasks:
+        results = json.loads((tmp_path / "results.json").read_text())
+        assert set(results["tasks"]) | set(results["unavailable"]) == set(cfg.test.tasks)
+        assert ("knowledge_gain" in results) == cfg.test.knowledge_gain
+
+
+def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", "uwe_lightning.train", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", [f for f in ALL_FILES if f != "+experiment=uwe"])
+def test_cli_multirun_of_one_pinned_job(override, tmp_path, tiny_model_dir):
+    """The experiment file alone makes it a multirun; command-line values pin the sweep to one job."""
+    cfg = compose_train(override)
+    pinned = last_job(cfg)
+    sweep_dir = tmp_path / "sweep"
+    small = base_overrides(None, tiny_model_dir, steps=2, every=None, test_tasks=None)
+    result = cli([override, *pinned, *small, f"hydra.sweep.dir='{sweep_dir}'"], REPO_DIR)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0"], jobs
+    info = json.loads((sweep_dir / "0" / "run_info.json").read_text())
+    assert info["summary"]["final_step"] == 2
+    assert info["config"]["task_name"] == cfg.task_name
+
+
+@pytest.mark.slow
+def test_cli_run_with_offline_wandb(tmp_path, tiny_model_dir):
+    """The default logger (CSV + W&B offline) works with no login and writes under the run dir."""
+    small = [o for o in base_overrides(None, tiny_model_dir, steps=2, every=1) if not o.startswith("logger=")]
+    result = cli(["logger=wandb", *small, f"hydra.run.dir='{tmp_path}'"], REPO_DIR)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_smoke_uwe_on_the_open_protocol(tmp_path, tiny_model_dir, real_data_dir):
+    """The paper experiment on the real data pack's open protocol, tiny model, 2 steps, few queries."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "+experiment=uwe",
+                f"model.backbone='{tiny_model_dir}'",
+                f"paths.data_dir='{real_data_dir}'",
+                f"paths.output_dir='{tmp_path}'",
+                "data.skills_per_step=32",
+                "data.num_workers=0",
+                "logger=none",
+                "trainer=cpu",
+                "trainer.max_steps=2",
+                "trainer.enable_progress_bar=false",
+                "validation.max_queries=20",
+                "test.max_queries=20",
+                "test.device=cpu",
+                "train.score_chunk_size=8",
+            ],
+        )
+    summary = train(cfg)
+    assert summary["final_step"] == 2
+    step0 = summary["val_step0"]
+    for task in ("Job2Skill@open", "Skill2Job@open", "SkillNorm@heldout", "JobNorm"):
+        assert 0.0 <= step0[f"val/{task}/map"] <= 1.0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert "SkillSim" in results["unavailable"] or "SkillSim" in results["tasks"]
