@@ -323,3 +323,13 @@ def test_atomic_checkpoint_io_keeps_the_good_file(tmp_path):
     kept = read_ckpt(path)
     assert kept["global_step"] == 1 and torch.equal(kept["state_dict"]["w"], torch.ones(3))
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_throughput_summary_is_recorded(tmp_path, tiny_model_dir):
+    """Each run reports steps/s, texts/s and peak memory of its training steps."""
+    import json
+
+    train(make_cfg(tmp_path, tiny_model_dir, "logger=csv", "test.tasks=[]", steps=2, every=2))
+    summary = json.loads((tmp_path / "run_info.json").read_text())["summary"]["throughput"]
+    assert summary["train_steps_timed"] == 2
+    assert summary["steps_per_s"] > 0 and summary["texts_per_s"] > 0 and summary["peak_cpu_rss_gib"] > 0

@@ -45,6 +45,7 @@ from uwe_lightning.paths import REPO_DIR
 from uwe_lightning.training.callbacks import (
     VAL_MONITOR,
     AtomicCheckpointIO,
+    TrainThroughput,
     WorkBenchValidation,
     find_checkpoint_callback,
 )
@@ -229,7 +230,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     Without validation the checkpoint callback monitors nothing (``best`` = the latest checkpoint).
     """
     callbacks_cfg = OmegaConf.create(OmegaConf.to_container(cfg.callbacks, resolve=True))
-    callbacks: list[pl.Callback] = []
+    callbacks: list[pl.Callback] = [TrainThroughput()]
     if validation_enabled(cfg):
         v = cfg.validation
         callbacks.append(
@@ -440,6 +441,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         finish_wandb(loggers)
 
     summary: dict[str, Any] = {"final_step": trainer.global_step}
+    throughput = next((cb for cb in trainer.callbacks if isinstance(cb, TrainThroughput)), None)
+    if throughput is not None:
+        summary["throughput"] = throughput.summary()
     validation = next((cb for cb in trainer.callbacks if isinstance(cb, WorkBenchValidation)), None)
     if validation is not None:
         summary["best_val"] = validation.best()

@@ -288,3 +288,49 @@ class WorkBenchValidation(Callback):
         """The evaluation with the highest ``val/macro_map`` so far."""
         scored = [h for h in self.history if math.isfinite(h.get(VAL_MONITOR, math.nan))]
         return max(scored, key=lambda h: h[VAL_MONITOR]) if scored else None
+
+
+class TrainThroughput(Callback):
+    """Steps/s and texts/s of the training steps alone (validation excluded), and peak memory.
+
+    Peak memory is ``torch.cuda.max_memory_allocated`` on GPU, else the process's maximum resident set size
+    (which includes validation and data loading in the main process).
+    """
+
+    def __init__(self) -> None:
+        self.step_seconds: list[float] = []
+        self.texts: list[int] = []
+        self._start: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._start = time.perf_counter()
+        self.texts.append(len(batch.skill_inputs["input_ids"]) + sum(
+            len(g.text_inputs["input_ids"]) for g in batch.graphs.values()))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._start is None:
+            return
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.step_seconds.append(time.perf_counter() - self._start)
+        self._start = None
+        pl_module.log("train/step_seconds", self.step_seconds[-1], on_step=True, prog_bar=False)
+
+    def summary(self) -> dict[str, float]:
+        if not self.step_seconds:
+            return {}
+        import resource
+
+        seconds = sum(self.step_seconds)
+        out = {
+            "train_steps_timed": len(self.step_seconds),
+            "steps_per_s": round(len(self.step_seconds) / seconds, 4),
+            "texts_per_s": round(sum(self.texts[: len(self.step_seconds)]) / seconds, 1),
+            "mean_texts_per_step": round(sum(self.texts) / len(self.texts), 1),
+            "peak_cpu_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        }
+        if torch.cuda.is_available():
+            out["peak_gpu_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        return out
