@@ -77,6 +77,7 @@ def assert_topk_matches(scores: torch.Tensor, index: torch.Tensor, reference: to
 @pytest.mark.parametrize("settings", [
     {},  # defaults: one block, few buckets
     {"max_elements": 50, "bucket_min_size": 1, "bucket_max_padding": 0.0},  # many exact buckets, tiny chunks
+    {"target_chunk_elements": 100, "bucket_max_padding": 0.5},  # 1-3 targets per call, padded buckets
 ])
 def test_rank_equals_brute_force(tiny_ranker, scorer, direction, settings):
     ranker = with_scorer(tiny_ranker, scorer, **settings)

@@ -577,6 +577,7 @@ def markdown(result: dict) -> str:
         f"torch {machine['torch']}, Python {machine['python']}; load average at start "
         f"{_load(machine.get('load_average_start'))}, at end {_load(machine.get('load_average_end'))}.  ",
         f"Wall time: {result['wall_s']:.0f} s.",
+        *_shared_note(machine),
         "",
         f"Protocol (paper Appendix A): per task, target space cached; {result['protocol']['warmup']} warm-up "
         f"queries, {result['protocol']['timed_queries']} timed single queries end to end (tokenise, encode, "
@@ -647,6 +648,17 @@ def markdown(result: dict) -> str:
             lines.append(f"| Python loop over cached targets | {scorer} | {fmt_pm(r['latency_ms'], digits=0)} | "
                          f"{r['cached_latency_ms']:.1f} | ×{r['slowdown']:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _shared_note(machine: dict) -> list[str]:
+    """A warning when other processes were using the CPUs as the run started (timings inflated and noisy)."""
+    start = (machine.get("load_average_start") or [0.0])[0]
+    if machine.get("device", "cpu") != "cpu" or start <= 0.5:
+        return []
+    end = (machine.get("load_average_end") or [math.nan])[0]
+    return ["", f"**Shared machine:** the 1-minute load average was {start:.1f} on {machine['cpus_usable']} CPUs "
+            f"before this run started ({end:.1f} at its end, its own work included): CPU timings include contention "
+            "with other processes and are upper bounds."]
 
 
 def _load(values) -> str:

@@ -234,7 +234,9 @@ class Ranker:
     ``model_id`` names an in-memory encoder for cache keys; an encoder loaded with :meth:`from_pretrained`
     from a directory is identified by the sha256 of its files instead (so do not train a loaded encoder in
     place and reuse its caches). ``compute_dtype`` defaults to fp32 (CPU and GPU); fp16/bf16 is fine on GPU.
-    ``max_elements`` bounds the per-call ``[queries, targets, Lq, Ly]`` intermediates of the token scorers.
+    ``max_elements`` bounds the per-call ``[queries, targets, Lq, Ly]`` intermediates of the token scorers;
+    ``target_chunk_elements`` the target values per scorer call (cache-sized chunks); buckets: see
+    :func:`plan_buckets`.
     """
 
     def __init__(
@@ -250,6 +252,7 @@ class Ranker:
         max_elements: int = 1 << 24,
         bucket_min_size: int = 32,
         bucket_max_padding: float = 0.0,
+        target_chunk_elements: int = 1 << 19,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -264,6 +267,7 @@ class Ranker:
         self.max_elements = max_elements
         self.bucket_min_size = bucket_min_size
         self.bucket_max_padding = bucket_max_padding
+        self.target_chunk_elements = target_chunk_elements
         self._given_model_id = model_id
         self.model_dir: Path | None = None  # set by from_pretrained: the checkpoint lives on disk
         self.display_name: str | None = None
@@ -296,6 +300,7 @@ class Ranker:
             batch_size=self.batch_size, max_length=self.max_length, device=self.device,
             model_id=self._given_model_id, compute_dtype=self.compute_dtype, max_elements=self.max_elements,
             bucket_min_size=self.bucket_min_size, bucket_max_padding=self.bucket_max_padding,
+            target_chunk_elements=self.target_chunk_elements,
         )
         other = Ranker(self.encoder, scorer=scorer, tau=tau, **{**settings, **kw})
         other.model_dir, other.display_name = self.model_dir, self.display_name
@@ -430,13 +435,16 @@ class Ranker:
         """Scores ``[len(q.rows), n_targets]`` of one query bucket against every target bucket.
 
         Each scorer call covers at most ``max_elements`` query-token x target-token pairs, so memory per call
-        is bounded whatever the sizes; results are scattered into the targets' columns.
+        is bounded whatever the sizes, and at most ``target_chunk_elements`` target values (a few MB), so the
+        scorer's per-target passes (pooling, normalising) run in cache: 3-8x faster on CPU than one call over a
+        100k-target bucket. Results are scattered into the targets' columns.
         """
-        n_q, width_q = q.tokens.embeddings.shape[:2]
+        n_q, width_q, hidden = q.tokens.embeddings.shape
         out = torch.empty((n_q, n_targets), dtype=torch.float32, device=self.device)
         for y in target_buckets:
             q_step = max(1, min(n_q, self.max_elements // max(1, width_q * y.width)))
-            y_step = max(1, self.max_elements // max(1, q_step * width_q * y.width))
+            y_step = max(1, min(self.max_elements // max(1, q_step * width_q * y.width),
+                                self.target_chunk_elements // max(1, y.width * hidden)))
             for q_start in range(0, n_q, q_step):
                 q_part = q.tokens[q_start : q_start + q_step]
                 rows = out[q_start : q_start + q_step]
