@@ -22,13 +22,6 @@ JOBS = ["software engineer", "nurse", "truck driver", "chef", "sales manager", "
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A tiny model on a shared 2-core machine: one thread avoids OpenMP contention (10x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def tiny_datasets() -> dict[str, RankingDataset]:
     return {

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from tests.test_training import base_overrides, one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.test_training import base_overrides
 from uwe_lightning.paths import CONF_DIR, REPO_DIR
 from uwe_lightning.train import train
 
@@ -52,7 +52,7 @@ def last_job(cfg: DictConfig) -> list[str]:
 
 
 def test_every_expected_file_exists():
-    assert EXPERIMENTS == ["ablation_late_interaction", "ablation_loss", "cross_task_transfer", "uwe"]
+    assert EXPERIMENTS == ["ablation_late_interaction", "ablation_loss", "cpu_minilm", "cross_task_transfer", "uwe"]
     assert SEARCHES == ["grid"]
 
 

@@ -29,13 +29,6 @@ SKILLS = [
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A tiny model on a shared 2-core machine: one thread avoids OpenMP contention (10x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def tiny_ranker(tiny_model_dir: Path) -> Ranker:

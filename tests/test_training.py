@@ -28,13 +28,6 @@ MINI_DATA = FIXTURES / "uwe-data-mini"
 VAL_TASKS = "[JobNorm,SkillNorm,SkillExtr-H]"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: one intra-op thread is fastest, and avoids OpenMP spin contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def base_overrides(
