@@ -164,10 +164,10 @@ def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.slow
 SINGLE_RUNS = ("+experiment=uwe", "+experiment=cpu_minilm")  # the other files are multiruns by themselves
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", [f for f in ALL_FILES if f not in SINGLE_RUNS])
 def test_cli_multirun_of_one_pinned_job(override, tmp_path, tiny_model_dir):
     """The experiment file alone makes it a multirun; command-line values pin the sweep to one job."""
