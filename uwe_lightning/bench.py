@@ -715,10 +715,11 @@ def publish(out_dir: Path, dest: Path, model_name: str) -> list[Path]:
                          ("latency_vs_targets.png", f"bench_{model_name}_latency_vs_targets.png")):
         if (out_dir / name).is_file():
             copied.append(Path(shutil.copy2(out_dir / name, dest / target)))
-    report = dest / f"bench_{model_name}.md"
-    if report.is_file():  # the published plot has a new name: keep the report's image link working
-        text = report.read_text().replace("(latency_vs_targets.png)", f"(bench_{model_name}_latency_vs_targets.png)")
-        report.write_text(text)
+    for path in copied:  # published files: repo-relative paths, and the report's link to the renamed plot
+        if path.suffix in {".md", ".json"}:
+            text = path.read_text().replace(f"{REPO_DIR}/", "")
+            text = text.replace("(latency_vs_targets.png)", f"(bench_{model_name}_latency_vs_targets.png)")
+            path.write_text(text)
     return copied
 
 
