@@ -109,3 +109,20 @@ def test_missing_data_dir_is_named(tmp_path):
 
     with pytest.raises(DataError, match="does not exist"):
         evaluate(TfidfRankingModel(), ["JobNorm"], "test", tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("scorer", ["mean", "maxsim", "softmax_ymean", "softmax"])
+def test_encoder_model_scores_equal_the_rankers_own_path(scorer, tiny_model_dir):
+    """Embedding each distinct text once (and sharing a side's packing when pooling agrees) changes no score."""
+    from uwe_lightning.ranking.ranker import Ranker
+    from uwe_lightning.workbench.runner import EncoderRankingModel
+
+    queries = ["python developer", "nurse care", "truck driver job"]
+    targets = ["python", "care for patient", "drive truck", "sql data"]
+    ranker = Ranker.from_pretrained(str(tiny_model_dir), scorer=scorer)
+    model = EncoderRankingModel(ranker)
+    model.prepare(queries + targets)
+    got = torch.cat([block for _, block in model.score_blocks(queries, targets, 2)])
+    want = torch.cat([b for _, b in ranker.score_blocks(ranker.encode(queries, "query"), ranker.encode(targets, "target"))])
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    assert (model._query_side is model._target_side) == (ranker.pooled("query") == ranker.pooled("target"))

@@ -26,11 +26,9 @@ import importlib.metadata
 import json
 import logging
 import math
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from uwe_lightning.paths import REPO_DIR
+from uwe_lightning.paths import REPO_DIR, atomic_write_text
 from uwe_lightning.training.callbacks import (
     VAL_MONITOR,
     AtomicCheckpointIO,
@@ -119,12 +117,7 @@ def plain_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def add_summary(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:

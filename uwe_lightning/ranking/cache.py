@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from uwe_lightning.paths import atomic_write_path
 
 FORMAT_VERSION = 1
 _META_KEY = "uwe_target_cache"
@@ -140,16 +141,9 @@ def _read_json(path: Path) -> dict:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+    with atomic_write_path(path) as tmp:
+        tmp.write_bytes(data)
         os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cache_path(cache_dir: str | os.PathLike, key: CacheKey) -> Path:
@@ -180,16 +174,9 @@ def save_packed(path: str | os.PathLike, tokens: Tensor, offsets: Tensor, key: C
     check_packed(tokens, offsets, key.n_texts, key.pooled)
     header = {"key": key.as_dict(), "hidden_size": int(tokens.shape[1]), "total_tokens": int(tokens.shape[0])}
     tensors = {"tokens": tokens.detach().to("cpu", torch.float16).contiguous(), "offsets": offsets.cpu().contiguous()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(header, sort_keys=True)})
+    with atomic_write_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(header, sort_keys=True)})
         os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

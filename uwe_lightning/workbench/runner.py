@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from uwe_lightning.paths import atomic_write_text
 from uwe_lightning.workbench.base import RankingDataset, TaskUnavailable, get_task
 from uwe_lightning.workbench.metrics import RankingMetrics, macro_average
 
@@ -55,7 +54,9 @@ class EncoderRankingModel:
         tokens = self.ranker.embed(texts, show_progress=show_progress)
         self._row = {t: i for i, t in enumerate(texts)}
         self._query_side = self.ranker.pack(tokens, "query")
-        self._target_side = self.ranker.pack(tokens, "target")
+        # Packing depends only on whether a side is pooled: share it when both sides agree (halves memory).
+        same = self.ranker.pooled("query") == self.ranker.pooled("target")
+        self._target_side = self._query_side if same else self.ranker.pack(tokens, "target")
         del tokens
 
     def _rows(self, texts: Sequence[str]) -> list[int]:
@@ -171,14 +172,6 @@ def evaluate_ranker(ranker, tasks: Sequence[str], split: str, data_dir=None, max
     return evaluate(EncoderRankingModel(ranker), tasks, split, data_dir, max_queries, seed, block_size, show_progress)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
@@ -210,6 +203,6 @@ def write_results(results: dict, out_dir, title: str) -> tuple[Path, Path]:
     """Write results.json and results.md atomically into ``out_dir``."""
     out = Path(out_dir)
     json_path, md_path = out / "results.json", out / "results.md"
-    _atomic_write(json_path, json.dumps(results, indent=2, default=str))
-    _atomic_write(md_path, results_markdown(results, title))
+    atomic_write_text(json_path, json.dumps(results, indent=2, default=str))
+    atomic_write_text(md_path, results_markdown(results, title))
     return json_path, md_path
