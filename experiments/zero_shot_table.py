@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from uwe_lightning.workbench.base import get_task
 from uwe_lightning.workbench.metrics import macro_average
+from uwe_lightning.workbench.registry import get_task
 
 #: Table 2, row "MPNet" (all-mpnet-base-v2, zero-shot), in percent.
 PAPER_MPNET = {

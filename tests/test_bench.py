@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from uwe_lightning import bench
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.ranking.ranker import Ranker
-from uwe_lightning.workbench.base import RankingDataset
+from uwe_lightning.workbench.dataset import RankingDataset
 
 SCORERS = ["mean", "maxsim", "softmax_ymean", "softmax"]
 SKILLS = ["python", "java", "sql", "manage team", "develop software", "care for patient", "teach", "drive truck",

@@ -6,16 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from uwe_lightning.data.esco import (
+from uwe_lightning.esco import (
     clear_cache,
     load_occupation_skill_relations,
     load_occupations,
     load_skills,
-    read_csv_checked,
-    read_parquet_checked,
     split_alt_labels,
 )
-from uwe_lightning.paths import DataError
+from uwe_lightning.io import DataError, read_csv_checked, read_parquet_checked
 
 MINI = Path(__file__).parent / "fixtures" / "uwe-data-mini"
 SKILL = "http://data.europa.eu/esco/skill/"

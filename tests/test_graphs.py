@@ -17,7 +17,7 @@ from uwe_lightning.data.graphs import (
     load_vocabulary,
     save_edges,
 )
-from uwe_lightning.paths import DataError
+from uwe_lightning.io import DataError
 
 EDGES = Path(__file__).parent / "fixtures" / "edges"
 

@@ -11,7 +11,8 @@ import pytest
 
 from uwe_lightning.data import protocol as P
 from uwe_lightning.data.graphs import BipartiteGraph, load_edges, load_vocabulary, normalize_text
-from uwe_lightning.workbench.base import RankingDataset, get_task, task_names
+from uwe_lightning.workbench.dataset import RankingDataset
+from uwe_lightning.workbench.registry import get_task, task_names
 
 EDGES = Path(__file__).parent / "fixtures" / "edges"
 

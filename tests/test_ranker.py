@@ -432,7 +432,7 @@ def test_rank_cli_file_targets_writes_json_and_caches(tiny_model_dir, tmp_path, 
 
 
 def test_rank_cli_bad_input(tiny_model_dir, tmp_path):
-    from uwe_lightning.paths import DataError
+    from uwe_lightning.io import DataError
     from uwe_lightning.rank import run
 
     targets_file = tmp_path / "targets.txt"

@@ -105,7 +105,7 @@ def test_unknown_config_key_is_named():
 
 
 def test_missing_data_dir_is_named(tmp_path):
-    from uwe_lightning.paths import DataError
+    from uwe_lightning.io import DataError
 
     with pytest.raises(DataError, match="does not exist"):
         evaluate(TfidfRankingModel(), ["JobNorm"], "test", tmp_path / "nowhere")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from uwe_lightning.data.esco import clear_cache
-from uwe_lightning.paths import DataError
-from uwe_lightning.workbench.base import TASKS, TaskUnavailable, get_task, task_names
+from uwe_lightning.esco import clear_cache
+from uwe_lightning.io import DataError
+from uwe_lightning.workbench.dataset import TaskUnavailable
+from uwe_lightning.workbench.registry import TASKS, get_task, task_names
 from uwe_lightning.workbench.tasks import JobNorm, SkillSim, class_uniform_split, shuffle_split
 
 FIXTURES = Path(__file__).parent / "fixtures"

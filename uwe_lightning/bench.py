@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from uwe_lightning.paths import CONF_DIR, REPO_DIR, DataError
+from uwe_lightning.io import DataError
+from uwe_lightning.paths import CONF_DIR, REPO_DIR
 from uwe_lightning.ranking import cache as cache_lib
 from uwe_lightning.ranking.ranker import EncodedTexts, Ranker, memory_bytes
 
@@ -266,7 +267,7 @@ def training_texts(data_dir, n_skills: int, seed: int, fallback: Sequence[str] |
     """
     rng = np.random.default_rng(seed)
     try:
-        from uwe_lightning.data.esco import load_occupations, load_skills
+        from uwe_lightning.esco import load_occupations, load_skills
 
         skills = load_skills(data_dir, "v1.2.0")
         occupations = load_occupations(data_dir, "v1.2.0")
@@ -346,7 +347,8 @@ def train_step_times(ranker: Ranker, texts: dict[str, list[str]], max_length: in
 
 def load_datasets(names: Sequence[str], split: str, data_dir) -> tuple[dict, dict[str, str]]:
     """Available tasks' datasets, and why the others are not available (never silently dropped)."""
-    from uwe_lightning.workbench.base import TaskUnavailable, get_task
+    from uwe_lightning.workbench.dataset import TaskUnavailable
+    from uwe_lightning.workbench.registry import get_task
 
     datasets, unavailable = {}, {}
     for name in names:

@@ -1,4 +1,4 @@
-"""Where the data pack and the local model cache live, with errors that say what is missing.
+"""Where the data pack, the local model cache and derived caches live; a missing one is named.
 
 The data pack is never copied into the project: it is found through ``UWE_DATA_DIR`` (or a config value),
 falling back to ``../shared/uwe-data`` next to the checkout. The model cache (assembled by
@@ -8,10 +8,9 @@ falling back to ``../shared/uwe-data`` next to the checkout. The model cache (as
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from uwe_lightning.io import DataError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -33,10 +32,6 @@ DATA_FILES: dict[str, str] = {
     "workbench/skill_extraction/tech_test_annotations.csv": "SkillExtr-T test (SkillSpan)",
     "extra/skillskape/train.csv": "SkillSkape train sentences (open training protocol, V graph)",
 }
-
-
-class DataError(RuntimeError):
-    """Bad or missing input data; the message names the file, row or field."""
 
 
 def default_data_dir() -> Path:
@@ -85,29 +80,3 @@ def default_cache_dir() -> Path:
     """``UWE_CACHE_DIR`` if set, else ``<repo>/.cache`` (target-space caches and derived data)."""
     env = os.environ.get("UWE_CACHE_DIR")
     return Path(env).expanduser() if env else _project_or_user_dir(".cache")
-
-
-@contextmanager
-def atomic_write_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; once written it is fsynced and ``os.replace``-d onto ``path``.
-
-    Readers never see half a file and a crash leaves the previous version in place; on error the temporary
-    file is removed. Every result, checkpoint and cache file of the project is published through this.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_write_path(path) as tmp:
-        tmp.write_text(text)

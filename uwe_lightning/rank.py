@@ -18,7 +18,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from uwe_lightning.paths import CONF_DIR, REPO_DIR, DataError
+from uwe_lightning.io import DataError
+from uwe_lightning.paths import CONF_DIR, REPO_DIR
 
 TARGET_SOURCES = ("esco_skills", "esco_occupations", "file")
 DIRECTIONS = {"job2skill": "esco_skills", "skill2job": "esco_occupations"}
@@ -52,7 +53,7 @@ def load_targets(source: str, data_dir=None, targets_file=None, esco_version: st
             raise ValueError("targets=file needs targets_file=<path> (one target text a line)")
         lines = read_lines(targets_file, "targets_file")
         return TargetSpace(f"file:{targets_file}", lines, [f"line:{i + 1}" for i in range(len(lines))])
-    from uwe_lightning.data import esco
+    from uwe_lightning import esco
 
     if source == "esco_skills":
         frame = esco.load_skills(data_dir, esco_version)
@@ -65,7 +66,7 @@ def load_targets(source: str, data_dir=None, targets_file=None, esco_version: st
 
 def esco_skill_texts(data_dir=None, version: str = "v1.2.0") -> list[str]:
     """ESCO skill preferred labels followed by all altLabels, deduplicated in order (~100k for v1.2.0)."""
-    from uwe_lightning.data import esco
+    from uwe_lightning import esco
 
     frame = esco.load_skills(data_dir, version)
     texts = list(frame["label"]) + [alt for alts in frame["alt_labels"] for alt in alts]

@@ -39,7 +39,8 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from uwe_lightning.paths import REPO_DIR, atomic_write_text
+from uwe_lightning.io import atomic_write_text
+from uwe_lightning.paths import REPO_DIR
 from uwe_lightning.training.callbacks import (
     VAL_MONITOR,
     AtomicCheckpointIO,

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uwe_lightning.paths import DataError
+from uwe_lightning.io import DataError
 
 EDGE_COLUMNS = ("skill", "text")
 ON_UNKNOWN = ("error", "drop")
@@ -119,7 +119,7 @@ class SkillVocabulary:
 
     @classmethod
     def from_esco(cls, data_dir: str | os.PathLike | None = None, version: str = "v1.2.0") -> SkillVocabulary:
-        from uwe_lightning.data.esco import load_skills
+        from uwe_lightning.esco import load_skills
 
         return cls.from_frame(load_skills(data_dir, version=version), name=f"esco-{version}")
 

@@ -50,17 +50,12 @@ from pathlib import Path
 
 import numpy as np
 
-from uwe_lightning.data.esco import load_skills, read_csv_checked, read_parquet_checked
 from uwe_lightning.data.graphs import BipartiteGraph, SkillVocabulary, normalize_text
-from uwe_lightning.paths import DataError, data_file, resolve_data_dir
-from uwe_lightning.workbench.base import (
-    RankingDataset,
-    Task,
-    TaskUnavailable,
-    get_task,
-    register_task,
-    task_names,
-)
+from uwe_lightning.esco import load_skills
+from uwe_lightning.io import DataError, read_csv_checked, read_parquet_checked
+from uwe_lightning.paths import data_file, resolve_data_dir
+from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
+from uwe_lightning.workbench.registry import Task, get_task, register_task, task_names
 
 JOB_TITLES_FILE = "workbench/job2skill_val/job_skill_val.parquet"
 SKILLSKAPE_TRAIN_FILE = "extra/skillskape/train.csv"

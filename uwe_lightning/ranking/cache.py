@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from uwe_lightning.paths import atomic_write_path
+from uwe_lightning.io import atomic_write_path
 
 FORMAT_VERSION = 1
 _META_KEY = "uwe_target_cache"

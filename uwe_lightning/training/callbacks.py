@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from uwe_lightning.paths import atomic_write_path
+from uwe_lightning.io import atomic_write_path
 
 log = logging.getLogger(__name__)
 

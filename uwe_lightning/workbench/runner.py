@@ -19,9 +19,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from uwe_lightning.paths import atomic_write_text
-from uwe_lightning.workbench.base import RankingDataset, TaskUnavailable, get_task
+from uwe_lightning.io import atomic_write_text
+from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.metrics import RankingMetrics, macro_average
+from uwe_lightning.workbench.registry import get_task
 
 #: The paper's seven WorkBench subtasks, in Table 2's order.
 WORKBENCH_TASKS = ("Job2Skill", "Skill2Job", "JobNorm", "SkillNorm", "SkillSim", "SkillExtr-T", "SkillExtr-H")

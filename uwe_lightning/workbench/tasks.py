@@ -11,7 +11,7 @@ Conventions shared by all tasks (README "Known conventions"; workrb 0.6.0 ``Rank
 
 ``RankingDataset.meta`` carries ``paper_n_queries``/``paper_n_targets`` (paper Table 1), per-task counts
 of what was dropped or merged, and ``notes``: why this pack's counts differ from the paper, if they do.
-Missing or malformed pack files raise :class:`~uwe_lightning.paths.DataError` naming the file; only
+Missing or malformed pack files raise :class:`~uwe_lightning.io.DataError` naming the file; only
 SkillSim, whose data is not in the pack, raises :class:`TaskUnavailable`.
 """
 
@@ -25,17 +25,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uwe_lightning.data.esco import (
+from uwe_lightning.esco import (
     RELATION_FILES,
     SKILL_FILES,
     load_occupation_skill_relations,
     load_occupations,
     load_skills,
-    read_csv_checked,
-    read_parquet_checked,
 )
-from uwe_lightning.paths import DataError, data_file, resolve_data_dir
-from uwe_lightning.workbench.base import SPLITS, RankingDataset, Task, TaskUnavailable, register_task
+from uwe_lightning.io import DataError, read_csv_checked, read_parquet_checked
+from uwe_lightning.paths import data_file, resolve_data_dir
+from uwe_lightning.workbench.dataset import SPLITS, RankingDataset, TaskUnavailable
+from uwe_lightning.workbench.registry import Task, register_task
 
 #: Paper Table 1: (task, split) -> (queries, targets).
 PAPER_SIZES: dict[tuple[str, str], tuple[int, int]] = {

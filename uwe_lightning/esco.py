@@ -2,7 +2,7 @@
 
 Every WorkBench task and the open training protocol read ESCO through these functions, so that text
 cleaning (whitespace stripping, altLabel splitting) is defined once. Bad input fails with a
-:class:`~uwe_lightning.paths.DataError` naming the file, and the row and field where one is at fault.
+:class:`~uwe_lightning.io.DataError` naming the file, and the row and field where one is at fault.
 
 Frames are parsed once per (file, modification time) and cached; callers get a copy. The lists in
 ``alt_labels`` are shared with the cache: treat them as read-only.
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from uwe_lightning.paths import DataError, data_file
+from uwe_lightning.io import DataError, read_csv_checked
+from uwe_lightning.paths import data_file
 
 SKILL_FILES: dict[str, str] = {
     "v1.2.0": "esco/v1.2.0/skills_en.csv",
@@ -46,63 +46,6 @@ _RELATION_COLUMNS = {
     "skillUri": "skill_uri",
     "relationType": "relation_type",
 }
-
-
-def read_csv_checked(
-    path: str | os.PathLike,
-    required_columns: Sequence[str],
-    *,
-    non_empty: Iterable[str] = (),
-    **read_csv_kwargs,
-) -> pd.DataFrame:
-    """Read a CSV whose ``required_columns`` must exist and whose ``non_empty`` fields must be filled.
-
-    Cells are read as strings and never turned into NaN (a vacancy titled "NA" stays "NA"); an empty
-    cell is ``""``. Raises :class:`DataError` naming the file for a missing file, a missing column, a
-    row pandas cannot parse, or an empty ``non_empty`` field (with its 1-based data row number, header
-    not counted).
-    """
-    path = Path(path)
-    non_empty = list(non_empty)
-    required = list(dict.fromkeys([*required_columns, *non_empty]))
-    if not path.is_file():
-        raise DataError(f"missing data file {path}")
-    read_csv_kwargs.setdefault("dtype", str)
-    read_csv_kwargs.setdefault("keep_default_na", False)
-    try:
-        frame = pd.read_csv(path, **read_csv_kwargs)
-    except pd.errors.ParserError as err:
-        raise DataError(f"{path}: malformed CSV row: {err}") from err
-    except (pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: unreadable CSV: {err}") from err
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(frame.columns)}")
-    for column in non_empty:
-        values = frame[column]
-        empty = (values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
-        if empty.any():
-            row = int(empty.argmax()) + 1
-            raise DataError(
-                f"{path}: row {row} (1-based, header not counted): required field '{column}' is empty "
-                f"({int(empty.sum())} empty in total)"
-            )
-    return frame
-
-
-def read_parquet_checked(path: str | os.PathLike, required_columns: Sequence[str]) -> pd.DataFrame:
-    """Read a parquet file whose ``required_columns`` must exist; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"missing data file {path}")
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as err:  # pyarrow raises several unrelated types for a corrupt file
-        raise DataError(f"{path}: unreadable parquet file: {err}") from err
-    missing = [c for c in required_columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(frame.columns)}")
-    return frame
 
 
 def split_alt_labels(cell: str) -> list[str]:

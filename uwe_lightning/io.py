@@ -1,0 +1,110 @@
+"""Input and output every layer shares: :class:`DataError`, atomic writes, and checked table readers.
+
+A bad input file fails with a :class:`DataError` that names the file (and the row and field where one is at
+fault); every result, checkpoint and cache file is published atomically (temporary file beside it, fsync,
+``os.replace``), so a reader never sees half a file and a crash leaves the previous version in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+class DataError(RuntimeError):
+    """Bad or missing input data; the message names the file, row or field."""
+
+
+@contextmanager
+def atomic_write_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; once written it is fsynced and ``os.replace``-d onto ``path``.
+
+    Readers never see half a file and a crash leaves the previous version in place; on error the temporary
+    file is removed. Every result, checkpoint and cache file of the project is published through this.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+    """``data`` as indented JSON (non-JSON values through ``str``), published atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_csv_checked(
+    path: str | os.PathLike,
+    required_columns: Sequence[str],
+    *,
+    non_empty: Iterable[str] = (),
+    **read_csv_kwargs,
+) -> pd.DataFrame:
+    """Read a CSV whose ``required_columns`` must exist and whose ``non_empty`` fields must be filled.
+
+    Cells are read as strings and never turned into NaN (a vacancy titled "NA" stays "NA"); an empty
+    cell is ``""``. Raises :class:`DataError` naming the file for a missing file, a missing column, a
+    row pandas cannot parse, or an empty ``non_empty`` field (with its 1-based data row number, header
+    not counted).
+    """
+    path = Path(path)
+    non_empty = list(non_empty)
+    required = list(dict.fromkeys([*required_columns, *non_empty]))
+    if not path.is_file():
+        raise DataError(f"missing data file {path}")
+    read_csv_kwargs.setdefault("dtype", str)
+    read_csv_kwargs.setdefault("keep_default_na", False)
+    try:
+        frame = pd.read_csv(path, **read_csv_kwargs)
+    except pd.errors.ParserError as err:
+        raise DataError(f"{path}: malformed CSV row: {err}") from err
+    except (pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: unreadable CSV: {err}") from err
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(frame.columns)}")
+    for column in non_empty:
+        values = frame[column]
+        empty = (values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
+        if empty.any():
+            row = int(empty.argmax()) + 1
+            raise DataError(
+                f"{path}: row {row} (1-based, header not counted): required field '{column}' is empty "
+                f"({int(empty.sum())} empty in total)"
+            )
+    return frame
+
+
+def read_parquet_checked(path: str | os.PathLike, required_columns: Sequence[str]) -> pd.DataFrame:
+    """Read a parquet file whose ``required_columns`` must exist; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing data file {path}")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several unrelated types for a corrupt file
+        raise DataError(f"{path}: unreadable parquet file: {err}") from err
+    missing = [c for c in required_columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(frame.columns)}")
+    return frame

@@ -1,0 +1,73 @@
+"""Tasks by name: :class:`Task` (a named builder of ranking datasets), :func:`register_task`, :func:`get_task`.
+
+The built-in WorkBench tasks register when ``uwe_lightning.workbench.tasks`` is imported (one file per task,
+as in WorkRB); layers above WorkBench (the open protocol's task variants) register their own tasks when they
+are imported, and ``import uwe_lightning`` imports them all. The registry never imports upward.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from uwe_lightning.workbench.dataset import RankingDataset
+
+
+class Task(ABC):
+    """A WorkBench (sub)task. ``group`` is its task type in the macro average (SkillExtr-H/-T share one)."""
+
+    name: str = ""
+    group: str = ""
+    description: str = ""
+
+    @abstractmethod
+    def load(self, split: str, data_dir: str | Path | None = None) -> RankingDataset:
+        """Build the split from the data pack; raise :class:`TaskUnavailable` when its data is absent."""
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make ``cls`` reachable as ``get_task(cls.name)``."""
+    if not cls.name or not cls.group:
+        raise ValueError(f"{cls.__name__} needs a name and a group")
+    if cls.name in TASKS and TASKS[cls.name] is not cls:
+        raise ValueError(f"task {cls.name} registered twice")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def _register_builtin_tasks() -> None:
+    import uwe_lightning.workbench.tasks  # noqa: F401  (registers the seven WorkBench tasks)
+
+
+def get_task(name: str, **options: Any) -> Task:
+    """The task registered as ``name``, built with ``options`` (e.g. ``get_task("JobNorm", drop_retired_uris=True)``).
+
+    An option the task does not take fails here, naming the task and the options it accepts.
+    """
+    _register_builtin_tasks()
+    if name not in TASKS:
+        raise KeyError(f"unknown task '{name}'; known tasks: {sorted(TASKS)}")
+    cls = TASKS[name]
+    if options:
+        accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise TypeError(f"task {name!r} takes no option(s) {unknown}; it accepts {accepted or 'none'}")
+    return cls(**options)
+
+
+def task_names() -> list[str]:
+    """Every registered task name, in registration order."""
+    _register_builtin_tasks()
+    return list(TASKS)
+
+
+def list_tasks() -> dict[str, str]:
+    """Registered task name -> its one-line description."""
+    _register_builtin_tasks()
+    return {name: cls.description for name, cls in TASKS.items()}
