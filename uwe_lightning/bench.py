@@ -360,9 +360,9 @@ def load_datasets(names: Sequence[str], split: str, data_dir) -> tuple[dict, dic
 
 
 def _growth_texts(data_dir) -> list[str]:
-    from uwe_lightning.rank import esco_skill_texts
+    from uwe_lightning.esco import skill_texts_with_alt_labels
 
-    return esco_skill_texts(data_dir, "v1.2.0")
+    return skill_texts_with_alt_labels(data_dir, "v1.2.0")
 
 
 def run(cfg: DictConfig, out_dir: str | Path, datasets: dict | None = None,

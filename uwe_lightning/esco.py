@@ -128,6 +128,13 @@ def load_occupation_skill_relations(
     return _parse_relations(str(path.resolve()), _mtime(path)).copy()
 
 
+def skill_texts_with_alt_labels(data_dir: str | os.PathLike | None = None, version: str = "v1.2.0") -> list[str]:
+    """Skill preferredLabels followed by all altLabels, deduplicated in order (~100k texts for v1.2.0)."""
+    frame = load_skills(data_dir, version)
+    texts = list(frame["label"]) + [alt for alts in frame["alt_labels"] for alt in alts]
+    return list(dict.fromkeys(texts))
+
+
 def clear_cache() -> None:
     """Forget parsed files (tests that rewrite a file within one mtime tick)."""
     _parse_concepts.cache_clear()

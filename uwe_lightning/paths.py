@@ -80,3 +80,8 @@ def default_cache_dir() -> Path:
     """``UWE_CACHE_DIR`` if set, else ``<repo>/.cache`` (target-space caches and derived data)."""
     env = os.environ.get("UWE_CACHE_DIR")
     return Path(env).expanduser() if env else _project_or_user_dir(".cache")
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The configured cache directory (``paths.cache_dir``), else :func:`default_cache_dir`."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from uwe_lightning.io import DataError
-from uwe_lightning.paths import CONF_DIR, REPO_DIR
+from uwe_lightning.paths import CONF_DIR, resolve_cache_dir
 
 TARGET_SOURCES = ("esco_skills", "esco_occupations", "file")
 DIRECTIONS = {"job2skill": "esco_skills", "skill2job": "esco_occupations"}
@@ -64,15 +64,6 @@ def load_targets(source: str, data_dir=None, targets_file=None, esco_version: st
     return TargetSpace(f"{source}/{esco_version}", frame["label"].tolist(), frame["uri"].tolist())
 
 
-def esco_skill_texts(data_dir=None, version: str = "v1.2.0") -> list[str]:
-    """ESCO skill preferred labels followed by all altLabels, deduplicated in order (~100k for v1.2.0)."""
-    from uwe_lightning import esco
-
-    frame = esco.load_skills(data_dir, version)
-    texts = list(frame["label"]) + [alt for alts in frame["alt_labels"] for alt in alts]
-    return list(dict.fromkeys(texts))
-
-
 def collect_queries(queries, queries_file) -> list[str]:
     """``queries`` (a list or one string) followed by the lines of ``queries_file``; never empty."""
     if isinstance(queries, str):
@@ -86,10 +77,6 @@ def collect_queries(queries, queries_file) -> list[str]:
     if not texts:
         raise ValueError("no queries: give queries='[text one,text two]' or queries_file=<path> (one text a line)")
     return texts
-
-
-def cache_root(cache_dir) -> Path:
-    return Path(cache_dir).expanduser() if cache_dir else REPO_DIR / ".cache"
 
 
 def format_ranking(query: str, scores: list[float], texts: list[str]) -> str:
@@ -121,7 +108,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         **({"max_length": cfg.max_length} if cfg.max_length else {}),
     )
     t0 = time.perf_counter()
-    cache_dir = cache_root(cfg.paths.cache_dir) / "targets" if cfg.cache and not cfg.cache_file else None
+    cache_dir = resolve_cache_dir(cfg.paths.cache_dir) / "targets" if cfg.cache and not cfg.cache_file else None
     space = ranker.index(targets.texts, cache_dir=cache_dir, cache_file=cfg.cache_file,
                          show_progress=cfg.show_progress)
     index_s = time.perf_counter() - t0
