@@ -9,15 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from uwe_lightning.model.encoder import TokenEmbeddings
-from uwe_lightning.model.scoring import (
-    SAVED_4D_TENSORS,
-    SCORERS,
-    estimate_peak_bytes,
-    get_scorer,
-    mean_pool,
-    pairwise_scores,
-    pooled,
-)
+from uwe_lightning.model.pairwise import SAVED_4D_TENSORS, estimate_peak_bytes, pairwise_scores
+from uwe_lightning.model.scoring import SCORERS, get_scorer, mean_pool, pooled
 
 NAMES = sorted(SCORERS)
 TAU = {"softmax": 0.3, "softmax_ymean": 0.7}

@@ -38,7 +38,8 @@ from omegaconf import DictConfig, OmegaConf
 from uwe_lightning.io import DataError
 from uwe_lightning.paths import CONF_DIR, REPO_DIR
 from uwe_lightning.ranking import cache as cache_lib
-from uwe_lightning.ranking.ranker import EncodedTexts, Ranker, memory_bytes
+from uwe_lightning.ranking.packed import EncodedTexts, memory_bytes
+from uwe_lightning.ranking.ranker import Ranker
 
 RESULTS_DIR = REPO_DIR / "experiments" / "results"
 
@@ -308,7 +309,7 @@ def train_step_times(ranker: Ranker, texts: dict[str, list[str]], max_length: in
 
     A copy of the encoder is trained, so the ranker's weights stay untouched.
     """
-    from uwe_lightning.model.scoring import pairwise_scores
+    from uwe_lightning.model.pairwise import pairwise_scores
 
     encoder = copy.deepcopy(ranker.encoder).train()
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-6)

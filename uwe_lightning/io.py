@@ -108,3 +108,41 @@ def read_parquet_checked(path: str | os.PathLike, required_columns: Sequence[str
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; the file has {list(frame.columns)}")
     return frame
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A CSV/TSV/Parquet/JSONL file as a frame (type by suffix); text formats are read as strings (no NA
+    guessing). Used for edge files and custom skill vocabularies."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    try:
+        if suffix in (".csv", ".tsv", ".tab"):
+            sep = "," if suffix == ".csv" else "\t"
+            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix in (".jsonl", ".ndjson"):
+            return _read_jsonl(path)
+    except DataError:
+        raise
+    except Exception as err:  # parser errors: name the file
+        raise DataError(f"{path}: cannot be read as {suffix[1:]}: {err}") from err
+    raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .parquet or .jsonl")
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: line {line_no}: invalid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: line {line_no}: expected a JSON object with 'skill' and 'text'")
+            rows.append(row)
+    return pd.DataFrame(rows)

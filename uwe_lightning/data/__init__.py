@@ -1,0 +1,1 @@
+"""The data layer: skill-centred bipartite graphs, edge files, and the training LightningDataModule."""

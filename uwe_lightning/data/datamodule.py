@@ -29,6 +29,7 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import lightning.pytorch as pl
 import numpy as np
@@ -36,10 +37,22 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from uwe_lightning.data.graphs import BipartiteGraph, SkillVocabulary, load_edges, load_vocabulary
+from uwe_lightning.data.graphs import BipartiteGraph, SkillVocabulary
 
 AUGMENTED_GRAPH = "V"
-PROTOCOLS = ("open", "edges")
+
+
+class GraphSource(Protocol):
+    """Where a run's graphs come from; the ``source`` node of the ``data`` config instantiates one."""
+
+    def load(self, graphs: Sequence[str]) -> tuple[SkillVocabulary, dict[str, BipartiteGraph]]:
+        """The skill vocabulary and the named graphs over it."""
+
+    def task_options(self) -> dict[str, dict[str, Any]]:
+        """Options of the evaluation tasks that must match this data (``get_task(name, **options)``)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the source is, for ``run_info.json``."""
 _AUGMENT_TRIES = 20
 
 
@@ -292,7 +305,9 @@ def _identity(batch: UWEBatch) -> UWEBatch:
 
 
 class UWEDataModule(pl.LightningDataModule):
-    """Training batches from the ``open`` protocol (data pack) or from user edge files (``protocol="edges"``).
+    """Training batches from a :class:`GraphSource`: the open protocol (``data=open``:
+    :class:`~uwe_lightning.protocol.OpenProtocolSource`) or your own edge files (``data=edges``:
+    :class:`~uwe_lightning.data.edges.EdgeFileSource`).
 
     ``num_steps=None`` gives an unbounded stream (training length = the trainer's ``max_steps``);
     :attr:`paper_num_steps` is the paper's length rule, one pass over the largest graph's edges. Validation
@@ -301,9 +316,7 @@ class UWEDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str | None = None,
-        protocol: str = "open",
-        edge_files: Mapping[str, str] | None = None,
+        source: GraphSource,
         tokenizer: str | None = None,
         skills_per_step: int = 512,
         graphs: Sequence[str] = ("J", "V", "A"),
@@ -312,30 +325,13 @@ class UWEDataModule(pl.LightningDataModule):
         num_steps: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
-        skill_vocab: str = "esco-v1.2.0",
-        on_unknown: str = "error",
-        val_fraction: float = 0.1,
-        altlabel_train_fraction: float = 0.5,
     ) -> None:
         super().__init__()
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         graphs = list(graphs)
         if not graphs or len(set(graphs)) != len(graphs):
             raise ValueError(f"graphs must be a non-empty list of distinct names, got {graphs}")
-        if protocol == "open" and not set(graphs) <= {"J", "V", "A"}:
-            raise ValueError(f"the open protocol has graphs J, V, A; got {graphs}")
-        if protocol == "open" and skill_vocab != "esco-v1.2.0":
-            raise ValueError("the open protocol is defined on skill_vocab='esco-v1.2.0'")
-        edge_files = dict(edge_files or {})
-        if protocol == "edges":
-            missing = [g for g in graphs if g not in edge_files]
-            if missing:
-                raise ValueError(f"protocol='edges' needs edge_files for graphs {missing} (got {sorted(edge_files)})")
-        self.save_hyperparameters(ignore=["tokenizer"])
-        self.data_dir = data_dir
-        self.protocol_name = protocol
-        self.edge_files = edge_files
+        self.save_hyperparameters(ignore=["tokenizer", "source"])
+        self.source = source
         self.tokenizer_name = tokenizer if isinstance(tokenizer, (str, os.PathLike)) else None
         self.tokenizer = None if self.tokenizer_name is not None else tokenizer
         self.skills_per_step = skills_per_step
@@ -345,15 +341,10 @@ class UWEDataModule(pl.LightningDataModule):
         self.num_steps = num_steps
         self.num_workers = num_workers
         self.seed = seed
-        self.skill_vocab = skill_vocab
-        self.on_unknown = on_unknown
-        self.val_fraction = val_fraction
-        self.altlabel_train_fraction = altlabel_train_fraction
         self.start_step = 0
         self._next_step: int | None = None  # step after the last batch handed to the model
         self.vocab: SkillVocabulary | None = None
         self.graphs: dict[str, BipartiteGraph] = {}
-        self.protocol = None  # OpenProtocol when protocol == "open"
         self.dataset: UWETrainDataset | None = None
 
     # -- configuration -----------------------------------------------------------------------------------
@@ -378,17 +369,7 @@ class UWEDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
-        if self.protocol_name == "open":
-            from uwe_lightning.data.protocol import build_open_protocol
-
-            self.protocol = build_open_protocol(self.data_dir, self.val_fraction, self.altlabel_train_fraction)
-            self.vocab = self.protocol.vocab
-            self.graphs = {name: self.protocol.graphs[name] for name in self.graph_names}
-        else:
-            self.vocab = load_vocabulary(self.skill_vocab, self.data_dir)
-            self.graphs = {
-                name: load_edges(self.edge_files[name], self.vocab, name, self.on_unknown) for name in self.graph_names
-            }
+        self.vocab, self.graphs = self.source.load(self.graph_names)
         if self.tokenizer is None and self.tokenizer_name is not None:
             from transformers import AutoTokenizer
 

@@ -6,33 +6,11 @@ them as integer edges (skill index, text index) with neighbour lists in both dir
 can pick a neighbour of a skill in O(1) and decide "is there an edge between batch skill i and batch text j"
 for a whole batch at once (the positives of the many-to-many loss).
 
-Generic edge format
--------------------
-Any graph can be given as a file of (skill, text) rows, so users can train on their own data (e.g. the
-paper's synthetic titles / sentences / paraphrases):
-
-* format by suffix: ``.csv``, ``.tsv`` (or ``.tab``), ``.parquet``, ``.jsonl`` (or ``.ndjson``; one JSON
-  object per line);
-* required columns / keys: ``skill`` and ``text``; other columns are ignored;
-* ``skill``: a skill URI of the vocabulary, or its preferredLabel (matched after whitespace strip and
-  case-fold);
-* ``text``: the free text linked to that skill (whitespace-stripped; must not be empty);
-* one row per edge; a text linked to several skills appears in several rows. Texts are merged when equal
-  after strip + case-fold (the first spelling is kept) and duplicate edges are merged.
-
-Errors name the file, the row (1-based data row, header not counted) and the field; unknown skills either
-raise (``on_unknown="error"``) or are dropped and counted in ``graph.meta`` (``on_unknown="drop"``).
-
-Example (CSV)::
-
-    skill,text
-    manage a team,Team Lead
-    http://data.europa.eu/esco/skill/ccd0a1d9-afda-43d9-b901-96344886e14d,python developer
+Graphs from your own edge files: :mod:`uwe_lightning.data.edges`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,10 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uwe_lightning.io import DataError
-
-EDGE_COLUMNS = ("skill", "text")
-ON_UNKNOWN = ("error", "drop")
+from uwe_lightning.io import DataError, read_table
 
 
 def normalize_text(text: str) -> str:
@@ -275,115 +250,3 @@ class BipartiteGraph:
 
 def _indptr(sorted_ids: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.bincount(sorted_ids, minlength=n))]).astype(np.int64)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Generic edge files
-# ---------------------------------------------------------------------------------------------------------
-
-
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A CSV/TSV/Parquet/JSONL file as a frame; text formats are read as strings (no NA guessing)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise DataError(f"edge file {path} does not exist")
-    try:
-        if suffix in (".csv", ".tsv", ".tab"):
-            sep = "," if suffix == ".csv" else "\t"
-            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-        if suffix in (".jsonl", ".ndjson"):
-            return _read_jsonl(path)
-    except DataError:
-        raise
-    except Exception as err:  # parser errors: name the file
-        raise DataError(f"{path}: cannot be read as {suffix[1:]}: {err}") from err
-    raise DataError(f"{path}: unsupported edge file type {suffix!r}; use .csv, .tsv, .parquet or .jsonl")
-
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: line {line_no}: invalid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: line {line_no}: expected a JSON object with 'skill' and 'text'")
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _cell(value: object) -> str:
-    """A cell as stripped text; missing values (None/NaN) become empty."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return str(value).strip()
-
-
-def load_edges(
-    path: str | os.PathLike, vocab: SkillVocabulary, name: str | None = None, on_unknown: str = "error"
-) -> BipartiteGraph:
-    """Read a graph in the generic edge format (see module docstring) against ``vocab``.
-
-    ``graph.meta`` records the source, the rows read, the dropped unknown-skill rows (``on_unknown="drop"``)
-    and up to 10 examples of them.
-    """
-    if on_unknown not in ON_UNKNOWN:
-        raise ValueError(f"on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}")
-    path = Path(path)
-    frame = read_table(path)
-    missing = [c for c in EDGE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {missing}; the edge format needs columns 'skill' and 'text' "
-            f"(found {list(frame.columns)})"
-        )
-    skill_ids: list[int] = []
-    texts: list[str] = []
-    unknown: list[str] = []
-    for row, (skill_cell, text_cell) in enumerate(zip(frame["skill"], frame["text"], strict=True), start=1):
-        skill, text = _cell(skill_cell), _cell(text_cell)
-        if not text:
-            raise DataError(f"{path}: row {row}: empty field 'text'")
-        if not skill:
-            raise DataError(f"{path}: row {row}: empty field 'skill'")
-        index = vocab.get(skill)
-        if index is None:
-            if on_unknown == "error":
-                raise DataError(
-                    f"{path}: row {row}: field 'skill' = {skill!r} is neither a URI nor a preferredLabel of "
-                    f"{vocab!r} (pass on_unknown='drop' to skip such rows)"
-                )
-            unknown.append(skill)
-            continue
-        skill_ids.append(index)
-        texts.append(text)
-    meta = {
-        "source": str(path),
-        "rows": len(frame),
-        "dropped_unknown_skill": len(unknown),
-        "unknown_skill_examples": list(dict.fromkeys(unknown))[:10],
-    }
-    return BipartiteGraph.from_pairs(name or path.stem, skill_ids, texts, len(vocab), meta)
-
-
-def save_edges(graph: BipartiteGraph, vocab: SkillVocabulary, path: str | os.PathLike) -> Path:
-    """Write ``graph`` in the generic edge format (type by suffix), e.g. to inspect or edit a protocol graph."""
-    path = Path(path)
-    frame = graph.to_frame(vocab)
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv", ".tab"):
-        frame.to_csv(path, sep="," if suffix == ".csv" else "\t", index=False)
-    elif suffix == ".parquet":
-        frame.to_parquet(path, index=False)
-    elif suffix in (".jsonl", ".ndjson"):
-        frame.to_json(path, orient="records", lines=True, force_ascii=False)
-    else:
-        raise DataError(f"{path}: unsupported edge file type {suffix!r}; use .csv, .tsv, .parquet or .jsonl")
-    return path

@@ -1,0 +1,1 @@
+"""The model layer: backbones, the shared encoder, late-interaction scorers, and :class:`UWEModel` (save/load)."""

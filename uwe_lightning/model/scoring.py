@@ -16,7 +16,7 @@ Direction. At inference the ranking's query is always the row side: Skill2Job sc
 skill's tokens as ``q``; Job2Skill scores job -> skill with the job title's tokens as ``q``. ``maxsim`` and
 ``softmax`` are asymmetric (the softmax / max runs over the *target* tokens and the mean over the *query*
 tokens), so the two directions differ. In training the reverse term ``L_{Q|Y}`` of the MTM loss uses the score
-with the TEXT as query and the skill as target; :func:`pairwise_scores` with ``both_directions=True`` gives
+with the TEXT as query and the skill as target; :func:`~uwe_lightning.model.pairwise.pairwise_scores` with ``both_directions=True`` gives
 it as ``rev [Ny, Nq]`` (``rev[j, i]`` = score of query ``y_j`` against target ``q_i``), computed from the same
 token-similarity matrix ``S`` (its other axis), so it costs one more softmax / max, not another ``S``
 (``mean`` is symmetric: ``rev = fwd.T``; ``softmax_ymean`` pools the skill instead: a cheap extra pass).
@@ -43,26 +43,7 @@ Pooled sides. ``ScorerSpec.pool_query`` / ``pool_target`` say that a side only e
 vector (``mean``: both; ``softmax_ymean``: target). A ranker may then cache that side as :func:`pooled` (a
 ``TokenEmbeddings`` of length 1); the scorer gives identical scores on it: the mean of one token is itself.
 
-Memory (the reason for chunking). The token scorers materialise ``[chunk, Ny, Lq, Ly]`` tensors. For the
-paper's in-batch scoring, 512 skills x 512 texts x 64 x 64 tokens, one such tensor has 2^30 elements: 2 GiB in
-bf16, 4 GiB in fp32. Two-directional ``softmax`` keeps :data:`SAVED_4D_TENSORS` = 3 of them per row for
-backward (cosines, two softmax outputs) and needs about :data:`WORKING_4D_TENSORS` = 7 at once for the chunk
-being computed (counts measured on CPU, see the constants). :func:`estimate_peak_bytes` for 512 x 512 x 64 x
-64 x 768 in fp32 (under bf16 autocast the einsum outputs are bf16 and the softmax outputs fp32, so less; not
-measured on a GPU):
-
-    ==========================  ===========================  ============
-    setting                     kept for backward            peak
-    ==========================  ===========================  ============
-    unchunked                   12 GiB of 4-D tensors        ~28 GiB
-    chunk 64, no checkpoint     12 GiB of 4-D tensors        ~14 GiB
-    chunk 64, checkpoint        inputs [N, L, H] only        ~3.7 GiB
-    chunk 16, checkpoint        inputs [N, L, H] only        ~1.1 GiB
-    ==========================  ===========================  ============
-
-Chunking alone only bounds the temporaries; with ``checkpoint=True`` each chunk's intermediates are dropped
-after its forward and recomputed chunk by chunk in backward (one extra scoring forward; cheap next to the
-encoder).
+In-batch all-pairs scoring for training (chunked, checkpointed): :mod:`uwe_lightning.model.pairwise`.
 """
 
 from __future__ import annotations
@@ -75,7 +56,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from uwe_lightning.model.encoder import TokenEmbeddings
 
@@ -85,16 +65,6 @@ _EPS = 1e-8
 # where rev_t [Nq, Ny] holds at [i, j] the score of query y_j against target q_i (the transpose of the reverse
 # direction), so that chunking over the rows of q also chunks the reverse direction.
 Kernel = Callable[..., tuple[Tensor, Tensor | None]]
-
-SAVED_4D_TENSORS = 3
-"""``[Nq, Ny, Lq, Ly]`` tensors that two-directional ``softmax`` keeps for backward without checkpointing (the
-cosines and the two softmax outputs; ``maxsim``: 2, ``mean`` and ``softmax_ymean``: 0); asserted in
-``tests/test_scoring.py`` with ``torch.autograd.graph.saved_tensors_hooks``."""
-
-WORKING_4D_TENSORS = 7
-"""Peak number of such tensors alive while one chunk of two-directional ``softmax`` is computed forward and
-backward; measured on CPU as the peak-RSS growth of forward + backward (128 x 128 x 32 x 32 tokens, fp32)."""
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Masked primitives
@@ -162,8 +132,9 @@ def _doc_example() -> tuple[TokenEmbeddings, TokenEmbeddings]:
 def _score(name: str, tau: float | None = None, both: bool = False) -> list[float]:
     """Doctest helper: the example's score(s), rounded to 4 decimals."""
     q, y = _doc_example()
-    out = pairwise_scores(q, y, get_scorer(name, tau), both_directions=both)
-    out = out if both else (out,)
+    spec = get_scorer(name, tau)
+    fwd, rev_t = spec.kernel(q.embeddings, q.mask, y.embeddings, y.mask, both)
+    out = (fwd, rev_t.T) if both else (fwd,)
     return [round(float(t), 4) for t in out]
 
 
@@ -282,7 +253,7 @@ class ScorerSpec:
     """A scorer with its temperature bound.
 
     ``fn(q, y) -> [Nq, Ny]`` is the all-pairs score; ``kernel`` is the raw-tensor form that can also give the
-    reverse direction (used by :func:`pairwise_scores`). ``pool_query`` / ``pool_target``: that side only ever
+    reverse direction (used by :func:`~uwe_lightning.model.pairwise.pairwise_scores`). ``pool_query`` / ``pool_target``: that side only ever
     needs its mean-pooled vector, so a ranker may cache it as :func:`pooled`.
     """
 
@@ -334,97 +305,3 @@ def get_scorer(name: str, tau: float | None = None) -> ScorerSpec:
     if name not in _DEFS:
         raise KeyError(f"unknown scorer {name!r}; known: {', '.join(sorted(_DEFS))}")
     return SCORERS[name] if tau is None else _build(name, tau)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Chunked, optionally checkpointed, all-pairs scoring
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _run_kernel(kernel: Kernel, qe: Tensor, qm: Tensor, ye: Tensor, ym: Tensor, both: bool):
-    return kernel(qe, qm, ye, ym, both)
-
-
-def pairwise_scores(
-    q: TokenEmbeddings,
-    y: TokenEmbeddings,
-    scorer: ScorerSpec,
-    chunk_size: int | None = None,
-    checkpoint: bool = False,
-    both_directions: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """All-pairs scores ``[Nq, Ny]``, or ``(fwd [Nq, Ny], rev [Ny, Nq])`` with ``both_directions``.
-
-    ``rev[j, i]`` is the score with ``y_j`` as query and ``q_i`` as target. Rows of ``q`` are scored
-    ``chunk_size`` at a time (``None``: all at once); with ``checkpoint`` each chunk runs under
-    :func:`torch.utils.checkpoint.checkpoint`, so its ``[chunk, Ny, Lq, Ly]`` intermediates are recomputed in
-    backward instead of kept. Values and gradients do not depend on either setting.
-    """
-    if q.embeddings.shape[-1] != y.embeddings.shape[-1]:
-        raise ValueError(
-            f"hidden sizes differ: query {q.embeddings.shape[-1]}, target {y.embeddings.shape[-1]}"
-        )
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
-    n_q = len(q)
-    step = chunk_size or max(n_q, 1)
-    needs_grad = torch.is_grad_enabled() and (q.embeddings.requires_grad or y.embeddings.requires_grad)
-    use_checkpoint = checkpoint and needs_grad
-    fwd_parts: list[Tensor] = []
-    rev_parts: list[Tensor] = []
-    for start in range(0, n_q, step):
-        args = (scorer.kernel, q.embeddings[start : start + step], q.mask[start : start + step])
-        args += (y.embeddings, y.mask, both_directions)
-        if use_checkpoint:
-            fwd, rev_t = _checkpoint(_run_kernel, *args, use_reentrant=False)
-        else:
-            fwd, rev_t = _run_kernel(*args)
-        fwd_parts.append(fwd)
-        if both_directions:
-            rev_parts.append(rev_t)
-    if not fwd_parts:
-        empty = y.embeddings.new_zeros((0, len(y)))
-        return (empty, empty.T) if both_directions else empty
-    fwd = torch.cat(fwd_parts)
-    return (fwd, torch.cat(rev_parts).T) if both_directions else fwd
-
-
-def estimate_peak_bytes(
-    nq: int,
-    ny: int,
-    lq: int,
-    ly: int,
-    h: int,
-    chunk_size: int | None,
-    dtype_bytes: int,
-    checkpoint: bool = True,
-    saved_tensors: int = SAVED_4D_TENSORS,
-    working_tensors: int = WORKING_4D_TENSORS,
-) -> int:
-    """Rough peak memory of :func:`pairwise_scores` forward + backward for the token scorers, in bytes.
-
-    Counted in ``[rows, ny, lq, ly]`` tensors: without checkpointing every row keeps ``saved_tensors`` of them
-    for backward and the chunk being computed needs ``working_tensors`` at once; with checkpointing nothing is
-    kept and one chunk at a time needs ``working_tensors`` (in forward, and again when recomputed in
-    backward). Inputs ``[N, L, H]`` and the two ``[nq, ny]`` outputs come on top. Defaults are those of
-    two-directional ``softmax`` (the most expensive scorer).
-
-    >>> gib = 2**30
-    >>> round(estimate_peak_bytes(512, 512, 64, 64, 768, None, 4, checkpoint=False) / gib, 1)
-    28.2
-    >>> round(estimate_peak_bytes(512, 512, 64, 64, 768, 64, 4, checkpoint=False) / gib, 1)
-    14.2
-    >>> round(estimate_peak_bytes(512, 512, 64, 64, 768, 64, 4, checkpoint=True) / gib, 1)
-    3.7
-    >>> round(estimate_peak_bytes(512, 512, 64, 64, 768, 16, 4, checkpoint=True) / gib, 1)
-    1.1
-    """
-    chunk = min(chunk_size or nq, nq)
-    unit = ny * lq * ly * dtype_bytes  # one row of one 4-D tensor
-    if checkpoint:
-        tensors_4d = working_tensors * chunk * unit
-    else:
-        tensors_4d = (saved_tensors * nq + (working_tensors - saved_tensors) * chunk) * unit
-    inputs = (nq * lq + ny * ly) * h * dtype_bytes
-    outputs = 2 * nq * ny * dtype_bytes
-    return inputs + tensors_4d + outputs

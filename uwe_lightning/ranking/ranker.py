@@ -13,180 +13,25 @@ way. Which list is the target space decides the direction (jobs -> skills, or sk
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from uwe_lightning.model.backbones import resolve_backbone
-from uwe_lightning.model.encoder import Encoder, TokenEmbeddings
+from uwe_lightning.model.encoder import Encoder
+from uwe_lightning.model.pretrained import UWEModel
 from uwe_lightning.model.scoring import ScorerSpec, get_scorer
 from uwe_lightning.ranking import cache as cache_lib
+from uwe_lightning.ranking.packed import Bucket, EncodedTexts
 
 Side = Literal["query", "target"]
 SIDES: tuple[str, ...] = ("query", "target")
-UWE_CONFIG = "uwe.json"
 
 
 class CacheMismatchError(ValueError):
     """An explicitly given cache file was built for another model, scorer pooling, token limit or texts."""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Packed texts
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Bucket:
-    """Texts of one length range as a dense block: ``rows`` index the columns of the EncodedTexts."""
-
-    rows: Tensor  # [n] long, on the scoring device
-    tokens: TokenEmbeddings  # [n, L, H]; mask all True when every text has exactly L tokens
-
-    @property
-    def width(self) -> int:
-        return int(self.tokens.embeddings.shape[1])
-
-
-def plan_buckets(lengths: Tensor, min_size: int = 32, max_padding: float = 0.0) -> list[Tensor]:
-    """Group row indices by token length: one group per length, except that a group grows over the next
-    lengths while it has fewer than ``min_size`` rows or its padding stays within ``max_padding`` of its real
-    tokens (few scorer calls without wasting compute on padding).
-
-    >>> [g.tolist() for g in plan_buckets(torch.tensor([3, 1, 3, 2, 9]), min_size=1)]
-    [[1], [3], [0, 2], [4]]
-    >>> [g.tolist() for g in plan_buckets(torch.tensor([3, 1, 3, 2, 9]), min_size=2)]
-    [[1, 3], [0, 2], [4]]
-    """
-    if lengths.numel() == 0:
-        return []
-    order = torch.sort(lengths, stable=True).indices
-    values, counts = torch.unique_consecutive(lengths[order], return_counts=True)
-    groups: list[Tensor] = []
-    start = n_rows = real = 0
-    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-        grown_rows, grown_real = n_rows + count, real + value * count
-        fits = n_rows < min_size or value * grown_rows - grown_real <= max_padding * grown_real
-        if n_rows and not fits:
-            groups.append(order[start : start + n_rows])
-            start, grown_rows, grown_real = start + n_rows, count, value * count
-        n_rows, real = grown_rows, grown_real
-    groups.append(order[start : start + n_rows])
-    return groups
-
-
-class EncodedTexts:
-    """Texts as packed token embeddings: ``tokens [total_tokens, H]`` and ``offsets [N+1]`` (no padding).
-
-    ``pooled``: one mean-pooled row per text. ``model_id``: the checkpoint identity it was encoded with, when
-    known (a ranker refuses to score texts of another model). Buckets for scoring are built on first use per
-    (device, dtype) and reused; :meth:`select` makes a new object (with its own buckets).
-    """
-
-    def __init__(self, tokens: Tensor, offsets: Tensor, pooled: bool = False, model_id: str | None = None) -> None:
-        cache_lib.check_packed(tokens, offsets, pooled=pooled)
-        self.tokens = tokens
-        self.offsets = offsets
-        self.pooled = pooled
-        self.model_id = model_id
-        self._buckets: dict[tuple, list[Bucket]] = {}
-
-    @classmethod
-    def from_token_list(
-        cls, token_list: Sequence[Tensor], pooled: bool = False, model_id: str | None = None,
-        dtype: torch.dtype = torch.float16,
-    ) -> EncodedTexts:
-        """Pack ``[n_i, H]`` tensors; with ``pooled`` each becomes its fp32 mean, then stored as ``dtype``."""
-        if not token_list:
-            raise ValueError("no texts to pack")
-        empty = [i for i, t in enumerate(token_list) if t.dim() != 2 or t.shape[0] == 0]
-        if empty:
-            raise ValueError(f"text {empty[0]} has no token embeddings (shape {tuple(token_list[empty[0]].shape)})")
-        if pooled:
-            rows = torch.stack([t.float().mean(0) for t in token_list])
-            lengths = torch.ones(len(token_list), dtype=torch.int64)
-        else:
-            rows = torch.cat([t.float() for t in token_list])
-            lengths = torch.tensor([t.shape[0] for t in token_list], dtype=torch.int64)
-        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
-        return cls(rows.to(dtype), offsets, pooled=pooled, model_id=model_id)
-
-    def __len__(self) -> int:
-        return self.offsets.numel() - 1
-
-    def __repr__(self) -> str:
-        return (f"EncodedTexts(n={len(self)}, tokens={tuple(self.tokens.shape)}, dtype={self.tokens.dtype}, "
-                f"pooled={self.pooled})")
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.tokens.shape[1])
-
-    @property
-    def lengths(self) -> Tensor:
-        return self.offsets.diff()
-
-    def _rows(self, rows: Sequence[int] | Tensor | None) -> Tensor:
-        if rows is None:
-            return torch.arange(len(self))
-        index = torch.as_tensor(rows).to("cpu", torch.int64).reshape(-1)
-        if index.numel() and (int(index.min()) < -len(self) or int(index.max()) >= len(self)):
-            raise IndexError(f"row index out of range for {len(self)} texts")
-        return index % max(len(self), 1)
-
-    def _token_rows(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        """Rows of ``tokens`` of the selected texts (in order) and their new offsets."""
-        lengths = self.lengths[index]
-        new_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
-        shift = torch.repeat_interleave(self.offsets[index] - new_offsets[:-1], lengths)
-        return shift + torch.arange(int(new_offsets[-1])), new_offsets
-
-    def select(self, index: Sequence[int] | Tensor) -> EncodedTexts:
-        """The texts at ``index`` (any order, repeats allowed), still packed."""
-        rows = self._rows(index)
-        if rows.numel() == 0:
-            raise ValueError("select() needs at least one row")
-        token_rows, offsets = self._token_rows(rows)
-        return EncodedTexts(self.tokens[token_rows], offsets, pooled=self.pooled, model_id=self.model_id)
-
-    def to_token_embeddings(
-        self, rows: Sequence[int] | Tensor | None = None, dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> TokenEmbeddings:
-        """Right-padded ``TokenEmbeddings [n, max_len, H]`` of ``rows`` (default: all), for scoring."""
-        index = self._rows(rows)
-        lengths = self.lengths[index]
-        token_rows, offsets = self._token_rows(index)
-        width = int(lengths.max()) if index.numel() else 0
-        emb = self.tokens.new_zeros((index.numel(), width, self.hidden_size), dtype=dtype or self.tokens.dtype)
-        row_of = torch.repeat_interleave(torch.arange(index.numel()), lengths)
-        position = torch.arange(token_rows.numel()) - offsets[:-1][row_of]
-        emb[row_of, position] = self.tokens[token_rows].to(emb.dtype)
-        mask = torch.arange(width)[None, :] < lengths[:, None]
-        out = TokenEmbeddings(emb, mask)
-        return out.to(device) if device is not None else out
-
-    def buckets(
-        self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, min_size: int = 32,
-        max_padding: float = 0.0, cache: bool = True,
-    ) -> list[Bucket]:
-        """Length buckets on ``device`` in ``dtype``; built once per setting and kept when ``cache``."""
-        device = torch.device(device)
-        key = (str(device), dtype, min_size, max_padding)
-        if key in self._buckets:
-            return self._buckets[key]
-        out = [
-            Bucket(rows.to(device), self.to_token_embeddings(rows, dtype=dtype, device=device))
-            for rows in plan_buckets(self.lengths, min_size, max_padding)
-        ]
-        if cache:
-            self._buckets[key] = out
-        return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -198,20 +43,6 @@ def auto_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def read_uwe_config(model_dir: str | Path) -> dict:
-    """``uwe.json`` of a trained export (``{}`` when absent); a malformed file is an error naming it."""
-    path = Path(model_dir) / UWE_CONFIG
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object with scorer/tau/max_length, got {type(data).__name__}")
-    return data
 
 
 def _check_texts(texts: Sequence[str], what: str) -> list[str]:
@@ -276,22 +107,25 @@ class Ranker:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, scorer: str | None = None, tau: float | None = None, **kw) -> Ranker:
-        """A backbone name (``mpnet``, ``minilm``), a HF directory, or a trained UWE export (a HF directory
-        with ``uwe.json``, whose ``scorer``/``tau``/``max_length`` are the defaults here)."""
-        path = resolve_backbone(str(name_or_path), kw.pop("model_dir", None))
-        saved = read_uwe_config(path) if Path(path).is_dir() else {}
-        if scorer is None:
-            scorer = saved.get("scorer") or "mean"
-            tau = saved.get("tau") if tau is None else tau
-        elif tau is None and scorer == saved.get("scorer"):
-            tau = saved.get("tau")
-        if "max_length" not in kw and saved.get("max_length") is not None:
-            kw["max_length"] = int(saved["max_length"])
+        """A ranker on :meth:`UWEModel.from_pretrained(name_or_path) <UWEModel.from_pretrained>`: a saved UWE
+        model (its ``uwe.json`` gives scorer / tau / max_length), a backbone name (``mpnet``, ``minilm``), a HF
+        directory or a hub id. ``kw``: the constructor's settings, and ``model_dir`` for named backbones."""
+        model = UWEModel.from_pretrained(
+            name_or_path, scorer=scorer, tau=tau, max_length=kw.pop("max_length", None),
+            model_dir=kw.pop("model_dir", None),
+        )
         kw.setdefault("model_id", None)
-        ranker = cls(Encoder.from_pretrained(path), scorer=scorer, tau=tau, **kw)
-        if Path(path).is_dir():
-            ranker.model_dir = Path(path)
-        ranker.display_name = kw["model_id"] or str(name_or_path)
+        display_name = kw["model_id"] or str(name_or_path)
+        ranker = cls.from_model(model, **kw)
+        ranker.display_name = display_name
+        return ranker
+
+    @classmethod
+    def from_model(cls, model: UWEModel, **kw) -> Ranker:
+        """A ranker with ``model``'s encoder, scorer and token limit (``kw``: the other settings)."""
+        kw.setdefault("max_length", model.max_length)
+        ranker = cls(model.encoder, scorer=model.scorer.name, tau=model.scorer.tau, **kw)
+        ranker.model_dir = model.source_dir
         return ranker
 
     def with_scorer(self, scorer: str, tau: float | None = None, **kw) -> Ranker:
@@ -510,14 +344,3 @@ def padded_scores(ranker: Ranker, queries: EncodedTexts, targets: EncodedTexts) 
     y = targets.to_token_embeddings(dtype=ranker.compute_dtype, device=ranker.device)
     with torch.inference_mode():
         return ranker.spec.fn(q, y).float()
-
-
-def memory_bytes(encoded: EncodedTexts) -> int:
-    """Bytes of the packed tensors (what the cache file holds, give or take the header)."""
-    return encoded.tokens.numel() * encoded.tokens.element_size() + encoded.offsets.numel() * 8
-
-
-__all__ = [
-    "Bucket", "CacheMismatchError", "EncodedTexts", "Ranker", "auto_device", "memory_bytes", "padded_scores",
-    "plan_buckets", "read_uwe_config",
-]

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, optimiser, checkpointing, callbacks, provenance and the run itself."""

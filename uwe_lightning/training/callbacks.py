@@ -1,17 +1,9 @@
-"""Training callbacks: WorkBench validation of the live encoder, checkpointing keyed to it, atomic writes.
+"""Training callbacks: WorkBench validation of the live model, and training throughput.
 
-- :class:`WorkBenchValidation` evaluates the encoder being trained on WorkBench validation tasks every
-  ``every_n_steps`` optimiser steps and at step 0 (the zero-shot model), logging ``val/<task>/map``,
-  ``val/<task>/rp@10`` and ``val/macro_map`` (task-type average, as the paper's "task-average MAP").
-- :class:`UWECheckpoint` is Lightning's ``ModelCheckpoint`` that also keeps the run's final step: it saves
-  ``last.ckpt`` at the end of training when the last periodic save was earlier, and considers a validation
-  at the final step for the best checkpoint even when ``max_steps`` is not a multiple of the period, and
-  saves ``last.ckpt`` when the run is stopped by SIGTERM (preemption), so that ``resume=true`` continues.
-- :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in the checkpoint's own directory,
-  fsyncs it and publishes it with ``os.replace`` (atomic on POSIX): a crash mid-write leaves the previous
-  file intact. Lightning's default goes through an fsspec transaction that writes to the system temp dir and
-  then *moves* the file, which is a copy (not atomic) when /tmp is on another filesystem. It also refuses to
-  save weights holding NaN/inf, so a good checkpoint is never replaced by a diverged model.
+:class:`WorkBenchValidation` evaluates the model being trained on WorkBench validation tasks every
+``every_n_steps`` optimiser steps and at step 0 (the zero-shot model), logging ``val/<task>/map``,
+``val/<task>/rp@10`` and ``val/macro_map`` (task-type average, as the paper's "task-average MAP"), which the
+checkpoint callback (:mod:`uwe_lightning.training.checkpointing`) monitors.
 """
 
 from __future__ import annotations
@@ -19,112 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.callbacks import Callback
 
-from uwe_lightning.io import atomic_write_path
+from uwe_lightning.ranking.ranker import Ranker
+from uwe_lightning.workbench.runner import evaluate_ranker
 
 log = logging.getLogger(__name__)
 
 VAL_MONITOR = "val/macro_map"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Atomic, finite-only checkpoint writes
-# ----------------------------------------------------------------------------------------------------------
-
-
-def nonfinite_tensors(state_dict: dict[str, Any]) -> list[str]:
-    """Names of floating-point tensors in ``state_dict`` that hold NaN or inf."""
-    return [
-        name
-        for name, value in state_dict.items()
-        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())
-    ]
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file next to ``path``, fsync, then ``os.replace`` onto ``path``."""
-    with atomic_write_path(path, suffix=".partial") as tmp:
-        torch.save(obj, tmp)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Local checkpoint writes that are atomic and never store non-finite weights."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} does not take storage_options")
-        bad = nonfinite_tensors(checkpoint.get("state_dict", {}))
-        if bad:
-            raise FloatingPointError(
-                f"refusing to write checkpoint {path}: non-finite weights in {bad[:3]}"
-                f"{' and more' if len(bad) > 3 else ''}; the previous checkpoint is kept"
-            )
-        atomic_torch_save(checkpoint, path)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Checkpointing
-# ----------------------------------------------------------------------------------------------------------
-
-
-class UWECheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that also covers the final step (see the module docstring)."""
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kw: Any
-    ) -> None:
-        super().on_train_batch_end(trainer, pl_module, *args, **kw)
-        step = trainer.global_step
-        final = trainer.max_steps > 0 and step >= trainer.max_steps
-        if not final or self._last_global_step_saved == step or self._should_skip_saving_checkpoint(trainer):
-            return
-        candidates = self._monitor_candidates(trainer)
-        validated_now = getattr(trainer, "uwe_last_val_step", None) == step
-        if self.monitor is None or (validated_now and self.monitor in candidates):
-            self._save_topk_checkpoint(trainer, candidates)
-        self._save_last_checkpoint(trainer, candidates)
-
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        """On SIGTERM (preemption) save ``last.ckpt``: Lightning stops only between steps, so the state is a
-        consistent, finished step and ``resume=true`` continues exactly there. Other exceptions save nothing."""
-        super().on_exception(trainer, pl_module, exception)
-        unsaved = self._last_global_step_saved != trainer.global_step
-        if (
-            isinstance(exception, SIGTERMException)
-            and self.save_last
-            and unsaved
-            and not trainer.fast_dev_run
-        ):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            log.warning("SIGTERM: saved %s at step %d", self.last_model_path, trainer.global_step)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        unsaved = self._last_global_step_saved != trainer.global_step
-        if self.save_last and unsaved and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-        super().on_train_end(trainer, pl_module)
-
-
-def find_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    return next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)), None)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# WorkBench validation
-# ----------------------------------------------------------------------------------------------------------
 
 
 def val_metrics(results: dict) -> dict[str, float]:
@@ -143,19 +44,12 @@ def val_metrics(results: dict) -> dict[str, float]:
     return out
 
 
-def register_protocol_tasks() -> None:
-    """Import the modules that register tasks beyond the built-in WorkBench ones (e.g. ``Job2Skill@open``)."""
-    try:
-        import uwe_lightning.data.protocol  # noqa: F401
-    except ImportError as err:  # the open protocol is optional for a run on user edges
-        log.debug("uwe_lightning.data.protocol not importable: %s", err)
-
-
 class WorkBenchValidation(Callback):
     """Evaluate the live encoder on WorkBench validation tasks every ``every_n_steps`` steps and at step 0.
 
-    The encoder is wrapped in a :class:`~uwe_lightning.ranking.ranker.Ranker` (``model_id="step<N>"``, no disk
-    cache: the weights change every step) with no token limit, as at inference. Each evaluation is appended to
+    The model is wrapped in a :class:`~uwe_lightning.ranking.ranker.Ranker` (``model_id="step<N>"``, no disk
+    cache: the weights change every step) with no token limit, as at inference. ``task_options`` builds the
+    tasks (``get_task(name, **options)``), e.g. the open protocol's ``@open`` tasks with the run's fractions. Each evaluation is appended to
     ``history_file`` (JSON lines) and kept in the callback state, so a resumed run keeps the whole curve.
     Unavailable tasks are reported once and left out; if none is available the run stops with the reasons.
     """
@@ -171,6 +65,7 @@ class WorkBenchValidation(Callback):
         at_start: bool = True,
         history_file: str | None = None,
         show_progress: bool = False,
+        task_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if not tasks:
@@ -186,6 +81,7 @@ class WorkBenchValidation(Callback):
         self.at_start = at_start
         self.history_file = Path(history_file) if history_file else None
         self.show_progress = show_progress
+        self.task_options = {name: dict(opts) for name, opts in (task_options or {}).items()}
         self.history: list[dict[str, Any]] = []
         self._warned_unavailable = False
 
@@ -215,21 +111,16 @@ class WorkBenchValidation(Callback):
     # -- evaluation -----------------------------------------------------------------------------------------
 
     def evaluate(self, pl_module: pl.LightningModule, step: int) -> dict:
-        from uwe_lightning.ranking.ranker import Ranker
-        from uwe_lightning.workbench.runner import evaluate_ranker
-
-        register_protocol_tasks()
-        ranker = Ranker(
-            pl_module.encoder,
-            scorer=pl_module.scorer.name,
-            tau=pl_module.scorer.tau,
+        ranker = Ranker.from_model(
+            pl_module.model,
             batch_size=self.batch_size,
             max_length=None,
             device=str(pl_module.device),
             model_id=f"step{step}",
         )
         return evaluate_ranker(
-            ranker, self.tasks, "val", data_dir=self.data_dir, max_queries=self.max_queries, seed=self.seed
+            ranker, self.tasks, "val", data_dir=self.data_dir, max_queries=self.max_queries, seed=self.seed,
+            task_options=self.task_options,
         )
 
     def validate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:

@@ -2,13 +2,15 @@
 
 Each step encodes the batch's skills once and each graph's texts once (at most ``train_max_length`` tokens,
 the paper's 64), scores every skill against every text of each graph in both directions (skill as query and
-text as query; see :func:`uwe_lightning.model.scoring.pairwise_scores`) and hands the scores with the batch's
+text as query; see :func:`uwe_lightning.model.pairwise.pairwise_scores`) and hands the scores with the batch's
 positive masks to the loss (paper eq. 2-4). Optimisation follows Appendix A: AdamW, linear warm-up over the
-first 10 % of the steps, then linear decay to 0.
+first 10 % of the steps, then linear decay to 0 (:mod:`uwe_lightning.training.optim`). The trained
+model is a :class:`~uwe_lightning.model.pretrained.UWEModel` (``module.model``): ``module.save_pretrained(dir)``
+writes the project's one model format.
 
 Non-finite values stop training with :class:`NonFiniteError` naming the step and the graph (or parameter).
 The error is raised before the optimiser step, so the weights that the last checkpoint holds were never
-touched by the bad update; :class:`uwe_lightning.training.callbacks.AtomicCheckpointIO` additionally refuses
+touched by the bad update; :class:`uwe_lightning.training.checkpointing.AtomicCheckpointIO` additionally refuses
 to write a checkpoint whose weights are not finite.
 """
 
@@ -16,53 +18,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from uwe_lightning.losses import GRAPHS, GraphLoss
 from uwe_lightning.model.encoder import Encoder, TokenEmbeddings
-from uwe_lightning.model.scoring import ScorerSpec, get_scorer, pairwise_scores
-
-GRAPHS = ("J", "V", "A")
-PAPER_TAU = {"J": 0.05, "V": 0.02, "A": 0.02}  # Appendix A (the loss/mtm.yaml values)
-PAPER_ALPHA = {"J": 1.0, "V": 0.5, "A": 0.5}
+from uwe_lightning.model.pairwise import pairwise_scores
+from uwe_lightning.model.pretrained import UWEModel
+from uwe_lightning.model.scoring import ScorerSpec, get_scorer
+from uwe_lightning.training.optim import decay_groups, linear_warmup_decay, warmup_steps_for
 
 
 class NonFiniteError(FloatingPointError):
     """A NaN/inf loss or gradient; the message names the step and the graph or parameter."""
-
-
-def linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float:
-    """LR factor: linear 0 -> 1 over ``warmup_steps``, then linear 1 -> 0 at ``total_steps``.
-
-    The same shape as transformers' ``get_linear_schedule_with_warmup`` (sentence-transformers' WarmupLinear).
-
-    >>> [round(linear_warmup_decay(s, 2, 10), 3) for s in (0, 1, 2, 6, 10, 12)]
-    [0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
-    """
-    if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
-def warmup_steps_for(total_steps: int, warmup_ratio: float) -> int:
-    """Warm-up length in steps (at least one when there is any warm-up).
-
-    >>> warmup_steps_for(600, 0.1), warmup_steps_for(4, 0.1), warmup_steps_for(10, 0.0)
-    (60, 1, 0)
-    """
-    if warmup_ratio <= 0:
-        return 0
-    return max(1, math.ceil(total_steps * warmup_ratio))
-
-
-def decay_groups(named_params: Mapping[str, torch.nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups: no weight decay on biases and norm weights (any parameter with < 2 dims)."""
-    decay = [p for p in named_params.values() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in named_params.values() if p.requires_grad and p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def first_nonfinite_grad(named_params: Mapping[str, torch.nn.Parameter]) -> str | None:
@@ -77,14 +49,15 @@ def first_nonfinite_grad(named_params: Mapping[str, torch.nn.Parameter]) -> str 
 
 
 class UWEModule(pl.LightningModule):
-    """Trains a shared :class:`Encoder` with a ScorerSpec and a graph-wise contrastive loss.
+    """Trains a :class:`UWEModel` (shared encoder + scorer) with a graph-wise contrastive loss.
 
     Args:
         backbone: a name for :func:`uwe_lightning.model.backbones.resolve_backbone` or a HF model dir.
-        scorer / scorer_tau: the late-interaction scorer and its temperature (``None``: its default).
-        loss: ``{"name", "tau": {G: float} | float, "alpha": {G: float}}`` (the ``loss`` config group;
-            default: MTM with the paper's tau / alpha).
-        graphs: the graphs trained on; the loss sees only these.
+        scorer: a :class:`ScorerSpec` (what the ``scorer`` config group instantiates) or a scorer name.
+        scorer_tau: the temperature when ``scorer`` is a name (``None``: its default).
+        loss: a :class:`GraphLoss` (what the ``loss`` config group instantiates), or its ``{name, tau, alpha}``
+            (default: MTM with the paper's tau / alpha) restricted to ``graphs``.
+        graphs: the graphs of the training data; the loss sees only those with a positive weight.
         lr / weight_decay / warmup_ratio / betas / eps: AdamW and the linear schedule (Appendix A).
         max_steps: total optimiser steps (the schedule's length).
         train_max_length: token cap for every training text (paper: 64; inference is unconstrained).
@@ -95,9 +68,9 @@ class UWEModule(pl.LightningModule):
     def __init__(
         self,
         backbone: str,
-        scorer: str = "softmax",
+        scorer: ScorerSpec | str = "softmax",
         scorer_tau: float | None = None,
-        loss: Mapping[str, Any] | None = None,
+        loss: GraphLoss | Mapping[str, Any] | None = None,
         graphs: tuple[str, ...] | list[str] = GRAPHS,
         lr: float = 8e-5,
         weight_decay: float = 0.01,
@@ -111,19 +84,17 @@ class UWEModule(pl.LightningModule):
         model_dir: str | None = None,
     ) -> None:
         super().__init__()
-        loss = dict(loss or {"name": "mtm", "tau": dict(PAPER_TAU), "alpha": dict(PAPER_ALPHA)})
-        graphs = tuple(graphs)
-        unknown = sorted(set(graphs) - set(GRAPHS))
-        if unknown or not graphs:
-            raise ValueError(f"graphs must be a non-empty subset of {GRAPHS}, got {list(graphs)}")
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if not isinstance(loss, GraphLoss):
+            loss = GraphLoss(**dict(loss or {"name": "mtm"}), graphs=graphs)
+        spec = scorer if isinstance(scorer, ScorerSpec) else get_scorer(scorer, scorer_tau)
         self.save_hyperparameters(
             {
                 "backbone": backbone,
-                "scorer": scorer,
-                "scorer_tau": scorer_tau,
-                "loss": loss,
+                "scorer": spec.name,
+                "scorer_tau": spec.tau,
+                "loss": loss.config(),
                 "graphs": list(graphs),
                 "lr": lr,
                 "weight_decay": weight_decay,
@@ -136,11 +107,23 @@ class UWEModule(pl.LightningModule):
                 "score_checkpoint": score_checkpoint,
             }
         )
-        self.graphs = active_graphs(loss, graphs)  # graphs with weight 0 are neither encoded nor scored
-        self.loss_fn = build_graph_loss(loss, self.graphs)
-        self.scorer: ScorerSpec = get_scorer(scorer, scorer_tau)
-        self.encoder = Encoder.from_pretrained(backbone, model_dir)
-        self.encoder.train()  # from_pretrained returns eval mode; training uses the backbone's dropout
+        self.loss_fn = loss
+        self.graphs = loss.active_graphs  # graphs with weight 0 are neither encoded nor scored
+        encoder = Encoder.from_pretrained(backbone, model_dir)
+        self.model = UWEModel(encoder, spec, train_max_length=train_max_length, provenance={"backbone": backbone})
+        self.model.train()  # from_pretrained returns eval mode; training uses the backbone's dropout
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.model.encoder
+
+    @property
+    def scorer(self) -> ScorerSpec:
+        return self.model.scorer
+
+    def save_pretrained(self, out_dir: str | Path, **provenance: Any) -> Path:
+        """The trained model in the project's model format (:meth:`UWEModel.save_pretrained`)."""
+        return self.model.save_pretrained(out_dir, step=int(self.global_step), **provenance)
 
     # ------------------------------------------------------------------------------------------------------
     # Forward
@@ -212,55 +195,3 @@ class UWEModule(pl.LightningModule):
             optimizer, lambda step: linear_warmup_decay(step, warmup, hp.max_steps)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
-def loss_weights(
-    loss_cfg: Mapping[str, Any], graphs: tuple[str, ...]
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-graph tau and alpha for :func:`uwe_lightning.loss.build_loss`; a scalar tau applies to all graphs.
-
-    >>> mtm = {"name": "mtm", "tau": {"J": 0.05, "V": 0.02, "A": 0.02}, "alpha": {"J": 1, "V": 0.5}}
-    >>> loss_weights(mtm, ("J",))
-    ({'J': 0.05}, {'J': 1.0})
-    >>> loss_weights({"name": "infonce", "tau": 0.05}, ("J", "V"))
-    ({'J': 0.05, 'V': 0.05}, {'J': 1.0, 'V': 1.0})
-    """
-    tau_cfg = loss_cfg.get("tau")
-    alpha_cfg = loss_cfg.get("alpha") or {}
-    tau: dict[str, float] = {}
-    alpha: dict[str, float] = {}
-    for graph in graphs:
-        value = tau_cfg if not isinstance(tau_cfg, Mapping) else tau_cfg.get(graph)
-        if value is None:
-            raise KeyError(f"loss.tau has no value for graph {graph!r} (loss {loss_cfg.get('name')!r})")
-        tau[graph] = float(value)
-        alpha[graph] = (
-            float(alpha_cfg.get(graph, 1.0)) if isinstance(alpha_cfg, Mapping) else float(alpha_cfg)
-        )
-    return tau, alpha
-
-
-def active_graphs(loss_cfg: Mapping[str, Any], graphs: tuple[str, ...]) -> tuple[str, ...]:
-    """The graphs with a positive loss weight; an error when there is none (nothing to train).
-
-    >>> active_graphs({"name": "mtm", "tau": 0.05, "alpha": {"J": 1.0, "V": 0.0, "A": 0.5}}, ("J", "V", "A"))
-    ('J', 'A')
-    """
-    _, alpha = loss_weights(loss_cfg, graphs)
-    active = tuple(g for g in graphs if alpha[g] > 0)
-    if not active:
-        raise ValueError(
-            f"every trained graph {list(graphs)} has loss weight 0 (loss.alpha {alpha}): nothing to train"
-        )
-    return active
-
-
-def build_graph_loss(loss_cfg: Mapping[str, Any], graphs: tuple[str, ...]):
-    """The loss callable of ``loss_cfg`` restricted to ``graphs`` (unknown keys in the config fail here)."""
-    from uwe_lightning.loss import build_loss
-
-    unknown = sorted(set(loss_cfg) - {"name", "tau", "alpha"})
-    if unknown:
-        raise KeyError(f"unknown key(s) {unknown} in the loss config; expected name, tau, alpha")
-    tau, alpha = loss_weights(loss_cfg, graphs)
-    return build_loss(str(loss_cfg["name"]), tau=tau, alpha=alpha)

@@ -9,17 +9,13 @@ is never held in memory.
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from uwe_lightning.io import atomic_write_text
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.metrics import RankingMetrics, macro_average
 from uwe_lightning.workbench.registry import get_task
@@ -72,15 +68,22 @@ class EncoderRankingModel:
         yield from self.ranker.score_blocks(q, y, block_size=block_size)
 
 
+TaskOptions = Mapping[str, Mapping[str, Any]]
+
+
 def load_tasks(
-    tasks: Sequence[str], split: str, data_dir=None
+    tasks: Sequence[str], split: str, data_dir=None, task_options: TaskOptions | None = None
 ) -> tuple[dict[str, RankingDataset], dict[str, str]]:
-    """Build each task's split; unavailable tasks are returned with their reason, never dropped silently."""
+    """Build each task's split; unavailable tasks are returned with their reason, never dropped silently.
+
+    ``task_options``: per task name, the options it is built with (``get_task(name, **options)``), e.g. the
+    open protocol's fractions for its ``@open`` tasks, so that validation matches the training split.
+    """
     datasets: dict[str, RankingDataset] = {}
     unavailable: dict[str, str] = {}
     for name in tasks:
         try:
-            datasets[name] = get_task(name).load(split, data_dir)
+            datasets[name] = get_task(name, **dict((task_options or {}).get(name, {}))).load(split, data_dir)
         except TaskUnavailable as err:
             unavailable[name] = str(err)
     return datasets, unavailable
@@ -130,10 +133,11 @@ def evaluate(
     seed: int = 0,
     block_size: int = 1024,
     show_progress: bool = False,
+    task_options: TaskOptions | None = None,
 ) -> dict:
     """Evaluate ``model`` on ``tasks``; returns per-task metrics, unavailable tasks and the macro average."""
     t0 = time.perf_counter()
-    datasets, unavailable = load_tasks(tasks, split, data_dir)
+    datasets, unavailable = load_tasks(tasks, split, data_dir, task_options)
     datasets = {name: subsample(ds, max_queries, seed) for name, ds in datasets.items()}
     load_seconds = time.perf_counter() - t0
 
@@ -168,42 +172,8 @@ def evaluate(
 
 
 def evaluate_ranker(ranker, tasks: Sequence[str], split: str, data_dir=None, max_queries: int | None = None,
-                    seed: int = 0, show_progress: bool = False, block_size: int = 1024) -> dict:
+                    seed: int = 0, show_progress: bool = False, block_size: int = 1024,
+                    task_options: TaskOptions | None = None) -> dict:
     """:func:`evaluate` for a :class:`~uwe_lightning.ranking.ranker.Ranker` (the training validation path)."""
-    return evaluate(EncoderRankingModel(ranker), tasks, split, data_dir, max_queries, seed, block_size, show_progress)
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
-
-
-def results_markdown(results: dict, title: str) -> str:
-    lines = [f"### {title}", "", f"split: `{results['split']}`, model: `{results['model']}`"
-             + (f", at most {results['max_queries']} queries per task" if results.get("max_queries") else ""), "",
-             "| task | MAP | RP@10 | queries | targets | seconds |", "|---|---:|---:|---:|---:|---:|"]
-    for name, r in results["tasks"].items():
-        lines.append(f"| {name} | {_pct(r['map'])} | {_pct(r['rp@10'])} | {r['n_queries']:,} | "
-                     f"{r['n_targets']:,} | {r['seconds']:.1f} |")
-    for name in results.get("unavailable", {}):
-        lines.append(f"| {name} | n/a | n/a | - | - | - |")
-    macro = results["macro"]
-    lines.append(f"| **macro average** | **{_pct(macro.get('map'))}** | **{_pct(macro.get('rp@10'))}** | | | |")
-    lines += ["", f"Macro average (task types averaged first; SkillExtr-H/-T form one type) covers: "
-              f"{', '.join(macro.get('covers', []))}."]
-    for name, reason in results.get("unavailable", {}).items():
-        lines.append(f"- {name} unavailable: {reason}")
-    s = results.get("seconds", {})
-    if s:
-        lines.append(f"- Encoding {s.get('n_distinct_texts', 0):,} distinct texts once: "
-                     f"{s.get('encode_distinct_texts', 0):.1f} s; total {s.get('total', 0):.1f} s. "
-                     "Per-task seconds = scoring + metrics only.")
-    return "\n".join(lines) + "\n"
-
-
-def write_results(results: dict, out_dir, title: str) -> tuple[Path, Path]:
-    """Write results.json and results.md atomically into ``out_dir``."""
-    out = Path(out_dir)
-    json_path, md_path = out / "results.json", out / "results.md"
-    atomic_write_text(json_path, json.dumps(results, indent=2, default=str))
-    atomic_write_text(md_path, results_markdown(results, title))
-    return json_path, md_path
+    return evaluate(EncoderRankingModel(ranker), tasks, split, data_dir, max_queries, seed, block_size, show_progress,
+                    task_options)

@@ -34,16 +34,17 @@ A 0.5). A graph with ``alpha_G = 0`` is skipped before any compute; a non-finite
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+#: The three skill-centred bipartite graphs: job titles, vacancy sentences, skill alternatives.
 GRAPHS = ("J", "V", "A")
+#: Appendix A grid-search optimum (the ``loss/mtm.yaml`` values).
 PAPER_TAU = {"J": 0.05, "V": 0.02, "A": 0.02}
 PAPER_ALPHA = {"J": 1.0, "V": 0.5, "A": 0.5}
 
@@ -175,24 +176,86 @@ LOSSES: dict[str, Callable[..., tuple[Tensor, dict[str, float]]]] = {
 
 def build_loss(
     name: str, tau: Mapping[str, float] | float | None = None, alpha: Mapping[str, float] | None = None
-) -> LossFn:
-    """The loss ``name`` as ``fn(scores, pos_masks, pair_index) -> (total, logs)``.
+) -> GraphLoss:
+    """The loss ``name`` over the graphs of ``alpha`` (``None``: the paper's tau / alpha, all three graphs).
 
-    ``tau``: per-graph temperatures, or one float for every graph (``None``: the paper's); ``alpha``:
-    per-graph weights (``None``: the paper's). ``logs`` maps ``"<G>/<term>"``, ``"<G>/total"`` (unweighted)
-    and ``"total"`` to floats.
+    The result is called as ``fn(scores, pos_masks, pair_index) -> (total, logs)``; ``logs`` maps
+    ``"<G>/<term>"``, ``"<G>/total"`` (unweighted) and ``"total"`` to floats.
     """
-    if name not in LOSSES:
-        raise KeyError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")
     alpha = dict(PAPER_ALPHA if alpha is None else alpha)
-    if tau is None:
-        tau = dict(PAPER_TAU)
-    elif isinstance(tau, int | float):
-        tau = dict.fromkeys(alpha, float(tau))
-    config = LossConfig(
-        tau={k: float(v) for k, v in tau.items()}, alpha={k: float(v) for k, v in alpha.items()}
-    )
-    return functools.partial(LOSSES[name], config=config)
+    return GraphLoss(name, tau=tau, alpha=alpha, graphs=tuple(alpha))
+
+
+class GraphLoss:
+    """The configured loss of a run: ``name`` with per-graph ``tau`` / ``alpha``, restricted to ``graphs``.
+
+    What the ``loss`` config group instantiates (``graphs`` comes from ``data.graphs``). A scalar ``tau`` applies
+    to every graph; a graph missing from ``alpha`` gets weight 1. Graphs with weight 0 are neither encoded nor
+    scored (:attr:`active_graphs`); a config that leaves no graph to train raises :class:`ValueError`.
+
+    Args:
+        name: a key of :data:`LOSSES` (``infonce``, ``mtm_pairwise``, ``mtm``).
+        tau: per-graph temperatures or one float.
+        alpha: per-graph weights.
+        graphs: the graphs of the training data.
+
+    Example:
+        >>> loss = GraphLoss("mtm", tau={"J": 0.05, "V": 0.02, "A": 0.02}, alpha={"J": 1, "V": 0.0}, graphs=["J", "V"])
+        >>> loss.active_graphs, loss.config()["tau"]
+        (('J',), {'J': 0.05})
+    """
+
+    def __init__(
+        self,
+        name: str = "mtm",
+        tau: Mapping[str, float] | float | None = None,
+        alpha: Mapping[str, float] | float | None = None,
+        graphs: Sequence[str] = GRAPHS,
+    ) -> None:
+        if name not in LOSSES:
+            raise KeyError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")
+        graphs = tuple(graphs)
+        unknown = sorted(set(graphs) - set(GRAPHS))
+        if unknown or not graphs:
+            raise ValueError(f"graphs must be a non-empty subset of {GRAPHS}, got {list(graphs)}")
+        tau = dict(PAPER_TAU) if tau is None else tau
+        alpha = dict(PAPER_ALPHA) if alpha is None else alpha
+        per_tau: dict[str, float] = {}
+        per_alpha: dict[str, float] = {}
+        for graph in graphs:
+            value = tau.get(graph) if isinstance(tau, Mapping) else tau
+            if value is None:
+                raise KeyError(f"loss.tau has no value for graph {graph!r} (loss {name!r})")
+            per_tau[graph] = float(value)
+            per_alpha[graph] = float(alpha.get(graph, 1.0)) if isinstance(alpha, Mapping) else float(alpha)
+        if not any(w > 0 for w in per_alpha.values()):
+            raise ValueError(
+                f"every trained graph {list(graphs)} has loss weight 0 (loss.alpha {per_alpha}): nothing to train"
+            )
+        self.name = name
+        self.settings = LossConfig(tau=per_tau, alpha=per_alpha)
+        self._fn = LOSSES[name]
+
+    @property
+    def active_graphs(self) -> tuple[str, ...]:
+        return self.settings.active_graphs
+
+    def config(self) -> dict:
+        """Plain ``{name, tau, alpha}`` of the active graphs (what checkpoints and run summaries record)."""
+        graphs = self.active_graphs
+        return {
+            "name": self.name,
+            "tau": {g: self.settings.tau[g] for g in graphs},
+            "alpha": {g: self.settings.alpha[g] for g in graphs},
+        }
+
+    def __call__(
+        self, scores: Scores, pos_masks: Mapping[str, Tensor], pair_index: Mapping[str, Tensor]
+    ) -> tuple[Tensor, dict[str, float]]:
+        return self._fn(scores, pos_masks, pair_index, config=self.settings)
+
+    def __repr__(self) -> str:
+        return f"GraphLoss({self.config()})"
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""``python -m uwe_lightning.evaluate model=minilm split=test``: WorkBench for any model (Hydra, conf/evaluate.yaml)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from uwe_lightning.model.pretrained import ModelSpec, UWEModel
+from uwe_lightning.paths import CONF_DIR
+from uwe_lightning.ranking.ranker import Ranker
+from uwe_lightning.workbench.report import write_results
+from uwe_lightning.workbench.runner import EncoderRankingModel, evaluate
+
+
+def build_ranking_model(cfg: DictConfig):
+    """The model named by ``cfg.model`` (+ ``cfg.scorer``) wrapped for the WorkBench runner."""
+    spec: ModelSpec = hydra.utils.instantiate(cfg.model)
+    if spec.kind == "lexical":
+        from uwe_lightning.model.lexical import TfidfRankingModel
+
+        return TfidfRankingModel()
+    model = UWEModel.from_pretrained(
+        str(spec.backbone), scorer=cfg.scorer.name, tau=cfg.scorer.tau, max_length=cfg.max_length,
+        model_dir=cfg.paths.model_dir,
+    )
+    ranker = Ranker.from_model(model, batch_size=cfg.batch_size, device=cfg.device, model_id=spec.name)
+    return EncoderRankingModel(ranker, name=f"{spec.name}/{cfg.scorer.name}")
+
+
+def run(cfg: DictConfig) -> dict:
+    """Evaluate the configured model; write results.json / results.md into ``cfg.paths.output_dir``."""
+    model = build_ranking_model(cfg)
+    results = evaluate(
+        model, tasks=list(cfg.tasks), split=cfg.split, data_dir=cfg.paths.data_dir,
+        max_queries=cfg.max_queries, seed=cfg.seed, block_size=cfg.block_size, show_progress=cfg.show_progress,
+    )
+    results["config"] = OmegaConf.to_container(cfg, resolve=False)
+    out_dir = Path(cfg.paths.output_dir)
+    json_path, md_path = write_results(results, out_dir, title=f"WorkBench {cfg.split}: {model.name}")
+    print(md_path.read_text())
+    if cfg.publish:
+        dest = Path(cfg.publish)
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in (json_path, md_path):
+            shutil.copy2(path, dest / path.name)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run(cfg)

@@ -1,0 +1,162 @@
+"""``python -m uwe_lightning.rank``: rank a target space for queries from the command line (``conf/rank.yaml``).
+
+``python -m uwe_lightning.rank queries='[data scientist,nurse]' targets=esco_skills k=5`` loads the model,
+loads the encoded target space from the cache (or encodes and caches it), ranks, prints the top k per query
+and writes ``rankings.json`` into the run directory. Which list is the target space is the direction:
+``esco_skills`` ranks skills for job titles, ``esco_occupations`` occupations for skills, ``file`` any list.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from uwe_lightning.io import DataError, atomic_write_text
+from uwe_lightning.paths import CONF_DIR, resolve_cache_dir
+
+TARGET_SOURCES = ("esco_skills", "esco_occupations", "file")
+DIRECTIONS = {"job2skill": "esco_skills", "skill2job": "esco_occupations"}
+
+
+@dataclass
+class TargetSpace:
+    """Target texts with an id per text (ESCO URI, or ``file:line``) and where they came from."""
+
+    source: str
+    texts: list[str]
+    ids: list[str]
+
+
+def read_lines(path: str | Path, what: str) -> list[str]:
+    """Non-blank, stripped lines of a text file; a missing or empty file is an error naming it."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"{what} {path} is not a file")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise DataError(f"{what} {path} holds no text (one text a line)")
+    return lines
+
+
+def load_targets(source: str, data_dir=None, targets_file=None, esco_version: str = "v1.2.0") -> TargetSpace:
+    """The target space ``source``: ESCO skill / occupation preferred labels, or the lines of a file."""
+    if source == "file":
+        if not targets_file:
+            raise ValueError("targets=file needs targets_file=<path> (one target text a line)")
+        lines = read_lines(targets_file, "targets_file")
+        return TargetSpace(f"file:{targets_file}", lines, [f"line:{i + 1}" for i in range(len(lines))])
+    from uwe_lightning import esco
+
+    if source == "esco_skills":
+        frame = esco.load_skills(data_dir, esco_version)
+    elif source == "esco_occupations":
+        frame = esco.load_occupations(data_dir, esco_version)
+    else:
+        raise ValueError(f"targets must be one of {list(TARGET_SOURCES)}, got {source!r}")
+    return TargetSpace(f"{source}/{esco_version}", frame["label"].tolist(), frame["uri"].tolist())
+
+
+def collect_queries(queries, queries_file) -> list[str]:
+    """``queries`` (a list or one string) followed by the lines of ``queries_file``; never empty."""
+    if isinstance(queries, str):
+        queries = [queries]
+    texts = [str(q).strip() for q in (queries or [])]
+    blank = [i for i, q in enumerate(texts) if not q]
+    if blank:
+        raise ValueError(f"queries[{blank[0]}] is empty")
+    if queries_file:
+        texts += read_lines(queries_file, "queries_file")
+    if not texts:
+        raise ValueError("no queries: give queries='[text one,text two]' or queries_file=<path> (one text a line)")
+    return texts
+
+
+def format_ranking(query: str, scores: list[float], texts: list[str]) -> str:
+    lines = [f"query: {query}"]
+    lines += [f"  {rank:>3}. {score:.4f}  {text}" for rank, (score, text) in enumerate(zip(scores, texts, strict=True), 1)]
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig, out_dir: str | Path) -> dict:
+    """Everything the CLI does, given a composed config and a run directory; returns what it writes."""
+    from uwe_lightning.ranking.ranker import Ranker
+
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    queries = collect_queries(
+        OmegaConf.to_container(cfg.queries) if isinstance(cfg.queries, ListConfig) else cfg.queries,
+        cfg.queries_file,
+    )
+    source = DIRECTIONS.get(cfg.direction, cfg.targets) if cfg.direction else cfg.targets
+    if cfg.direction and cfg.direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {sorted(DIRECTIONS)} or null, got {cfg.direction!r}")
+    targets = load_targets(source, cfg.paths.data_dir, cfg.targets_file, cfg.esco_version)
+    spec = hydra.utils.instantiate(cfg.model)
+    if spec.kind != "encoder":
+        raise ValueError(f"rank needs an encoder model, got model.kind={spec.kind!r}")
+    scorer = cfg.get("scorer")
+    ranker = Ranker.from_pretrained(
+        str(spec.backbone), scorer=scorer.name if scorer else None, tau=scorer.tau if scorer else None,
+        model_dir=cfg.paths.model_dir, batch_size=cfg.batch_size, device=cfg.device,
+        **({"max_length": cfg.max_length} if cfg.max_length else {}),
+    )
+    t0 = time.perf_counter()
+    cache_dir = resolve_cache_dir(cfg.paths.cache_dir) / "targets" if cfg.cache and not cfg.cache_file else None
+    space = ranker.index(targets.texts, cache_dir=cache_dir, cache_file=cfg.cache_file,
+                         show_progress=cfg.show_progress)
+    index_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    scores, index = ranker.rank(queries, space, k=int(cfg.k))
+    rank_s = time.perf_counter() - t1
+
+    results = []
+    for query, row_scores, row_index in zip(queries, scores.tolist(), index.tolist(), strict=True):
+        texts = [targets.texts[i] for i in row_index]
+        print(format_ranking(query, row_scores, texts), flush=True)
+        results.append({
+            "query": query,
+            "top": [{"rank": r, "index": i, "id": targets.ids[i], "text": targets.texts[i], "score": s}
+                    for r, (i, s) in enumerate(zip(row_index, row_scores, strict=True), 1)],
+        })
+    report = {
+        "model": ranker.model_id,
+        "scorer": ranker.spec.name,
+        "tau": ranker.spec.tau,
+        "max_length": ranker.effective_max_length(),
+        "device": str(ranker.device),
+        "targets": {
+            "source": targets.source, "n": len(targets.texts), "pooled": space.pooled,
+            "cache_file": str(ranker.last_index_path) if ranker.last_index_path else None,
+            "cache_hit": ranker.last_index_hit,
+        },
+        "k": int(scores.shape[1]),
+        "seconds": {"target_space": round(index_s, 3), "rank": round(rank_s, 3)},
+        "results": results,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "rankings.json", json.dumps(report, indent=1, ensure_ascii=False))
+    hit = "loaded from cache" if ranker.last_index_hit else "encoded"
+    print(f"[rank] {len(targets.texts)} targets ({targets.source}) {hit} in {index_s:.1f}s; "
+          f"{len(queries)} queries ranked in {rank_s:.2f}s; wrote {out / 'rankings.json'}", flush=True)
+    return report
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="rank")
+def main(cfg: DictConfig) -> None:
+    from uwe_lightning.ranking.cache import CacheError
+
+    try:
+        run(cfg, cfg.paths.output_dir)
+    except (ValueError, TypeError, DataError, CacheError, FileNotFoundError) as err:
+        # Bad input is the user's to fix: say what, without a traceback.
+        print(f"[rank] error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)

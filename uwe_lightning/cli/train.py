@@ -1,0 +1,19 @@
+"""``python -m uwe_lightning.train [+experiment=uwe] [key=value ...]``: one training run (or a ``-m`` sweep).
+
+The run itself is :func:`uwe_lightning.training.run.train`; this module only binds it to ``conf/train.yaml``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+import uwe_lightning.training.config  # noqa: F401  (registers the train_schema that train.yaml extends)
+from uwe_lightning.paths import CONF_DIR
+from uwe_lightning.training.run import objective, train
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Train; returns the sweep objective (test macro MAP, else the best validation macro MAP)."""
+    return objective(train(cfg))

@@ -1,0 +1,204 @@
+"""What a UWE model is: a shared encoder plus the scorer it ranks with, saved and loaded as one directory.
+
+The saved directory is the one model format of this project: the backbone's ``save_pretrained`` output, its
+tokenizer, and ``uwe.json``::
+
+    {"uwe_format": 1, "scorer": "softmax", "tau": 0.1, "max_length": null, "train_max_length": 64,
+     "provenance": {"backbone": "minilm", "step": 600, "val_metric": {...}, "source_checkpoint": "..."}}
+
+``max_length`` is the inference token limit (``null``: the model's own limit, as in the paper). A plain Hugging
+Face directory (no ``uwe.json``), ``mpnet`` / ``minilm`` (assembled by ``make models``) or, where a hub is
+reachable, a hub id load as zero-shot models with the ``mean`` scorer. Exports written before the format was
+versioned (flat ``backbone`` / ``step`` keys) still load. The training export, :class:`~uwe_lightning.ranking.
+ranker.Ranker`, ``evaluate`` and ``bench`` all load through :meth:`UWEModel.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from uwe_lightning.model.backbones import resolve_backbone
+from uwe_lightning.model.encoder import Encoder, TokenEmbeddings
+from uwe_lightning.model.scoring import ScorerSpec, get_scorer
+
+UWE_CONFIG_FILE = "uwe.json"
+FORMAT_VERSION = 1
+#: Keys of a pre-versioned ``uwe.json`` that are provenance, not settings.
+_LEGACY_PROVENANCE = ("backbone", "step", "val_metric", "source_checkpoint")
+
+
+MODEL_KINDS = ("encoder", "lexical")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the ``model`` config group names: a neural encoder (``backbone``: a name of
+    :mod:`~uwe_lightning.model.backbones`, a saved model or HF directory, a hub id) or the lexical TF-IDF floor."""
+
+    name: str
+    kind: str = "encoder"
+    backbone: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model.kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+        if self.kind == "encoder" and not self.backbone:
+            raise ValueError(f"model={self.name} needs model.backbone (a backbone name or a model directory)")
+
+
+def read_uwe_config(model_dir: str | Path) -> dict[str, Any]:
+    """``uwe.json`` of a saved model (``{}`` when absent); a malformed file is an error naming it."""
+    path = Path(model_dir) / UWE_CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object with scorer/tau/max_length, got {type(data).__name__}")
+    version = data.get("uwe_format", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{path}: uwe_format {version!r} is newer than this uwe_lightning reads ({FORMAT_VERSION})")
+    if "provenance" not in data:  # pre-versioned export: provenance keys at the top level
+        data = {**data, "provenance": {k: data[k] for k in _LEGACY_PROVENANCE if k in data}}
+    return data
+
+
+class UWEModel(nn.Module):
+    """A shared :class:`Encoder` and the :class:`ScorerSpec` it ranks with.
+
+    Args:
+        encoder: backbone + tokenizer (token embeddings with masks).
+        scorer: a scorer name (``mean``, ``maxsim``, ``softmax``, ``softmax_ymean``) or a ScorerSpec.
+        tau: the scorer's temperature when ``scorer`` is a name (``None``: its default).
+        max_length: inference token limit (``None``: the model's own limit).
+        train_max_length: the token cap it was trained with (recorded, not applied at inference).
+        provenance: where it came from (backbone, step, validation metric, checkpoint); saved in ``uwe.json``.
+
+    Example:
+        >>> model = UWEModel.from_pretrained("minilm", scorer="softmax")      # doctest: +SKIP
+        >>> model.score(["data engineer"], ["Python", "nursing"])              # doctest: +SKIP
+        >>> model.save_pretrained("my-model")                                  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        scorer: str | ScorerSpec = "mean",
+        tau: float | None = None,
+        max_length: int | None = None,
+        train_max_length: int | None = None,
+        provenance: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be >= 1 or None, got {max_length}")
+        self.encoder = encoder
+        self.scorer: ScorerSpec = scorer if isinstance(scorer, ScorerSpec) else get_scorer(scorer, tau)
+        self.max_length = max_length
+        self.train_max_length = train_max_length
+        self.provenance: dict[str, Any] = dict(provenance or {})
+        self.source_dir: Path | None = None  # the directory it was loaded from, when it was
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        scorer: str | None = None,
+        tau: float | None = None,
+        max_length: int | None = None,
+        model_dir: str | Path | None = None,
+    ) -> UWEModel:
+        """Load a saved UWE model, a backbone name (``mpnet``, ``minilm``), a HF directory or a hub id.
+
+        A saved model's ``uwe.json`` gives the defaults (scorer, tau, max_length); arguments override them (a
+        tau saved for another scorer is not carried over). Anything else defaults to ``mean``.
+        """
+        path = resolve_backbone(str(name_or_path), model_dir)
+        saved = read_uwe_config(path) if Path(path).is_dir() else {}
+        if scorer is None:
+            scorer = saved.get("scorer") or "mean"
+            tau = saved.get("tau") if tau is None else tau
+        elif tau is None and scorer == saved.get("scorer"):
+            tau = saved.get("tau")
+        if max_length is None and saved.get("max_length") is not None:
+            max_length = int(saved["max_length"])
+        model = cls(
+            Encoder.from_pretrained(path),
+            scorer=scorer,
+            tau=tau,
+            max_length=max_length,
+            train_max_length=saved.get("train_max_length"),
+            provenance=saved.get("provenance"),
+        )
+        if Path(path).is_dir():
+            model.source_dir = Path(path)
+        return model
+
+    def config(self) -> dict[str, Any]:
+        """The content of ``uwe.json``."""
+        return {
+            "uwe_format": FORMAT_VERSION,
+            "scorer": self.scorer.name,
+            "tau": self.scorer.tau,
+            "max_length": self.max_length,
+            "train_max_length": self.train_max_length,
+            "provenance": self.provenance,
+        }
+
+    def save_pretrained(self, out_dir: str | Path, **provenance: Any) -> Path:
+        """Write weights, tokenizer and ``uwe.json`` to ``out_dir``, replacing it atomically.
+
+        ``provenance`` entries are merged into the saved provenance. The directory is staged beside
+        ``out_dir`` and renamed into place, so a reader never sees half a model.
+        """
+        self.provenance.update(provenance)
+        out = Path(out_dir)
+        staging = out.with_name(f".{out.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        self.encoder.backbone.save_pretrained(staging)
+        self.encoder.tokenizer.save_pretrained(staging)
+        (staging / UWE_CONFIG_FILE).write_text(json.dumps(self.config(), indent=2, default=str) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(out)
+        return out
+
+    def effective_max_length(self) -> int:
+        return int(self.max_length or self.encoder.model_max_length())
+
+    def embed(self, texts: Sequence[str], batch_size: int = 128, show_progress: bool = False) -> list[torch.Tensor]:
+        """Token embeddings ``[n_tokens, H]`` per text (fp32, CPU), at the inference token limit."""
+        return self.encoder.encode(
+            list(texts), batch_size=batch_size, max_length=self.effective_max_length(), show_progress=show_progress
+        )
+
+    @torch.inference_mode()
+    def score(self, queries: Sequence[str], targets: Sequence[str]) -> torch.Tensor:
+        """All-pairs scores ``[len(queries), len(targets)]`` (small inputs; rank big target spaces with a Ranker)."""
+        q = TokenEmbeddings.pad_cat([_one(t) for t in self.embed(queries)])
+        y = TokenEmbeddings.pad_cat([_one(t) for t in self.embed(targets)])
+        return self.scorer.fn(q, y).float()
+
+    def __repr__(self) -> str:
+        return (f"UWEModel(backbone={self.encoder.name!r}, scorer={self.scorer.name!r}, tau={self.scorer.tau}, "
+                f"max_length={self.max_length})")
+
+
+def _one(tokens: torch.Tensor) -> TokenEmbeddings:
+    return TokenEmbeddings(tokens.unsqueeze(0), torch.ones(1, tokens.shape[0], dtype=torch.bool))

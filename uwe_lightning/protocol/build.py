@@ -1,0 +1,212 @@
+"""Build the open protocol: UWE's three skill-centred graphs from the data pack only, leakage-filtered.
+
+The paper's training data (scraped vacancies, LLM titles, synthetic sentences and paraphrases) is not public
+(data README, "What the pack cannot give"). This protocol rebuilds the same graph structure from public sources
+(:mod:`~uwe_lightning.protocol.sources`), with fixed splits (:mod:`~uwe_lightning.protocol.splits`), and drops
+every training edge that would leak an evaluation pair (:mod:`~uwe_lightning.protocol.leakage`).
+:class:`OpenProtocolSource` is what the data module's ``source`` config instantiates.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from uwe_lightning.data.graphs import BipartiteGraph, SkillVocabulary, normalize_text
+from uwe_lightning.esco import load_skills
+from uwe_lightning.losses import GRAPHS
+from uwe_lightning.paths import resolve_data_dir
+from uwe_lightning.protocol.leakage import (
+    CONTAMINATED,
+    REPLACED_FOR_VALIDATION,
+    SkillResolver,
+    TextSkill,
+    _protected_pairs,
+)
+from uwe_lightning.protocol.sources import _Candidates, _graph_candidates
+from uwe_lightning.protocol.splits import (
+    ALTLABEL_SALT,
+    DEFAULT_ALTLABEL_TRAIN_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    TITLE_SALT,
+)
+from uwe_lightning.protocol.tasks import PROTOCOL_TASKS
+from uwe_lightning.workbench.registry import Task, get_task, task_names
+
+
+@dataclass
+class OpenProtocol:
+    """The graphs of one protocol build, their skill vocabulary, and what was counted, split and dropped."""
+
+    graphs: dict[str, BipartiteGraph]
+    vocab: SkillVocabulary
+    meta: dict = field(default_factory=dict)
+
+    def training_pairs(self) -> set[TextSkill]:
+        """Every training edge as (normalised text, skill index), over all graphs."""
+        cached = getattr(self, "_training_pairs", None)
+        if cached is None:
+            cached = {
+                (normalize_text(graph.texts[t]), int(s))
+                for graph in self.graphs.values()
+                for s, t in zip(graph.skill_index, graph.text_index, strict=True)
+            }
+            self._training_pairs = cached
+        return cached
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        return {name: graph.summary() for name, graph in self.graphs.items()}
+
+    def task_options(self) -> dict[str, dict[str, Any]]:
+        """The options that build this protocol's task variants with its own fractions."""
+        return protocol_task_options(self.meta["val_fraction"], self.meta["altlabel_train_fraction"])
+
+    def task(self, name: str) -> Task:
+        """The task ``name``; a protocol variant is built with this protocol's fractions."""
+        return get_task(name, **self.task_options().get(name, {}))
+
+
+def protocol_task_options(val_fraction: float, altlabel_train_fraction: float) -> dict[str, dict[str, Any]]:
+    """Per protocol task, the fraction it must be built with to match graphs built with these fractions.
+
+    >>> protocol_task_options(0.05, 0.5)["Job2Skill@open"]
+    {'val_fraction': 0.05}
+    """
+    return {
+        "Job2Skill@open": {"val_fraction": float(val_fraction)},
+        "Skill2Job@open": {"val_fraction": float(val_fraction)},
+        "SkillNorm@heldout": {"altlabel_train_fraction": float(altlabel_train_fraction)},
+    }
+
+
+def _is_allowed(graph: str, sources: set[str]) -> bool:
+    """A graph-A edge may overlap the contaminated full SkillNorm test (by construction), nothing else may."""
+    exempt = {f"{task}/test" for task in CONTAMINATED} if graph == "A" else set()
+    return sources <= exempt
+
+
+def _filter_candidates(
+    name: str, candidates: _Candidates, protected: dict[str, set[TextSkill]], sentences: set[str]
+) -> tuple[_Candidates, dict]:
+    """Drop the candidate edges that would form an evaluation pair (or equal a sentence query)."""
+    any_protected = set().union(*protected.values())
+    kept = _Candidates()
+    dropped_by_source: dict[str, int] = defaultdict(int)
+    n_sentence = 0
+    for skill, text in zip(candidates.skills, candidates.texts, strict=True):
+        key = normalize_text(text)
+        if key in sentences:
+            n_sentence += 1
+            continue
+        if (key, skill) in any_protected:
+            sources = {source for source, keys in protected.items() if (key, skill) in keys}
+            if not _is_allowed(name, sources):
+                for source in sources:
+                    dropped_by_source[source] += 1
+                continue
+        kept.add(skill, text)
+    report = {
+        "candidate_edges": len(candidates.skills),
+        "dropped_edges": len(candidates.skills) - len(kept.skills),
+        "dropped_by_split": dict(sorted(dropped_by_source.items())),
+        "dropped_text_equal_to_sentence_query": n_sentence,
+    }
+    return kept, report
+
+
+def build_open_protocol(
+    data_dir: str | os.PathLike | None = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    altlabel_train_fraction: float = DEFAULT_ALTLABEL_TRAIN_FRACTION,
+) -> OpenProtocol:
+    """Build (or reuse, within this process) the open protocol's J/V/A graphs. Treat the result as read-only."""
+    if not 0.0 <= val_fraction < 1.0 or not 0.0 <= altlabel_train_fraction <= 1.0:
+        raise ValueError(
+            f"val_fraction must be in [0, 1) and altlabel_train_fraction in [0, 1]; got {val_fraction}, "
+            f"{altlabel_train_fraction}"
+        )
+    root = str(resolve_data_dir(data_dir).resolve())
+    return _build_open_protocol(root, float(val_fraction), float(altlabel_train_fraction))
+
+
+@functools.lru_cache(maxsize=4)
+def _build_open_protocol(data_dir: str, val_fraction: float, alt_fraction: float) -> OpenProtocol:
+    start = time.perf_counter()
+    skills = load_skills(data_dir, "v1.2.0")
+    vocab = SkillVocabulary.from_frame(skills, name="esco-v1.2.0")
+    resolve = SkillResolver(vocab, data_dir)
+    candidates, sources_meta, held_out_pairs = _graph_candidates(data_dir, resolve, skills, val_fraction, alt_fraction)
+    protected, sentences, test_queries, availability = _protected_pairs(data_dir, resolve, alt_fraction, held_out_pairs)
+
+    graphs: dict[str, BipartiteGraph] = {}
+    leakage: dict = {**availability, "graphs": {}}
+    for name in GRAPHS:
+        kept, report = _filter_candidates(name, candidates[name], protected, sentences)
+        graphs[name] = BipartiteGraph.from_pairs(name, kept.skills, kept.texts, len(vocab), sources_meta[name])
+        leakage["graphs"][name] = report
+    all_texts = {normalize_text(t) for graph in graphs.values() for t in graph.texts}
+    leakage["test_queries_seen_as_training_text"] = {
+        task: len(queries & all_texts) for task, queries in test_queries.items()
+    }
+    meta = {
+        "protocol": "open",
+        "data_dir": data_dir,
+        "val_fraction": val_fraction,
+        "altlabel_train_fraction": alt_fraction,
+        "split_hash": f"sha256('<salt>\\0<key>')[:8] / 2**64; J key = strip+casefold title, salt {TITLE_SALT!r}; "
+        f"A key = skill URI, salt {ALTLABEL_SALT!r}",
+        "validation_tasks": _validation_task_names(),
+        "contaminated": dict(CONTAMINATED),
+        "leakage": leakage,
+        "counts": {name: graph.summary() for name, graph in graphs.items()},
+        "build_seconds": round(time.perf_counter() - start, 2),
+    }
+    return OpenProtocol(graphs=graphs, vocab=vocab, meta=meta)
+
+
+def _validation_task_names() -> list[str]:
+    return [REPLACED_FOR_VALIDATION.get(name, name) for name in task_names() if name not in PROTOCOL_TASKS]
+
+
+def clear_cache() -> None:
+    _build_open_protocol.cache_clear()
+
+
+class OpenProtocolSource:
+    """The ``data=open`` graph source: the open protocol's graphs, and its validation tasks built to match.
+
+    Args:
+        data_dir: the data pack (``None``: the default data dir).
+        val_fraction: share of vacancy titles held out of J for ``Job2Skill@open`` / ``Skill2Job@open``.
+        altlabel_train_fraction: share of skills whose altLabels train graph A (the rest: ``SkillNorm@heldout``).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
+        altlabel_train_fraction: float = DEFAULT_ALTLABEL_TRAIN_FRACTION,
+    ) -> None:
+        self.data_dir = data_dir
+        self.val_fraction = float(val_fraction)
+        self.altlabel_train_fraction = float(altlabel_train_fraction)
+        self.protocol: OpenProtocol | None = None
+
+    def load(self, graphs: Sequence[str]) -> tuple[SkillVocabulary, dict[str, BipartiteGraph]]:
+        unknown = sorted(set(graphs) - set(GRAPHS))
+        if unknown:
+            raise ValueError(f"the open protocol has graphs {list(GRAPHS)}; got {list(graphs)}")
+        self.protocol = build_open_protocol(self.data_dir, self.val_fraction, self.altlabel_train_fraction)
+        return self.protocol.vocab, {name: self.protocol.graphs[name] for name in graphs}
+
+    def task_options(self) -> dict[str, dict[str, Any]]:
+        return protocol_task_options(self.val_fraction, self.altlabel_train_fraction)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": "open", "val_fraction": self.val_fraction,
+                "altlabel_train_fraction": self.altlabel_train_fraction}

@@ -1,0 +1,181 @@
+"""Leakage: no query of a reported test set (or of a split used for validation) is a training text paired
+with its label.
+
+Texts are compared after strip + case-fold and labels by skill (v1.2.0 preferredLabel/URI; v1.1.0 SkillExtract
+labels through their URI). Training edges that would form a (query, label) pair of a WorkBench test split, or
+of a split used for validation under this protocol, are dropped (counts in ``meta["leakage"]``); training texts
+equal to a SkillExtract sentence are dropped whatever their labels. One exception is by construction: the full
+SkillNorm split holds every altLabel, so graph A's altLabels ARE SkillNorm test queries; the clean number is
+``SkillNorm@heldout`` and the full SkillNorm is reported only beside it, marked contaminated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from uwe_lightning.data.graphs import SkillVocabulary, normalize_text
+from uwe_lightning.esco import load_skills
+from uwe_lightning.io import DataError
+from uwe_lightning.protocol.tasks import PROTOCOL_TASKS, SkillNormHeldout
+from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
+from uwe_lightning.workbench.registry import Task, get_task, task_names
+
+if TYPE_CHECKING:
+    from uwe_lightning.protocol.build import OpenProtocol
+
+#: The base tasks replaced by a protocol variant for validation (their standard val overlaps training).
+REPLACED_FOR_VALIDATION = {"Job2Skill": "Job2Skill@open", "Skill2Job": "Skill2Job@open", "SkillNorm": "SkillNorm@heldout"}
+#: Test splits whose overlap with the A graph is by construction (reported as contaminated).
+CONTAMINATED = {
+    "SkillNorm": "the full SkillNorm split holds every altLabel, so the training half's altLabels (graph A) "
+    "are its queries; report SkillNorm@heldout as the clean number and the full one only marked contaminated"
+}
+#: Task groups whose queries are sentences: a training sentence equal to one is dropped whatever its labels.
+SENTENCE_QUERY_GROUPS = ("SkillExtract",)
+
+TextSkill = tuple[str, int]  # (normalised text, skill index): one training edge as leakage sees it
+
+
+class SkillResolver:
+    """Maps a task text to a v1.2.0 skill index, or None: v1.2.0 URI/preferredLabel, else a v1.1.0
+    preferredLabel whose URI is a v1.2.0 skill (SkillExtract targets are v1.1.0 labels)."""
+
+    def __init__(self, vocab: SkillVocabulary, data_dir: str | os.PathLike | None) -> None:
+        self.vocab = vocab
+        self._v110: dict[str, int] = {}
+        try:
+            old = load_skills(data_dir, "v1.1.0")
+        except DataError:
+            old = None
+        if old is not None:
+            for uri, label in zip(old["uri"], old["label"], strict=True):
+                index = vocab.get(uri)
+                if index is not None:
+                    self._v110.setdefault(normalize_text(label), index)
+
+    def __call__(self, text: str) -> int | None:
+        found = self.vocab.get(text)
+        return found if found is not None else self._v110.get(normalize_text(text))
+
+
+def dataset_pairs(dataset: RankingDataset, resolve: SkillResolver) -> list[tuple[int, int, list[TextSkill]]]:
+    """For each (query i, label j) pair of a ranking dataset, the training edges that would leak it:
+    (query text, label skill) when the label is a skill, (label text, query skill) when the query is one."""
+    query_norm, query_skill, target_norm, target_skill = _resolved(dataset, resolve)
+    pairs = []
+    for i, row in enumerate(dataset.labels):
+        for j in row:
+            keys = []
+            if target_skill[j] is not None:
+                keys.append((query_norm[i], target_skill[j]))
+            if query_skill[i] is not None:
+                keys.append((target_norm[j], query_skill[i]))
+            pairs.append((i, j, keys))
+    return pairs
+
+
+def dataset_pair_keys(dataset: RankingDataset, resolve: SkillResolver) -> set[TextSkill]:
+    """The union of :func:`dataset_pairs`' keys (fast path for building the protocol)."""
+    query_norm, query_skill, target_norm, target_skill = _resolved(dataset, resolve)
+    keys = {
+        (query_norm[i], target_skill[j])
+        for i, row in enumerate(dataset.labels)
+        for j in row
+        if target_skill[j] is not None
+    }
+    keys.update(
+        (target_norm[j], query_skill[i])
+        for i, row in enumerate(dataset.labels)
+        if query_skill[i] is not None
+        for j in row
+    )
+    return keys
+
+
+def _resolved(dataset: RankingDataset, resolve: SkillResolver) -> tuple[list, list, list, list]:
+    """Normalised texts and skill indices (or None) of a dataset's queries and targets."""
+    return (
+        [normalize_text(q) for q in dataset.queries],
+        [resolve(q) for q in dataset.queries],
+        [normalize_text(t) for t in dataset.targets],
+        [resolve(t) for t in dataset.targets],
+    )
+
+
+def leaked_pairs(
+    protocol: OpenProtocol, dataset: RankingDataset, resolve: SkillResolver | None = None
+) -> list[tuple[str, str]]:
+    """The (query, label target) pairs of ``dataset`` that are training (text, skill) edges of ``protocol``."""
+    resolve = resolve or SkillResolver(protocol.vocab, protocol.meta.get("data_dir"))
+    train = protocol.training_pairs()
+    return [
+        (dataset.queries[i], dataset.targets[j])
+        for i, j, keys in dataset_pairs(dataset, resolve)
+        if any(key in train for key in keys)
+    ]
+
+
+def leakage_report(
+    protocol: OpenProtocol,
+    data_dir: str | os.PathLike | None = None,
+    tasks: Sequence[str] | None = None,
+    split: str = "test",
+) -> dict[str, int]:
+    """task -> number of its (query, label) pairs that are training (text, skill) edges of ``protocol``.
+
+    ``tasks`` defaults to every registered task, each built as ``protocol`` builds it (its fractions); tasks
+    whose data is absent (:class:`TaskUnavailable`) are left out. Under this protocol every entry must be 0
+    except the full ``SkillNorm`` (contaminated by construction, see module docstring).
+    """
+    resolve = SkillResolver(protocol.vocab, data_dir)
+    report = {}
+    for name in tasks if tasks is not None else task_names():
+        try:
+            dataset = protocol.task(name).load(split, data_dir)
+        except TaskUnavailable:
+            continue
+        report[name] = len(leaked_pairs(protocol, dataset, resolve))
+    return report
+
+
+def _evaluation_splits(alt_fraction: float) -> list[tuple[str, str, Task]]:
+    """(task name, split, task) of every split reported or used for validation under the protocol: every base
+    task's test and val, except that the val of a replaced base task is its protocol variant's. The @open
+    variants' val pairs are the held-out graph-J pairs, added by the caller without reloading the tasks;
+    their test splits are the base tests. SkillNorm@heldout/test is listed on its own: it is a subset of the
+    (exempt, contaminated) SkillNorm test that must stay clean."""
+    base = [name for name in task_names() if name not in PROTOCOL_TASKS]
+    splits = [(name, "test", get_task(name)) for name in base]
+    splits += [(name, "val", get_task(name)) for name in base if name not in REPLACED_FOR_VALIDATION]
+    heldout = SkillNormHeldout(alt_fraction)
+    splits += [(heldout.name, "val", heldout), (heldout.name, "test", heldout)]
+    return splits
+
+
+def _protected_pairs(
+    data_dir: str | os.PathLike | None,
+    resolve: SkillResolver,
+    alt_fraction: float,
+    held_out_title_pairs: Iterable[TextSkill],
+) -> tuple[dict[str, set[TextSkill]], set[str], dict[str, set[str]], dict]:
+    """Per evaluation split ("task/split"), the (text, skill) keys of its pairs; the sentence queries of
+    SENTENCE_QUERY_GROUPS; the normalised queries of every test split; and what was unavailable."""
+    # The held-out graph-J pairs are exactly the pairs of Job2Skill@open/val and Skill2Job@open/val.
+    keys: dict[str, set[TextSkill]] = {"Job2Skill@open/val": set(held_out_title_pairs)}
+    sentences: set[str] = set()
+    test_queries: dict[str, set[str]] = {}
+    unavailable = []
+    for name, split, task in _evaluation_splits(alt_fraction):
+        try:
+            dataset = task.load(split, data_dir)
+        except TaskUnavailable:
+            unavailable.append(f"{name}/{split}")
+            continue
+        keys[f"{name}/{split}"] = dataset_pair_keys(dataset, resolve)
+        if task.group in SENTENCE_QUERY_GROUPS:
+            sentences.update(normalize_text(q) for q in dataset.queries)
+        if split == "test":
+            test_queries[name] = {normalize_text(q) for q in dataset.queries}
+    return keys, sentences, test_queries, {"unavailable_splits": unavailable}

@@ -1,0 +1,139 @@
+"""Checkpoints a run can trust: atomic, finite-only writes; a checkpoint at the final step and on SIGTERM.
+
+- :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in the checkpoint's own directory,
+  fsyncs it and publishes it with ``os.replace`` (atomic on POSIX): a crash mid-write leaves the previous
+  file intact. Lightning's default goes through an fsspec transaction that writes to the system temp dir and
+  then *moves* the file, which is a copy (not atomic) when /tmp is on another filesystem. It also refuses to
+  save weights holding NaN/inf, so a good checkpoint is never replaced by a diverged model.
+- :class:`UWECheckpoint` is Lightning's ``ModelCheckpoint`` that also keeps the run's final step: it saves
+  ``last.ckpt`` at the end of training when the last periodic save was earlier, considers a validation at the
+  final step for the best checkpoint even when ``max_steps`` is not a multiple of the period, and saves
+  ``last.ckpt`` when the run is stopped by SIGTERM (preemption), so that ``resume=true`` continues.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from uwe_lightning.io import atomic_write_path
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def nonfinite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of floating-point tensors in ``state_dict`` that hold NaN or inf."""
+    return [
+        name
+        for name, value in state_dict.items()
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file next to ``path``, fsync, then ``os.replace`` onto ``path``."""
+    with atomic_write_path(path, suffix=".partial") as tmp:
+        torch.save(obj, tmp)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Local checkpoint writes that are atomic and never store non-finite weights."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options")
+        bad = nonfinite_tensors(checkpoint.get("state_dict", {}))
+        if bad:
+            raise FloatingPointError(
+                f"refusing to write checkpoint {path}: non-finite weights in {bad[:3]}"
+                f"{' and more' if len(bad) > 3 else ''}; the previous checkpoint is kept"
+            )
+        atomic_torch_save(checkpoint, path)
+
+
+class UWECheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that also covers the final step (see the module docstring)."""
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any, **kw: Any
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kw)
+        step = trainer.global_step
+        final = trainer.max_steps > 0 and step >= trainer.max_steps
+        if not final or self._last_global_step_saved == step or self._should_skip_saving_checkpoint(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        validated_now = getattr(trainer, "uwe_last_val_step", None) == step
+        if self.monitor is None or (validated_now and self.monitor in candidates):
+            self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """On SIGTERM (preemption) save ``last.ckpt``: Lightning stops only between steps, so the state is a
+        consistent, finished step and ``resume=true`` continues exactly there. Other exceptions save nothing."""
+        super().on_exception(trainer, pl_module, exception)
+        unsaved = self._last_global_step_saved != trainer.global_step
+        if (
+            isinstance(exception, SIGTERMException)
+            and self.save_last
+            and unsaved
+            and not trainer.fast_dev_run
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            log.warning("SIGTERM: saved %s at step %d", self.last_model_path, trainer.global_step)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        unsaved = self._last_global_step_saved != trainer.global_step
+        if self.save_last and unsaved and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
+
+
+def find_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    return next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)), None)
+
+
+def load_module_weights(module: torch.nn.Module, ckpt_path: str | Path) -> dict[str, Any]:
+    """Load a Lightning checkpoint's ``state_dict`` into ``module``; returns the checkpoint's other fields."""
+    ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
+    if "state_dict" not in ckpt:
+        raise KeyError(f"{ckpt_path}: not a Lightning checkpoint (no 'state_dict')")
+    module.load_state_dict(ckpt["state_dict"])
+    return {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer_states")}
+
+
+def resume_checkpoint(resume: bool, run_dir: Path) -> Path | None:
+    """``<run_dir>/checkpoints/last.ckpt`` when ``resume=true`` (it must exist), else None."""
+    if not resume:
+        return None
+    path = run_dir / LAST_CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"resume=true but {path} does not exist; point at the earlier run with hydra.run.dir=<its dir>"
+        )
+    return path
+
+
+def last_checkpoint_note(run_dir: Path) -> str:
+    last = run_dir / LAST_CHECKPOINT
+    if not last.is_file():
+        return "no checkpoint was written before this step"
+    return f"the last good checkpoint {last} (step {checkpoint_step(last)}) was not overwritten"
+
+
+def checkpoint_step(path: Path) -> int:
+    """The ``global_step`` stored in a Lightning checkpoint (read lazily: weights are memory-mapped)."""
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
+    return int(ckpt["global_step"])

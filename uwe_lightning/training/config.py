@@ -1,0 +1,102 @@
+"""The schema of ``conf/train.yaml``: typed sections, so a typo or a wrong type fails when Hydra composes.
+
+``train.yaml`` starts its defaults list with ``train_schema`` (registered here in Hydra's ConfigStore on
+import). The sections read key by key (``optim``, ``train``, ``validation``, ``test``, ``export``) are typed
+dataclasses; the config groups (``model``, ``scorer``, ``loss``, ``data``, ``trainer``, ``logger``,
+``callbacks``) are instantiated through their ``_target_`` and checked by their targets' signatures.
+An unknown key (``validation.max_querys=5``) or a wrong type (``optim.lr=abc``) is a Hydra error naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class OptimConfig:
+    """AdamW + linear warm-up / linear decay (Appendix A)."""
+
+    lr: float = 8.0e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1.0e-8
+
+
+@dataclass
+class TrainSection:
+    """Token budget and memory controls of the in-batch scoring."""
+
+    max_length: int = 64
+    score_chunk_size: int | None = 64
+    score_checkpoint: bool = True
+
+
+@dataclass
+class ValidationConfig:
+    """WorkBench validation of the live model (callback), also at step 0."""
+
+    tasks: list[str] = field(default_factory=list)
+    every_n_steps: int | None = 50
+    max_queries: int | None = 1000
+    at_start: bool = True
+    batch_size: int = 128
+    seed: int = 0
+
+
+@dataclass
+class TestConfig:
+    """Final evaluation of the exported model on the test splits."""
+
+    __test__ = False  # not a pytest test class
+
+    tasks: list[str] = field(default_factory=list)
+    max_queries: int | None = None
+    batch_size: int = 128
+    seed: int = 0
+    knowledge_gain: bool = False
+    device: str = "auto"
+
+
+@dataclass
+class ExportConfig:
+    """Which weights become ``best_model/``: ``best`` (validation) or ``last``."""
+
+    select: str = "best"
+
+
+@dataclass
+class TrainAppConfig:
+    """The whole ``train`` config; groups stay free-form (their ``_target_`` checks them)."""
+
+    paths: Any = MISSING
+    model: Any = MISSING
+    scorer: Any = MISSING
+    loss: Any = MISSING
+    data: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = None
+    callbacks: Any = None
+    debug: Any = None
+    hparams_search: Any = None
+    experiment: Any = None
+    task_name: str = "train"
+    seed: int = 0
+    resume: bool = False
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def register_schemas() -> None:
+    """Register the schema under the name ``train.yaml``'s defaults list uses (idempotent)."""
+    ConfigStore.instance().store(name="train_schema", node=TrainAppConfig)
+
+
+register_schemas()

@@ -1,0 +1,100 @@
+"""What a run records about itself in ``run_info.json``: config, git commit, package versions, (re)starts."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from uwe_lightning.io import atomic_write_json
+from uwe_lightning.paths import REPO_DIR
+
+RUN_INFO_FILE = "run_info.json"
+VERSIONED_PACKAGES = (
+    "uwe_lightning",
+    "torch",
+    "lightning",
+    "transformers",
+    "tokenizers",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "pandas",
+    "wandb",
+)
+
+def git_commit(repo: Path = REPO_DIR) -> dict[str, Any]:
+    """HEAD commit and whether the tree has uncommitted changes; "unknown" outside a git checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True, timeout=30
+        ).stdout
+        return {"commit": commit or "unknown", "dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def package_versions(names: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain data, without Hydra's own node."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("hydra", None)
+    return data
+
+
+def add_summary(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Merge the run's summary into ``run_info.json``; returns the summary."""
+    path = run_dir / RUN_INFO_FILE
+    atomic_write_json(path, {**json.loads(path.read_text()), "summary": summary})
+    return summary
+
+
+def record_start(
+    run_dir: Path, cfg: DictConfig, resumed_from: Path | None, start_step: int
+) -> dict[str, Any]:
+    """Write ``run_info.json`` for this (re)start, keeping the earlier starts of the same run dir."""
+    path = run_dir / RUN_INFO_FILE
+    previous = json.loads(path.read_text()).get("starts", []) if path.is_file() else []
+    info = {
+        "config": plain_config(cfg),
+        "git": git_commit(),
+        "versions": package_versions(),
+        "device": torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else platform.processor() or "cpu",
+        "command": sys.argv,
+        "starts": [
+            *previous,
+            {
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "resumed_from": str(resumed_from) if resumed_from else None,
+                "start_step": start_step,
+            },
+        ],
+    }
+    atomic_write_json(path, info)
+    return info

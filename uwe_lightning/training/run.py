@@ -1,0 +1,282 @@
+"""One training run from a composed config: build, fit, select and export, test.
+
+One run = one Hydra run directory (``outputs/<task_name>/runs/<time>/``, or ``hydra.run.dir=...``) holding:
+
+- ``run_info.json``: the resolved config, git commit ("unknown" outside a git checkout), package versions,
+  and one entry per (re)start;
+- ``checkpoints/``: the best checkpoint on ``val/macro_map`` and ``last.ckpt`` (atomic writes);
+- ``val_history.jsonl``: every WorkBench validation (step 0 = the zero-shot model);
+- ``csv/`` (and ``wandb/`` with ``logger=wandb``): training curves;
+- ``best_model/``: the selected weights as a saved :class:`~uwe_lightning.model.pretrained.UWEModel`
+  (``UWEModel.from_pretrained`` / ``Ranker.from_pretrained`` / ``model=trained model.backbone=<dir>`` load it);
+- ``results.json`` + ``results.md``: the final test evaluation of ``best_model/`` (plus the knowledge gain
+  over the step-0 model when ``test.knowledge_gain=true``).
+
+Resume an interrupted run in its own directory (same overrides as the original run)::
+
+    python -m uwe_lightning.train +experiment=uwe hydra.run.dir=outputs/train/runs/<that run> resume=true
+
+Training continues from ``<run dir>/checkpoints/last.ckpt`` and the data stream at the checkpoint's step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from uwe_lightning.data.datamodule import UWEDataModule
+from uwe_lightning.losses import GraphLoss
+from uwe_lightning.model.pretrained import ModelSpec
+from uwe_lightning.ranking.ranker import Ranker
+from uwe_lightning.training.callbacks import VAL_MONITOR, TrainThroughput, WorkBenchValidation
+from uwe_lightning.training.checkpointing import (
+    AtomicCheckpointIO,
+    checkpoint_step,
+    find_checkpoint_callback,
+    last_checkpoint_note,
+    load_module_weights,
+    resume_checkpoint,
+)
+from uwe_lightning.training.module import NonFiniteError, UWEModule
+from uwe_lightning.training.provenance import add_summary, record_start
+from uwe_lightning.workbench.report import knowledge_gain, knowledge_gain_markdown, write_results
+from uwe_lightning.workbench.runner import evaluate_ranker
+
+log = logging.getLogger("uwe_lightning.train")
+
+SIGTERM_EXIT_STATUS = 128 + 15  # the shell convention for "terminated by SIGTERM"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building blocks (everything comes from the config groups' _target_)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def build_loss(cfg: DictConfig) -> GraphLoss:
+    """The ``loss`` group restricted to ``data.graphs``; raises ValueError when no graph has a weight."""
+    return hydra.utils.instantiate(cfg.loss, graphs=list(cfg.data.graphs))
+
+
+def build_module(cfg: DictConfig, loss: GraphLoss | None = None) -> UWEModule:
+    spec: ModelSpec = hydra.utils.instantiate(cfg.model)
+    if spec.kind != "encoder":
+        raise ValueError(f"model={spec.name} (kind {spec.kind}) cannot be trained; use an encoder model")
+    o, t = cfg.optim, cfg.train
+    return UWEModule(
+        backbone=str(spec.backbone),
+        scorer=hydra.utils.instantiate(cfg.scorer),
+        loss=loss if loss is not None else build_loss(cfg),
+        graphs=list(cfg.data.graphs),
+        lr=o.lr,
+        weight_decay=o.weight_decay,
+        warmup_ratio=o.warmup_ratio,
+        betas=list(o.betas),
+        eps=o.eps,
+        max_steps=cfg.trainer.max_steps,
+        train_max_length=t.max_length,
+        score_chunk_size=t.score_chunk_size,
+        score_checkpoint=t.score_checkpoint,
+        model_dir=cfg.paths.model_dir,
+    )
+
+
+def build_datamodule(cfg: DictConfig) -> UWEDataModule:
+    return hydra.utils.instantiate(cfg.data, _recursive_=True)
+
+
+def skip_reason(cfg: DictConfig) -> str | None:
+    """Why a configured run has nothing to train (a grid point with every loss weight 0), else None."""
+    try:
+        build_loss(cfg)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def validation_enabled(cfg: DictConfig) -> bool:
+    return bool(cfg.validation.tasks)
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path, task_options: dict) -> list[pl.Callback]:
+    """Callbacks of the ``callbacks`` group, plus WorkBench validation when ``validation.tasks`` is non-empty.
+
+    Without validation the checkpoint callback monitors nothing (``best`` = the latest checkpoint).
+    """
+    callbacks_cfg = OmegaConf.create(OmegaConf.to_container(cfg.callbacks, resolve=True))
+    callbacks: list[pl.Callback] = [TrainThroughput()]
+    if validation_enabled(cfg):
+        v = cfg.validation
+        callbacks.append(
+            WorkBenchValidation(
+                tasks=list(v.tasks),
+                every_n_steps=v.every_n_steps,
+                max_queries=v.max_queries,
+                data_dir=cfg.paths.data_dir,
+                seed=v.seed,
+                batch_size=v.batch_size,
+                at_start=v.at_start,
+                history_file=str(run_dir / "val_history.jsonl"),
+                task_options=task_options,
+            )
+        )
+    for name, node in callbacks_cfg.items():
+        if node is None or "_target_" not in node:
+            continue
+        if not validation_enabled(cfg) and node.get("monitor") == VAL_MONITOR:
+            with open_dict(node):
+                node.monitor = None
+                node.mode = "min"
+            log.info("validation disabled: checkpoint callback %r keeps the latest checkpoint", name)
+        callbacks.append(hydra.utils.instantiate(node))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if node is not None and "_target_" in node:
+            loggers.append(hydra.utils.instantiate(node))
+    return loggers
+
+
+# ----------------------------------------------------------------------------------------------------------
+# After training: select, export, test
+# ----------------------------------------------------------------------------------------------------------
+
+
+def select_and_export(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, run_dir: Path) -> dict[str, Any]:
+    """Load the selected weights (best checkpoint, or the final model) and save them as ``best_model/``."""
+    select = cfg.export.select
+    if select not in ("best", "last"):
+        raise ValueError(f"export.select must be 'best' or 'last', got {select!r}")
+    ckpt_cb = find_checkpoint_callback(trainer)
+    best_path = ckpt_cb.best_model_path if ckpt_cb is not None else ""
+    source, step, val_metric = "final in-memory model", trainer.global_step, None
+    if select == "best" and best_path and Path(best_path).is_file():
+        fields = load_module_weights(module, best_path)
+        source, step = best_path, int(fields.get("global_step", -1))
+        if ckpt_cb.monitor and ckpt_cb.best_model_score is not None:
+            val_metric = {"name": ckpt_cb.monitor, "value": float(ckpt_cb.best_model_score)}
+    elif select == "best":
+        log.warning("no best checkpoint (validation off or fast_dev_run); exporting the final model")
+    module.model.cpu()
+    provenance = {"backbone": str(cfg.model.backbone), "step": int(step), "val_metric": val_metric,
+                  "source_checkpoint": source}
+    out = module.model.save_pretrained(run_dir / "best_model", **provenance)
+    log.info("exported %s (step %d) to %s", source, step, out)
+    return {"dir": str(out), **module.model.config()}
+
+
+def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict) -> dict[str, Any] | None:
+    """Evaluate the exported model on the test splits; write results.json/.md into the run dir."""
+    t = cfg.test
+    if not t.tasks:
+        log.info("test.tasks is empty: no final test evaluation")
+        return None
+    kwargs = {"batch_size": t.batch_size, "device": t.device}
+    evaluate = {"tasks": list(t.tasks), "split": "test", "data_dir": cfg.paths.data_dir,
+                "max_queries": t.max_queries, "seed": t.seed, "task_options": task_options}
+    ranker = Ranker.from_pretrained(str(model_dir), model_id=f"{cfg.task_name}/best_model", **kwargs)
+    results = evaluate_ranker(ranker, **evaluate)
+    del ranker
+    if t.knowledge_gain:
+        base = Ranker.from_pretrained(
+            str(cfg.model.backbone), scorer=cfg.scorer.name, tau=cfg.scorer.tau, model_dir=cfg.paths.model_dir,
+            model_id="step0", **kwargs,
+        )
+        base_results = evaluate_ranker(base, **evaluate)
+        results["step0"] = {"tasks": base_results["tasks"], "macro": base_results["macro"]}
+        results["knowledge_gain"] = knowledge_gain(results, base_results)
+    write_results(results, run_dir, title=f"{cfg.task_name}: {model_dir.name} on the test split")
+    if t.knowledge_gain:
+        (run_dir / "knowledge_gain.md").write_text(knowledge_gain_markdown(results["knowledge_gain"]))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------------------
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train, export and test as configured; returns a summary (also merged into ``run_info.json``)."""
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    skip = skip_reason(cfg)
+    if skip:
+        log.warning("skipping this run: %s", skip)
+        record_start(run_dir, cfg, None, 0)
+        return add_summary(run_dir, {"skipped": skip})
+    module = build_module(cfg)
+    datamodule = build_datamodule(cfg)
+    datamodule.set_tokenizer(module.encoder.tokenizer)
+    task_options = datamodule.source.task_options()
+    ckpt_path = resume_checkpoint(cfg.resume, run_dir)
+    start_step = checkpoint_step(ckpt_path) if ckpt_path else 0
+    if ckpt_path is not None:
+        datamodule.set_start_step(start_step)
+        log.info("resuming from %s at step %d", ckpt_path, start_step)
+    record_start(run_dir, cfg, ckpt_path, start_step)
+
+    loggers = build_loggers(cfg)
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=build_callbacks(cfg, run_dir, task_options),
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+    )
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except NonFiniteError as err:
+        raise NonFiniteError(f"{err}. Training stopped; {last_checkpoint_note(run_dir)}") from err
+    except SIGTERMException as err:  # Lightning exits with status 0 here; a stopped run is not a success
+        log.error("stopped by SIGTERM at step %d; continue with resume=true", trainer.global_step)
+        raise SystemExit(SIGTERM_EXIT_STATUS) from err
+    finally:
+        finish_wandb(loggers)
+
+    summary: dict[str, Any] = {"final_step": trainer.global_step, "data": datamodule.source.describe()}
+    throughput = next((cb for cb in trainer.callbacks if isinstance(cb, TrainThroughput)), None)
+    if throughput is not None:
+        summary["throughput"] = throughput.summary()
+    validation = next((cb for cb in trainer.callbacks if isinstance(cb, WorkBenchValidation)), None)
+    if validation is not None:
+        summary["best_val"] = validation.best()
+        summary["val_step0"] = next((h for h in validation.history if h["step"] == 0), None)
+    summary["export"] = select_and_export(cfg, trainer, module, run_dir)
+    del trainer, module, datamodule
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    results = run_test(cfg, Path(summary["export"]["dir"]), run_dir, task_options)
+    if results is not None:
+        summary["test_macro"] = results["macro"]
+        if "knowledge_gain" in results:
+            summary["knowledge_gain"] = results["knowledge_gain"]["macro"]
+    return add_summary(run_dir, summary)
+
+
+def finish_wandb(loggers: list) -> None:
+    """Close the W&B run so that the next job of a multirun starts its own."""
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def objective(summary: dict[str, Any]) -> float | None:
+    """The value a sweeper optimises: test macro MAP, else the best validation macro MAP."""
+    if summary.get("test_macro"):
+        return float(summary["test_macro"]["map"])
+    best = summary.get("best_val")
+    value = best.get(VAL_MONITOR) if best else None
+    return float(value) if value is not None and math.isfinite(value) else None
