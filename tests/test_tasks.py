@@ -9,13 +9,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from uwe_lightning.esco import clear_cache
 from uwe_lightning.io import DataError
 from uwe_lightning.workbench.dataset import TaskUnavailable
-from uwe_lightning.workbench.registry import TASKS, get_task, task_names
-from uwe_lightning.workbench.tasks import JobNorm, SkillSim, class_uniform_split, shuffle_split
+from uwe_lightning.workbench.registry import TASKS, get_task, list_tasks, task_names
+from uwe_lightning.workbench.tasks import JobNorm, SkillSim
+from uwe_lightning.workbench.tasks.builders import class_uniform_split, shuffle_split
+from uwe_lightning.workbench.tasks.sources import read_vacancy_titles
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MINI = FIXTURES / "uwe-data-mini"
@@ -58,16 +61,11 @@ def pack(tmp_path: Path) -> Path:
     return Path(shutil.copytree(MINI, tmp_path / "pack"))
 
 
+BUILTIN_TASKS = ("Job2Skill", "Skill2Job", "SkillNorm", "SkillExtr-H", "SkillExtr-T", "SkillSim", "JobNorm")
+
+
 def test_registry_names_and_groups():
-    assert set(task_names()) >= {
-        "Job2Skill",
-        "Skill2Job",
-        "SkillNorm",
-        "SkillExtr-H",
-        "SkillExtr-T",
-        "SkillSim",
-        "JobNorm",
-    }
+    assert set(task_names()) >= set(BUILTIN_TASKS)
     groups = {name: TASKS[name].group for name in task_names()}
     assert groups["SkillExtr-H"] == groups["SkillExtr-T"] == "SkillExtract"
     assert {groups[n] for n in ("Job2Skill", "Skill2Job", "SkillNorm", "SkillSim", "JobNorm")} == {
@@ -77,6 +75,22 @@ def test_registry_names_and_groups():
         "SkillSim",
         "JobNorm",
     }
+
+
+def test_list_tasks_describes_every_builtin_task():
+    descriptions = list_tasks()
+    for name in BUILTIN_TASKS:
+        text = descriptions[name]
+        assert text.strip() and "\n" not in text, name
+
+
+def test_get_task_passes_options_through():
+    task = get_task("JobNorm", drop_retired_uris=True)
+    assert isinstance(task, JobNorm) and task.drop_retired_uris
+    assert get_task("JobNorm").drop_retired_uris is False
+    assert get_task("JobNorm", drop_retired_uris=True).load("val", MINI).meta["n_dropped_retired"] == 1
+    with pytest.raises(TypeError, match="drop_retired_uris"):
+        get_task("JobNorm", drop_retired=True)
 
 
 def test_unknown_split():
@@ -394,6 +408,23 @@ def test_missing_file_is_named(pack):
     (pack / "workbench" / "job2skill_val" / "job_skill_val.parquet").unlink()
     with pytest.raises(DataError, match=r"job_skill_val\.parquet"):
         get_task("Skill2Job").load("val", pack)
+
+
+def test_vacancy_titles_reader_rules(pack):
+    """One reader for job_skill_val.parquet (tasks and the open protocol): its validity rules."""
+    assert read_vacancy_titles(MINI)[:2] == [
+        ("Head Chef", ["cook meals", "manage staff", "unknown skill xyz"]),
+        ("Python Developer", ["use python", "analyse data"]),
+    ]
+    path = pack / "workbench" / "job2skill_val" / "job_skill_val.parquet"
+    pd.DataFrame({"title": [" Cook ", "Baker"], "skill_name": [["cook meals "], None]}).to_parquet(path)
+    assert read_vacancy_titles(pack) == [("Cook", ["cook meals"]), ("Baker", [])]  # no list: no skills
+    pd.DataFrame({"title": ["Cook"], "skill_name": ["cook meals"]}).to_parquet(path)
+    with pytest.raises(DataError, match=r"job_skill_val\.parquet: row 1 .*'skill_name'"):
+        read_vacancy_titles(pack)
+    pd.DataFrame({"title": ["Cook", "  "], "skill_name": [["cook meals"], []]}).to_parquet(path)
+    with pytest.raises(DataError, match=r"job_skill_val\.parquet: row 2 .*'title'"):
+        read_vacancy_titles(pack)
 
 
 def test_missing_column_is_named(pack):

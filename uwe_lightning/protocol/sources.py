@@ -18,29 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uwe_lightning.data.graphs import normalize_text
-from uwe_lightning.io import DataError, read_csv_checked, read_parquet_checked
+from uwe_lightning.io import DataError, read_csv_checked
 from uwe_lightning.losses import GRAPHS
 from uwe_lightning.paths import data_file
 from uwe_lightning.protocol.leakage import SkillResolver, TextSkill
 from uwe_lightning.protocol.splits import is_altlabel_training_skill, is_validation_title
+from uwe_lightning.workbench.tasks.sources import VACANCY_TITLES_FILE, read_vacancy_titles
 
-JOB_TITLES_FILE = "workbench/job2skill_val/job_skill_val.parquet"
 SKILLSKAPE_TRAIN_FILE = "extra/skillskape/train.csv"
 SKILLSKAPE_NONE = "UNK"
-
-
-def _title_skill_lists(data_dir: str | os.PathLike | None) -> list[tuple[str, list[str]]]:
-    """(stripped title, its skill labels) per row of the vacancy-title file."""
-    path = data_file(data_dir, JOB_TITLES_FILE)
-    frame = read_parquet_checked(path, ["title", "skill_name"])
-    rows = []
-    for row, (title, skills) in enumerate(zip(frame["title"], frame["skill_name"], strict=True), start=1):
-        if not isinstance(title, str) or not title.strip():
-            raise DataError(f"{path}: row {row} (1-based): empty or missing field 'title'")
-        if skills is None or isinstance(skills, str) or not hasattr(skills, "__iter__"):
-            raise DataError(f"{path}: row {row} (1-based): field 'skill_name' must be a list, got {skills!r}")
-        rows.append((title.strip(), [str(s).strip() for s in skills]))
-    return rows
 
 
 def _parse_label_list(cell: str, path: Path, row: int) -> list[str]:
@@ -115,7 +101,7 @@ def _graph_candidates(
     meta: dict = {}
     held_out_pairs: list[TextSkill] = []
 
-    titles = _title_skill_lists(data_dir)
+    titles = read_vacancy_titles(data_dir)
     n_val = n_unmapped = 0
     for title, labels in titles:
         held_out = is_validation_title(title, val_fraction)
@@ -129,7 +115,7 @@ def _graph_candidates(
             else:
                 candidates["J"].add(index, title)
     meta["J"] = {
-        "source": JOB_TITLES_FILE,
+        "source": VACANCY_TITLES_FILE,
         "titles": len(titles),
         "train_titles": len(titles) - n_val,
         "val_titles": n_val,

@@ -1,0 +1,20 @@
+"""The seven WorkBench (sub)tasks, one module each (as in workrb's ``tasks/ranking``).
+
+Importing this package registers them by name (:func:`~uwe_lightning.workbench.registry.register_task`);
+:mod:`.builders` holds the conventions and helpers they share, :mod:`.sources` the pack readers.
+"""
+
+from __future__ import annotations
+
+# Import order is registration order, hence the order of ``task_names()``: keep it stable.
+# isort: off
+from uwe_lightning.workbench.tasks.job2skill import Job2Skill
+from uwe_lightning.workbench.tasks.skill2job import Skill2Job
+from uwe_lightning.workbench.tasks.skillnorm import SkillNorm
+from uwe_lightning.workbench.tasks.skill_extraction import SkillExtrH, SkillExtrT
+from uwe_lightning.workbench.tasks.skillsim import SkillSim
+from uwe_lightning.workbench.tasks.jobnorm import JobNorm
+
+# isort: on
+
+__all__ = ["Job2Skill", "JobNorm", "Skill2Job", "SkillExtrH", "SkillExtrT", "SkillNorm", "SkillSim"]
