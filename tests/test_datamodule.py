@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from uwe_lightning.data.datamodule import GraphBatch, UWEBatch, UWEDataModule, UWETrainDataset, augment_texts
-from uwe_lightning.data.graphs import load_edges, load_vocabulary, normalize_text
+from uwe_lightning.data.edges import EdgeFileSource, load_edges
+from uwe_lightning.data.graphs import load_vocabulary, normalize_text
+from uwe_lightning.protocol import OpenProtocolSource
 
 EDGES = Path(__file__).parent / "fixtures" / "edges"
 EDGE_FILES = {"J": str(EDGES / "J.csv"), "V": str(EDGES / "V.jsonl"), "A": str(EDGES / "A.tsv")}
@@ -218,8 +220,8 @@ def assert_same_batch(a: UWEBatch, b: UWEBatch) -> None:
 
 
 def make_module(tokenizer, **kwargs) -> UWEDataModule:
-    options = {"protocol": "edges", "edge_files": EDGE_FILES, "skill_vocab": str(EDGES / "vocab.csv")}
-    options.update({"skills_per_step": 4, "max_length": 32, "num_steps": 8, "seed": 3, **kwargs})
+    source = EdgeFileSource(edge_files=EDGE_FILES, skill_vocab=str(EDGES / "vocab.csv"))
+    options = {"source": source, "skills_per_step": 4, "max_length": 32, "num_steps": 8, "seed": 3, **kwargs}
     module = UWEDataModule(**options)
     module.set_tokenizer(tokenizer)
     return module
@@ -297,10 +299,12 @@ def test_trainer_resume_continues_the_stream(tokenizer, tmp_path):
 
 
 def test_config_errors(tokenizer):
-    with pytest.raises(ValueError, match="protocol"):
-        UWEDataModule(protocol="closed")
+    with pytest.raises(ValueError, match="on_unknown"):
+        EdgeFileSource(edge_files=EDGE_FILES, on_unknown="ignore")
     with pytest.raises(ValueError, match=r"edge_files for graphs \['A'\]"):
-        UWEDataModule(protocol="edges", edge_files={"J": "j.csv", "V": "v.csv"})
+        UWEDataModule(EdgeFileSource(edge_files={"J": "j.csv", "V": "v.csv"})).setup()
+    with pytest.raises(ValueError, match="the open protocol has graphs"):
+        OpenProtocolSource().load(["X"])
     with pytest.raises(ValueError, match="skills_per_step"):
         make_module(tokenizer, skills_per_step=11).setup()
     module = make_module(tokenizer, graphs=["A"])
@@ -321,7 +325,7 @@ def test_graph_subset(tokenizer):
 
 @pytest.mark.data
 def test_open_protocol_batch_of_512(real_data_dir, tokenizer):
-    module = UWEDataModule(data_dir=str(real_data_dir), skills_per_step=512, num_steps=2)
+    module = UWEDataModule(OpenProtocolSource(data_dir=str(real_data_dir)), skills_per_step=512, num_steps=2)
     module.set_tokenizer(tokenizer)
     start = time.perf_counter()
     module.setup("fit")

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from tests.test_training import base_overrides
 from uwe_lightning.paths import CONF_DIR, REPO_DIR
-from uwe_lightning.train import train
+from uwe_lightning.training.run import train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
@@ -66,8 +66,8 @@ def test_uwe_is_the_paper_setup():
     )
     assert dict(cfg.loss.tau) == {"J": 0.05, "V": 0.02, "A": 0.02}
     assert dict(cfg.loss.alpha) == {"J": 1.0, "V": 0.5, "A": 0.5}
-    assert (cfg.data.protocol, cfg.data.skills_per_step, cfg.data.max_length, cfg.data.augment_p) == (
-        "open",
+    assert (cfg.data.source._target_, cfg.data.skills_per_step, cfg.data.max_length, cfg.data.augment_p) == (
+        "uwe_lightning.protocol.OpenProtocolSource",
         512,
         64,
         0.8,

@@ -9,14 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uwe_lightning.data.graphs import (
-    BipartiteGraph,
-    SkillVocabulary,
-    UnknownSkillError,
-    load_edges,
-    load_vocabulary,
-    save_edges,
-)
+from uwe_lightning.data.edges import load_edges, save_edges
+from uwe_lightning.data.graphs import BipartiteGraph, SkillVocabulary, UnknownSkillError, load_vocabulary
 from uwe_lightning.io import DataError
 
 EDGES = Path(__file__).parent / "fixtures" / "edges"

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uwe_lightning.data import protocol as P
-from uwe_lightning.data.graphs import BipartiteGraph, load_edges, load_vocabulary, normalize_text
+from uwe_lightning.data.edges import load_edges
+from uwe_lightning.data.graphs import BipartiteGraph, load_vocabulary, normalize_text
+from uwe_lightning.protocol import build, leakage, sources, splits
+from uwe_lightning.protocol import tasks as ptasks
 from uwe_lightning.workbench.dataset import RankingDataset
 from uwe_lightning.workbench.registry import get_task, task_names
 
@@ -24,32 +26,32 @@ EDGES = Path(__file__).parent / "fixtures" / "edges"
 
 def test_stable_hash_is_fixed():
     # Hard-coded: a change of the hash, salt or key normalisation would silently move the J/A splits.
-    assert P.stable_unit("data engineer", P.TITLE_SALT) == pytest.approx(0.23072072551425732, abs=1e-15)
+    assert splits.stable_unit("data engineer", splits.TITLE_SALT) == pytest.approx(0.23072072551425732, abs=1e-15)
     uri = "http://data.europa.eu/esco/skill/0005c151-5b5a-4a66-8aac-60e734beb1ab"
-    assert P.stable_unit(uri, P.ALTLABEL_SALT) == pytest.approx(0.3439925163997182, abs=1e-15)
-    assert P.is_validation_title("  Engineer, APPLICATIONS ") and P.is_validation_title("Engineer, Applications")
-    assert not P.is_validation_title("data engineer")
-    assert P.is_altlabel_training_skill(uri) and not P.is_altlabel_training_skill(uri, 0.3)
+    assert splits.stable_unit(uri, splits.ALTLABEL_SALT) == pytest.approx(0.3439925163997182, abs=1e-15)
+    assert splits.is_validation_title("  Engineer, APPLICATIONS ") and splits.is_validation_title("Engineer, Applications")
+    assert not splits.is_validation_title("data engineer")
+    assert splits.is_altlabel_training_skill(uri) and not splits.is_altlabel_training_skill(uri, 0.3)
 
 
 def test_title_split_fraction_is_close_to_requested():
     titles = [f"title {i}" for i in range(20_000)]
-    share = np.mean([P.is_validation_title(t, 0.1) for t in titles])
+    share = np.mean([splits.is_validation_title(t, 0.1) for t in titles])
     assert 0.09 < share < 0.11
 
 
 @pytest.fixture(scope="module")
-def fixture_protocol() -> P.OpenProtocol:
+def fixture_protocol() -> build.OpenProtocol:
     vocab = load_vocabulary(EDGES / "vocab.csv")
     graphs = {
         "J": load_edges(EDGES / "J.csv", vocab, "J"),
         "V": load_edges(EDGES / "V.jsonl", vocab, "V"),
         "A": load_edges(EDGES / "A.tsv", vocab, "A"),
     }
-    return P.OpenProtocol(graphs=graphs, vocab=vocab, meta={"data_dir": None})
+    return build.OpenProtocol(graphs=graphs, vocab=vocab, meta={"data_dir": None})
 
 
-class NoV110(P.SkillResolver):
+class NoV110(leakage.SkillResolver):
     def __init__(self, vocab):
         self.vocab = vocab
         self._v110 = {}
@@ -64,16 +66,16 @@ def test_leaked_pairs_both_orientations(fixture_protocol):
         "J2S", "test", [" Chef", "truck driver"], skills,
         [[skills.index("cook food"), skills.index("python")], [skills.index("sales")]],
     )
-    assert P.leaked_pairs(fixture_protocol, job2skill, resolve) == [(" Chef", "cook food")]
+    assert leakage.leaked_pairs(fixture_protocol, job2skill, resolve) == [(" Chef", "cook food")]
     # skill query -> text target: (sql, DATA ANALYST) is a J edge
     skill2job = RankingDataset("S2J", "test", ["sql", "teach"], ["DATA ANALYST", "nurse"], [[0, 1], [1]])
-    assert P.leaked_pairs(fixture_protocol, skill2job, resolve) == [("sql", "DATA ANALYST")]
-    keys = P.dataset_pair_keys(skill2job, resolve)
+    assert leakage.leaked_pairs(fixture_protocol, skill2job, resolve) == [("sql", "DATA ANALYST")]
+    keys = leakage.dataset_pair_keys(skill2job, resolve)
     assert keys == {("data analyst", vocab.index("sql")), ("nurse", vocab.index("sql")), ("nurse", vocab.index("teach"))}
 
 
 def test_filter_drops_protected_edges_but_keeps_the_contaminated_skillnorm_overlap():
-    candidates = P._Candidates()
+    candidates = sources._Candidates()
     for skill, text in [(0, "Alt one"), (1, "alt two"), (2, "alt three"), (3, "a sentence."), (4, "clean")]:
         candidates.add(skill, text)
     protected = {
@@ -81,20 +83,20 @@ def test_filter_drops_protected_edges_but_keeps_the_contaminated_skillnorm_overl
         "SkillNorm@heldout/test": {("alt two", 1)},
         "Job2Skill/test": {("alt three", 2)},
     }
-    kept, report = P._filter_candidates("A", candidates, protected, sentences={"a sentence."})
+    kept, report = build._filter_candidates("A", candidates, protected, sentences={"a sentence."})
     assert list(zip(kept.skills, kept.texts, strict=True)) == [(0, "Alt one"), (4, "clean")]
     assert report["dropped_by_split"] == {"Job2Skill/test": 1, "SkillNorm/test": 1, "SkillNorm@heldout/test": 1}
     assert report["dropped_text_equal_to_sentence_query"] == 1
-    kept_j, _ = P._filter_candidates("J", candidates, protected, sentences=set())
+    kept_j, _ = build._filter_candidates("J", candidates, protected, sentences=set())
     assert list(zip(kept_j.skills, kept_j.texts, strict=True)) == [(3, "a sentence."), (4, "clean")]
 
 
 def test_restrict_targets_remaps_labels():
     dataset = RankingDataset("T", "val", ["q1", "q2", "q3"], ["a", "b", "c", "d"], [[0, 3], [1], [2, 3]])
-    out = P._restrict_targets(dataset, [False, True, True, True], "T@x", "note")
+    out = ptasks._restrict_targets(dataset, [False, True, True, True], "T@x", "note")
     assert out.targets == ["b", "c", "d"]
     assert out.queries == ["q1", "q2", "q3"] and out.labels == [[2], [0], [1, 2]]
-    out = P._restrict_targets(dataset, [True, False, False, False], "T@x", "note")
+    out = ptasks._restrict_targets(dataset, [True, False, False, False], "T@x", "note")
     assert out.queries == ["q1"] and out.labels == [[0]] and out.meta["notes"][-1] == "note"
 
 
@@ -111,20 +113,20 @@ def test_protocol_tasks_registered_with_base_groups():
 
 
 @pytest.fixture(scope="module")
-def real_protocol(real_data_dir) -> P.OpenProtocol:
+def real_protocol(real_data_dir) -> build.OpenProtocol:
     start = time.perf_counter()
-    protocol = P.build_open_protocol(real_data_dir)
+    protocol = build.build_open_protocol(real_data_dir)
     print(f"\nopen protocol built in {time.perf_counter() - start:.2f}s: {protocol.summary()}")
     return protocol
 
 
 @pytest.mark.data
 def test_every_reported_test_split_is_clean(real_protocol, real_data_dir):
-    report = P.leakage_report(real_protocol, real_data_dir)  # every registered task, split "test"
+    report = leakage.leakage_report(real_protocol, real_data_dir)  # every registered task, split "test"
     print(f"\nleakage (test): {report}")
     assert {"Job2Skill@open", "Skill2Job@open", "SkillNorm@heldout", "Job2Skill", "Skill2Job", "JobNorm"} <= set(report)
     assert {"SkillExtr-H", "SkillExtr-T", "SkillNorm"} <= set(report)
-    clean = {name: n for name, n in report.items() if name not in P.CONTAMINATED}
+    clean = {name: n for name, n in report.items() if name not in leakage.CONTAMINATED}
     assert clean == dict.fromkeys(clean, 0)
     assert report["SkillNorm"] > 0
 
@@ -132,19 +134,19 @@ def test_every_reported_test_split_is_clean(real_protocol, real_data_dir):
 @pytest.mark.data
 def test_full_skillnorm_overlap_lies_in_the_training_half(real_protocol, real_data_dir):
     dataset = get_task("SkillNorm").load("test", real_data_dir)
-    leaked = P.leaked_pairs(real_protocol, dataset, P.SkillResolver(real_protocol.vocab, real_data_dir))
+    leaked = leakage.leaked_pairs(real_protocol, dataset, leakage.SkillResolver(real_protocol.vocab, real_data_dir))
     vocab = real_protocol.vocab
     print(f"\nfull SkillNorm test: {len(leaked)} of {sum(map(len, dataset.labels))} pairs are graph-A edges")
     assert len(leaked) > 30_000  # about half of the altLabels
-    assert all(P.is_altlabel_training_skill(vocab.uris[vocab.index(label)]) for _, label in leaked)
+    assert all(splits.is_altlabel_training_skill(vocab.uris[vocab.index(label)]) for _, label in leaked)
     a_graph = real_protocol.graphs["A"]
-    assert all(P.is_altlabel_training_skill(vocab.uris[s]) for s in np.unique(a_graph.skill_index))
+    assert all(splits.is_altlabel_training_skill(vocab.uris[s]) for s in np.unique(a_graph.skill_index))
 
 
 @pytest.mark.data
 def test_leakage_report_on_validation_splits(real_protocol, real_data_dir):
     names = [n for n in real_protocol.meta["validation_tasks"] if n != "SkillSim"]
-    report = P.leakage_report(real_protocol, real_data_dir, names, split="val")
+    report = leakage.leakage_report(real_protocol, real_data_dir, names, split="val")
     print(f"\nleakage (val): {report}")
     assert report == dict.fromkeys(names, 0)
 
@@ -171,7 +173,7 @@ def test_skillnorm_heldout_queries(real_protocol, real_data_dir):
         dataset = get_task("SkillNorm@heldout").load(split, real_data_dir)
         uris = [vocab.uris[vocab.index(t)] for t in dataset.targets]
         assert dataset.n_queries > 1000
-        assert not any(P.is_altlabel_training_skill(uris[j]) for row in dataset.labels for j in row)
+        assert not any(splits.is_altlabel_training_skill(uris[j]) for row in dataset.labels for j in row)
 
 
 @pytest.mark.data
@@ -184,7 +186,7 @@ def test_graph_sizes_and_meta(real_protocol):
     skillskape = real_protocol.graphs["V"].meta["skillskape"]
     assert skillskape["sentences"] == 6_353 and skillskape["sentences_unk"] == 394
     assert "SkillNorm" in real_protocol.meta["contaminated"]
-    assert P.build_open_protocol(real_protocol.meta["data_dir"]) is real_protocol  # cached in-process
+    assert build.build_open_protocol(real_protocol.meta["data_dir"]) is real_protocol  # cached in-process
 
 
 def test_graph_type_is_bipartite(fixture_protocol):

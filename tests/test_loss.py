@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from uwe_lightning.loss import LOSSES, PAPER_ALPHA, PAPER_TAU, LossConfig, build_loss
+from uwe_lightning.losses import LOSSES, PAPER_ALPHA, PAPER_TAU, LossConfig, build_loss
 
 log, exp = math.log, math.exp
 

@@ -14,7 +14,8 @@ from tests.conftest import build_tiny_model
 from uwe_lightning.model.encoder import TokenEmbeddings
 from uwe_lightning.model.scoring import get_scorer
 from uwe_lightning.ranking import cache as cache_lib
-from uwe_lightning.ranking.ranker import CacheMismatchError, EncodedTexts, Ranker, padded_scores, plan_buckets
+from uwe_lightning.ranking.packed import EncodedTexts, plan_buckets
+from uwe_lightning.ranking.ranker import CacheMismatchError, Ranker, padded_scores
 
 SCORERS = ("mean", "maxsim", "softmax_ymean", "softmax")
 JOBS = [

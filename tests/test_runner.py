@@ -12,7 +12,8 @@ from hydra.errors import ConfigCompositionException
 from tests.conftest import FIXTURES
 from uwe_lightning.model.lexical import TfidfRankingModel
 from uwe_lightning.paths import CONF_DIR
-from uwe_lightning.workbench.runner import evaluate, load_tasks, subsample, write_results
+from uwe_lightning.workbench.report import write_results
+from uwe_lightning.workbench.runner import evaluate, load_tasks, subsample
 
 MINI = FIXTURES / "uwe-data-mini"
 TASKS = ["Job2Skill", "Skill2Job", "JobNorm", "SkillNorm", "SkillSim", "SkillExtr-T", "SkillExtr-H"]

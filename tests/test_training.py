@@ -17,10 +17,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from uwe_lightning.paths import CONF_DIR
-from uwe_lightning.train import build_datamodule, train
 from uwe_lightning.training import callbacks as callbacks_mod
-from uwe_lightning.training.callbacks import AtomicCheckpointIO
+from uwe_lightning.training.checkpointing import AtomicCheckpointIO
 from uwe_lightning.training.module import NonFiniteError, UWEModule, first_nonfinite_grad
+from uwe_lightning.training.run import build_datamodule, train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EDGES = FIXTURES / "edges"
@@ -41,10 +41,10 @@ def base_overrides(
     overrides = [
         f"model.backbone='{model_dir}'",
         "data=edges",
-        f"data.edge_files.J='{EDGES / 'J.csv'}'",
-        f"data.edge_files.V='{EDGES / 'V.jsonl'}'",
-        f"data.edge_files.A='{EDGES / 'A.tsv'}'",
-        f"data.skill_vocab='{EDGES / 'vocab.csv'}'",
+        f"data.source.edge_files.J='{EDGES / 'J.csv'}'",
+        f"data.source.edge_files.V='{EDGES / 'V.jsonl'}'",
+        f"data.source.edge_files.A='{EDGES / 'A.tsv'}'",
+        f"data.source.skill_vocab='{EDGES / 'vocab.csv'}'",
         "data.skills_per_step=6",
         "data.num_workers=0",
         f"paths.data_dir='{MINI_DATA}'",
