@@ -1,4 +1,5 @@
-"""``make bench`` on a tiny model and tiny fixture tasks: every section of the table/JSON is filled; FLOPs."""
+"""``make bench`` on a tiny model and tiny fixture tasks: every section of the table/JSON is filled; FLOPs;
+each distinct target text embedded once; where ``publish=true`` writes."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from uwe_lightning import bench
+from uwe_lightning import efficiency
+from uwe_lightning.efficiency import report
+from uwe_lightning.efficiency.spaces import by_target_pooling, encode_task_spaces
 from uwe_lightning.paths import CONF_DIR
+from uwe_lightning.ranking import cache as cache_lib
 from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.workbench.dataset import RankingDataset
 
@@ -19,8 +23,6 @@ SCORERS = ["mean", "maxsim", "softmax_ymean", "softmax"]
 SKILLS = ["python", "java", "sql", "manage team", "develop software", "care for patient", "teach", "drive truck",
           "cook food", "customer service", "analyse data", "plan project", "marketing", "lead sales"]
 JOBS = ["software engineer", "nurse", "truck driver", "chef", "sales manager", "teacher", "data engineer"]
-
-
 
 
 def tiny_datasets() -> dict[str, RankingDataset]:
@@ -45,7 +47,7 @@ def tiny_cfg(tiny_model_dir: Path, tmp_path: Path, *extra: str):
 
 def test_bench_smoke_fills_table_and_json(tiny_model_dir, tmp_path):
     cfg = tiny_cfg(tiny_model_dir, tmp_path, f"publish={tmp_path / 'published'}")
-    result = bench.run(cfg, tmp_path / "run", datasets=tiny_datasets(), growth_texts=SKILLS + JOBS)
+    result = efficiency.run(cfg, tmp_path / "run", datasets=tiny_datasets(), growth_texts=SKILLS + JOBS)
     run_dir = tmp_path / "run"
     saved = json.loads((run_dir / "bench.json").read_text())
     assert saved["model"]["params"] == sum(p.numel() for p in Ranker.from_pretrained(str(tiny_model_dir)).encoder.parameters())
@@ -81,12 +83,12 @@ def test_bench_smoke_fills_table_and_json(tiny_model_dir, tmp_path):
     assert published == ["bench_tiny.json", "bench_tiny.md", "bench_tiny_latency_vs_targets.png"]
     assert result["wall_s"] > 0
     # A second run loads every target space from the cache.
-    again = bench.run(cfg, tmp_path / "run2", datasets=tiny_datasets(), growth_texts=SKILLS + JOBS)
+    again = efficiency.run(cfg, tmp_path / "run2", datasets=tiny_datasets(), growth_texts=SKILLS + JOBS)
     assert all(v["hit"] for e in again["encoding"] for v in e["cache"].values())
 
 
 def test_unavailable_tasks_are_named(tiny_model_dir, tmp_path):
-    datasets, unavailable = bench.load_datasets(["NoSuchTask", "SkillSim"], "test", tmp_path / "no-data-pack")
+    datasets, unavailable = efficiency.load_datasets(["NoSuchTask", "SkillSim"], "test", tmp_path / "no-data-pack")
     assert datasets == {}
     assert set(unavailable) == {"NoSuchTask", "SkillSim"} and "unknown task" in unavailable["NoSuchTask"]
 
@@ -100,7 +102,7 @@ def test_flops_count_encoder_plus_scoring(tiny_model_dir):
     flops = {}
     for scorer in SCORERS:
         ranker = base.with_scorer(scorer)
-        flops[scorer] = bench.flops_per_query(ranker, [query], ranker.index(SKILLS), k=3)[0]
+        flops[scorer] = efficiency.flops_per_query(ranker, [query], ranker.index(SKILLS), k=3)[0]
     q_tokens = len(base.embed([query])[0])
     t_tokens = sum(len(t) for t in base.embed(SKILLS))
     h, n = 32, len(SKILLS)
@@ -109,11 +111,75 @@ def test_flops_count_encoder_plus_scoring(tiny_model_dir):
 
 
 def test_mean_se_and_formatting():
-    stats = bench.mean_se([1.0, 2.0, 3.0])
+    stats = efficiency.mean_se([1.0, 2.0, 3.0])
     assert stats["mean"] == 2.0 and math.isclose(stats["se"], 1 / math.sqrt(3)) and stats["n"] == 3
-    assert math.isnan(bench.mean_se([5.0])["se"])
-    assert bench.fmt_flops({"mean": 3.01e9, "se": 0.94e9, "n": 7}) == "3.01 ± 0.94B"
-    assert bench.fmt_pm({"mean": 15.94, "se": 0.61, "n": 7}) == "15.9 ± 0.6"
-    assert bench.sample_queries(["a", "b"], 5, seed=0)[:2] != [] and len(bench.sample_queries(["a", "b"], 5, 0)) == 5
+    assert math.isnan(efficiency.mean_se([5.0])["se"])
+    assert efficiency.fmt_flops({"mean": 3.01e9, "se": 0.94e9, "n": 7}) == "3.01 ± 0.94B"
+    assert efficiency.fmt_pm({"mean": 15.94, "se": 0.61, "n": 7}) == "15.9 ± 0.6"
+    assert efficiency.sample_queries(["a", "b"], 5, seed=0)[:2] != [] and len(efficiency.sample_queries(["a", "b"], 5, 0)) == 5
     with pytest.raises(ValueError):
-        bench.sample_queries([], 1, 0)
+        efficiency.sample_queries([], 1, 0)
+
+
+def test_each_distinct_target_text_is_embedded_once(tiny_model_dir, tmp_path, monkeypatch):
+    """Spaces sharing texts, and the pooled and token variants of one, embed each distinct text once (through
+    ``Ranker.index``, into the cache files ``uwe_lightning.rank`` uses); a warm cache embeds nothing."""
+    embedded: list[str] = []
+    original_embed = Ranker.embed
+
+    def counting_embed(self, texts, show_progress=False):
+        embedded.extend(texts)
+        return original_embed(self, texts, show_progress=show_progress)
+
+    monkeypatch.setattr(Ranker, "embed", counting_embed)
+    base = Ranker.from_pretrained(str(tiny_model_dir), device="cpu")
+    rankers = by_target_pooling({s: base.with_scorer(s) for s in SCORERS})
+    assert set(rankers) == {True, False}  # mean/softmax_ymean pool the targets, maxsim/softmax keep tokens
+    datasets = {
+        **tiny_datasets(),
+        "SkillNorm": RankingDataset("SkillNorm", "test", SKILLS[:2], SKILLS, [[0], [1]]),  # Job2Skill's space
+        "JobNorm": RankingDataset("JobNorm", "test", ["nurse"], JOBS[:3] + SKILLS[:2], [[1]]),  # overlaps both
+    }
+    distinct = sorted({t for ds in datasets.values() for t in ds.targets})
+    cache_dir = tmp_path / "cache"
+    for where in (None, cache_dir):
+        embedded.clear()
+        spaces, task_space = encode_task_spaces(datasets, rankers, where)
+        assert sorted(embedded) == distinct
+        assert len(spaces) == 3 and task_space["SkillNorm"] == task_space["Job2Skill"]
+        assert spaces[task_space["Job2Skill"]].tasks == ["Job2Skill", "SkillNorm"]
+    for info in spaces.values():
+        for pooled, ranker in rankers.items():
+            cached = info.cache["pooled" if pooled else "tokens"]
+            assert not cached["hit"]
+            assert cached["path"] == str(cache_lib.cache_path(cache_dir, ranker.cache_key(info.texts, cache_dir)))
+    # The memo keeps fp16 embeddings: token rows are stored exactly as without it, pooled rows within rounding.
+    jobs = spaces[task_space["Skill2Job"]].encoded
+    direct = {pooled: ranker.index(JOBS) for pooled, ranker in rankers.items()}
+    assert torch.equal(jobs[False].tokens, direct[False].tokens) and torch.equal(jobs[False].offsets, direct[False].offsets)
+    torch.testing.assert_close(jobs[True].tokens.float(), direct[True].tokens.float(), atol=2e-3, rtol=2e-3)
+    # A second run, and the ranker users call, load those files without embedding anything.
+    embedded.clear()
+    again, _ = encode_task_spaces(datasets, rankers, cache_dir)
+    rankers[False].index(JOBS, cache_dir=cache_dir)
+    assert embedded == [] and rankers[False].last_index_hit
+    assert all(v["hit"] for info in again.values() for v in info.cache.values())
+
+
+def test_publish_default_dir(tmp_path, monkeypatch):
+    """``publish=true``: the checkout's experiments/results; an installed package: the working directory's."""
+    assert report.default_results_dir() == report.REPO_DIR / "experiments" / "results"
+    installed, cwd = tmp_path / "site-packages", tmp_path / "work"
+    installed.mkdir()
+    cwd.mkdir()
+    monkeypatch.setattr(report, "REPO_DIR", installed)
+    monkeypatch.chdir(cwd)
+    assert report.default_results_dir() == cwd / "experiments" / "results"
+
+
+def test_bench_module_is_the_cli_main():
+    """``python -m uwe_lightning.bench`` (``make bench``) runs the Hydra main of ``uwe_lightning.cli.bench``."""
+    from uwe_lightning import bench
+    from uwe_lightning.cli import bench as cli_bench
+
+    assert bench.main is cli_bench.main

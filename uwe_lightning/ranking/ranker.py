@@ -13,7 +13,7 @@ way. Which list is the target space decides the direction (jobs -> skills, or sk
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -200,18 +200,24 @@ class Ranker:
 
     def index(
         self, texts: Sequence[str], cache_dir: str | Path | None = None, show_progress: bool = False,
-        cache_file: str | Path | None = None,
+        cache_file: str | Path | None = None, embed_fn: Callable[[list[str]], list[Tensor]] | None = None,
     ) -> EncodedTexts:
         """The target space of ``texts``; cached under ``cache_dir`` (file named by the key) when given.
 
         ``cache_file``: an explicit file instead; one built for another model / scorer pooling / token limit /
         texts raises :class:`CacheMismatchError` rather than being overwritten. ``self.last_index_hit`` says
-        whether the last call loaded from disk.
+        whether the last call loaded from disk. ``embed_fn``: raw token embeddings in place of :meth:`embed`
+        (a memo shared by rankers on this encoder, so pooled and token variants embed each text once).
         """
         texts = _check_texts(texts, "targets")
         self.last_index_hit = False
+
+        def encode() -> EncodedTexts:
+            tokens = embed_fn(texts) if embed_fn is not None else self.embed(texts, show_progress=show_progress)
+            return self.pack(tokens, "target")
+
         if cache_dir is None and cache_file is None:
-            return self.encode(texts, "target", show_progress=show_progress)
+            return encode()
         memo_dir = cache_dir if cache_dir is not None else Path(cache_file).parent
         key = self.cache_key(texts, memo_dir)
         if cache_file is not None:
@@ -221,7 +227,7 @@ class Ranker:
             path = cache_lib.cache_path(cache_dir, key)
 
         def build() -> tuple[Tensor, Tensor]:
-            encoded = self.encode(texts, "target", show_progress=show_progress)
+            encoded = encode()
             return encoded.tokens, encoded.offsets
 
         tokens, offsets, hit = cache_lib.load_or_build(path, key, build)

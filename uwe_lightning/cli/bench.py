@@ -1,0 +1,20 @@
+"""``make bench`` / ``python -m uwe_lightning.bench``: the Table 3 cost benchmark (see :mod:`uwe_lightning.efficiency`)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from uwe_lightning import efficiency
+from uwe_lightning.paths import CONF_DIR
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="bench")
+def main(cfg: DictConfig) -> None:
+    """Run the benchmark into the Hydra run directory and print its report."""
+    result = efficiency.run(cfg, cfg.paths.output_dir)
+    print(efficiency.markdown(result))
+
+
+if __name__ == "__main__":
+    main()
