@@ -150,7 +150,7 @@ def test_bad_json_line_and_unsupported_type(vocab, tmp_path):
     path = write(tmp_path, "bad.jsonl", '{"skill": "python", "text": "a"}\n{not json}\n')
     with pytest.raises(DataError, match=r"bad\.jsonl: line 2: invalid JSON"):
         load_edges(path, vocab)
-    with pytest.raises(DataError, match="unsupported edge file type '.xlsx'"):
+    with pytest.raises(DataError, match="unsupported file type '.xlsx'"):
         load_edges(write(tmp_path, "x.xlsx", ""), vocab)
     with pytest.raises(DataError, match="does not exist"):
         load_edges(tmp_path / "nope.csv", vocab)

@@ -408,7 +408,7 @@ def _rank_cfg(tiny_model_dir: Path, tmp_path: Path, *extra: str):
 
 
 def test_rank_cli_file_targets_writes_json_and_caches(tiny_model_dir, tmp_path, capsys):
-    from uwe_lightning.rank import run
+    from uwe_lightning.cli.rank import run
 
     targets_file = tmp_path / "targets.txt"
     targets_file.write_text("\n".join(SKILLS[:6]) + "\n\n")
@@ -433,8 +433,8 @@ def test_rank_cli_file_targets_writes_json_and_caches(tiny_model_dir, tmp_path, 
 
 
 def test_rank_cli_bad_input(tiny_model_dir, tmp_path):
+    from uwe_lightning.cli.rank import run
     from uwe_lightning.io import DataError
-    from uwe_lightning.rank import run
 
     targets_file = tmp_path / "targets.txt"
     targets_file.write_text("python\njava\n")

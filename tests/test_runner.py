@@ -91,7 +91,7 @@ def _compose(overrides):
 
 
 def test_evaluate_cli_writes_results(tmp_path):
-    from uwe_lightning.evaluate import run
+    from uwe_lightning.cli.evaluate import run
 
     cfg = _compose(["model=tfidf", "split=val", f"paths.data_dir={MINI}", f"paths.output_dir={tmp_path}",
                     "show_progress=false", f"publish={tmp_path / 'published'}"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, InstantiationException
 
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.training import callbacks as callbacks_mod
@@ -108,8 +108,8 @@ def test_fast_dev_run_exports_and_tests(tmp_path, tiny_model_dir):
     ]
     assert not list(tmp_path.rglob("best-step*.ckpt"))  # fast_dev_run: no monitored checkpoint
     meta = json.loads((tmp_path / "best_model" / "uwe.json").read_text())
-    assert (meta["scorer"], meta["tau"], meta["max_length"], meta["step"]) == ("softmax", 0.1, None, 1)
-    assert meta["source_checkpoint"] == "final in-memory model"
+    assert (meta["scorer"], meta["tau"], meta["max_length"], meta["provenance"]["step"]) == ("softmax", 0.1, None, 1)
+    assert meta["provenance"]["source_checkpoint"] == "final in-memory model"
     assert (tmp_path / "best_model" / "model.safetensors").is_file()
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["split"] == "test" and sorted(results["tasks"]) == ["JobNorm", "SkillNorm"]
@@ -179,9 +179,9 @@ def test_best_checkpoint_is_selected_and_exported(tmp_path, tiny_model_dir, monk
     assert ckpts == sorted([f"best-step{best_step:06d}.ckpt", "last.ckpt"])
     assert read_ckpt(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 5
     meta = json.loads((tmp_path / "best_model" / "uwe.json").read_text())
-    assert meta["step"] == best_step
-    assert meta["val_metric"]["name"] == "val/macro_map"
-    assert meta["val_metric"]["value"] == pytest.approx(maps[best_step])
+    assert meta["provenance"]["step"] == best_step
+    assert meta["provenance"]["val_metric"]["name"] == "val/macro_map"
+    assert meta["provenance"]["val_metric"]["value"] == pytest.approx(maps[best_step])
     assert summary["best_val"]["step"] == best_step
     assert not (tmp_path / "results.json").exists()  # test.tasks=[]
 
@@ -222,7 +222,7 @@ def test_nonfinite_gradient_stops_before_the_update(tmp_path, tiny_model_dir, mo
     with pytest.raises(
         NonFiniteError,
         match=r"non-finite gradient at step 1 in parameter "
-        r"encoder\.backbone\.embeddings\.word_embeddings\.weight",
+        r"model\.encoder\.backbone\.embeddings\.word_embeddings\.weight",
     ):
         train(make_cfg(tmp_path, tiny_model_dir, steps=4, every=1))
     ckpt = read_ckpt(tmp_path / "checkpoints" / "last.ckpt")
@@ -263,7 +263,7 @@ def test_unknown_key_added_to_a_section_fails_naming_it(tmp_path, tiny_model_dir
 
 def test_unknown_loss_key_fails_naming_it(tmp_path, tiny_model_dir):
     cfg = make_cfg(tmp_path, tiny_model_dir, "+loss.temperature=0.1")
-    with pytest.raises(KeyError, match="temperature"):
+    with pytest.raises(InstantiationException, match="temperature"):
         train(cfg)
 
 

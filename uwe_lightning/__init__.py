@@ -9,7 +9,8 @@ protocol above both; entry points in :mod:`uwe_lightning.cli`)::
     uwe.list_tasks()                                                    # WorkBench tasks and variants
     results = uwe.evaluate(uwe.EncoderRankingModel(ranker), tasks=["JobNorm"], split="val")
 
-Importing the package registers every task (the seven WorkBench tasks and the open protocol's variants).
+Importing the package registers every task (the seven WorkBench tasks and the open protocol's variants) and
+the schema of ``conf/train.yaml`` (so ``hydra.compose`` works after ``import uwe_lightning``).
 """
 
 from importlib import import_module
@@ -17,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import uwe_lightning.protocol  # noqa: F401  (registers the open protocol's task variants)
+import uwe_lightning.training.config  # noqa: F401  (registers train.yaml's schema with Hydra)
 from uwe_lightning.io import DataError
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.registry import Task, get_task, list_tasks, register_task

@@ -191,17 +191,10 @@ def training_texts(data_dir: str | Path | None, n_skills: int, seed: int,
 
 
 def _loss_fn(name: str) -> tuple[Callable, str]:
-    """``uwe_lightning.loss.build_loss(name)`` when that module exists, else a plain InfoNCE on the scores."""
-    try:
-        from uwe_lightning.loss import build_loss
-    except ImportError:
-        def infonce(scores, pos_masks, pair_index):
-            fwd = torch.cat([scores[g][0] for g in scores], dim=1)
-            columns = torch.cat([pair_index[g] + i * len(pair_index[g]) for i, g in enumerate(scores)])
-            return torch.nn.functional.cross_entropy(fwd.float() / 0.05, columns), {}
+    """The training loss ``name`` (paper tau / alpha) and its label for the report."""
+    from uwe_lightning.losses import build_loss
 
-        return infonce, "infonce (plain, uwe_lightning.loss absent)"
-    return build_loss(name), f"uwe_lightning.loss:{name}"
+    return build_loss(name), f"uwe_lightning.losses:{name}"
 
 
 def train_step_times(ranker: Ranker, texts: dict[str, list[str]], max_length: int, warmup: int, steps: int,
@@ -210,7 +203,7 @@ def train_step_times(ranker: Ranker, texts: dict[str, list[str]], max_length: in
 
     A copy of the encoder is trained, so the ranker's weights stay untouched.
     """
-    from uwe_lightning.model.scoring import pairwise_scores
+    from uwe_lightning.model.pairwise import pairwise_scores
 
     encoder = copy.deepcopy(ranker.encoder).train()
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-6)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 @dataclass
@@ -92,6 +92,27 @@ class TrainAppConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     test: TestConfig = field(default_factory=TestConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+
+#: The sections checked against their schema again at run time (``+section.key=...`` appends bypass struct mode).
+SECTIONS = {"optim": OptimConfig, "train": TrainSection, "validation": ValidationConfig, "test": TestConfig,
+            "export": ExportConfig}
+
+
+def check_sections(cfg: DictConfig) -> None:
+    """Validate the typed sections of a composed config; an unknown key or a wrong type names the key.
+
+    Hydra already enforces the schema for plain overrides; a ``+validation.every_n_step=10`` append (or a config
+    built by hand) is caught here, before anything is built.
+    """
+    for name, schema in SECTIONS.items():
+        if name not in cfg:
+            raise KeyError(f"config section {name!r} is missing")
+        base = OmegaConf.structured(schema)
+        unknown = sorted(set(cfg[name].keys()) - set(base.keys()))
+        if unknown:
+            raise KeyError(f"unknown key(s) {unknown} in config section {name!r}; known: {sorted(base.keys())}")
+        OmegaConf.merge(base, cfg[name])  # type errors name the key
 
 
 def register_schemas() -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import hydra
 import lightning.pytorch as pl
 import torch
+from hydra.errors import InstantiationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -45,6 +46,7 @@ from uwe_lightning.training.checkpointing import (
     load_module_weights,
     resume_checkpoint,
 )
+from uwe_lightning.training.config import check_sections
 from uwe_lightning.training.module import NonFiniteError, UWEModule
 from uwe_lightning.training.provenance import add_summary, record_start
 from uwe_lightning.workbench.report import knowledge_gain, knowledge_gain_markdown, write_results
@@ -96,8 +98,10 @@ def skip_reason(cfg: DictConfig) -> str | None:
     """Why a configured run has nothing to train (a grid point with every loss weight 0), else None."""
     try:
         build_loss(cfg)
-    except ValueError as err:
-        return str(err)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError) and "weight 0" in str(err.__cause__):
+            return str(err.__cause__)
+        raise
     return None
 
 
@@ -208,6 +212,7 @@ def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, export and test as configured; returns a summary (also merged into ``run_info.json``)."""
+    check_sections(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
