@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from uwe_lightning.data.datamodule import GraphBatch, UWEBatch, UWEDataModule, UWETrainDataset, augment_texts
+from uwe_lightning.data.datamodule import GraphBatch, UWEBatch, UWEDataModule, UWETrainDataset
 from uwe_lightning.data.edges import EdgeFileSource, load_edges
 from uwe_lightning.data.graphs import load_vocabulary, normalize_text
+from uwe_lightning.data.sampling import augment_texts
 from uwe_lightning.protocol import OpenProtocolSource
 
 EDGES = Path(__file__).parent / "fixtures" / "edges"

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from tests.test_training import base_overrides
+from tests.helpers.configs import base_overrides
 from uwe_lightning.paths import CONF_DIR, REPO_DIR
 from uwe_lightning.training.run import train
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.paths import MINI_DATA as MINI
 from uwe_lightning.data.edges import load_edges
 from uwe_lightning.data.graphs import BipartiteGraph, load_vocabulary, normalize_text
 from uwe_lightning.protocol import build, leakage, sources, splits
@@ -191,3 +192,49 @@ def test_graph_sizes_and_meta(real_protocol):
 
 def test_graph_type_is_bipartite(fixture_protocol):
     assert all(isinstance(g, BipartiteGraph) for g in fixture_protocol.graphs.values())
+
+
+def _val_titles_in_graph_j(protocol, task) -> set[str]:
+    j_texts = {normalize_text(t) for t in protocol.graphs["J"].texts}
+    return {q for q in task.load("val", protocol.meta["data_dir"]).queries if normalize_text(q) in j_texts}
+
+
+@pytest.mark.parametrize("val_fraction", [0.05, 0.15, 0.2])
+def test_protocol_tasks_follow_the_configured_fraction(val_fraction):
+    """The @open validation tasks are built with the graphs' own fraction: no validation title is trained on."""
+    protocol = build.build_open_protocol(MINI, val_fraction=val_fraction)
+    source = build.OpenProtocolSource(data_dir=str(MINI), val_fraction=val_fraction)
+    options = source.task_options()
+    assert options == protocol.task_options()
+    for name in ("Job2Skill@open", "Skill2Job@open"):
+        assert options[name] == {"val_fraction": val_fraction}
+    task = get_task("Job2Skill@open", **options["Job2Skill@open"])
+    assert _val_titles_in_graph_j(protocol, task) == set()
+    # Skill2Job@open/val needs a held-out title as target space (the miniature pack has none below 0.141).
+    names = ["Job2Skill@open", "Skill2Job@open"] if val_fraction > 0.141 else ["Job2Skill@open"]
+    assert leakage.leakage_report(protocol, MINI, tasks=names, split="val") == dict.fromkeys(names, 0)
+
+
+def test_mismatched_fraction_would_leak():
+    """The control: graphs built with 0.15 but the task with 0.2 validate on a title graph J trains on."""
+    protocol = build.build_open_protocol(MINI, val_fraction=0.15)
+    assert _val_titles_in_graph_j(protocol, get_task("Job2Skill@open", val_fraction=0.2))
+
+
+def test_training_run_validates_with_the_source_fractions(tmp_path, tiny_model_dir):
+    from hydra import compose, initialize_config_dir
+
+    from tests.helpers.configs import base_overrides
+    from uwe_lightning.paths import CONF_DIR
+    from uwe_lightning.training.callbacks import WorkBenchValidation
+    from uwe_lightning.training.run import build_callbacks, build_datamodule
+
+    overrides = [o for o in base_overrides(tmp_path, tiny_model_dir) if not o.startswith("data=")
+                 and not o.startswith("data.source.")]
+    overrides += ["data=open", "data.source.val_fraction=0.05", "validation.tasks=[Job2Skill@open,SkillNorm@heldout]"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    options = build_datamodule(cfg).source.task_options()
+    callback = next(cb for cb in build_callbacks(cfg, tmp_path, options) if isinstance(cb, WorkBenchValidation))
+    assert callback.task_options["Job2Skill@open"] == {"val_fraction": 0.05}
+    assert callback.task_options["SkillNorm@heldout"] == {"altlabel_train_fraction": 0.5}

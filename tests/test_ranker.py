@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import build_tiny_model
+from tests.helpers.models import build_tiny_model
 from uwe_lightning.model.encoder import TokenEmbeddings
 from uwe_lightning.model.scoring import get_scorer
 from uwe_lightning.ranking import cache as cache_lib

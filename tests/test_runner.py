@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 from uwe_lightning.model.lexical import TfidfRankingModel
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.workbench.report import write_results

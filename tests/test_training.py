@@ -13,65 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, InstantiationException
 
-from uwe_lightning.paths import CONF_DIR
+from tests.helpers.configs import make_cfg
 from uwe_lightning.training import callbacks as callbacks_mod
 from uwe_lightning.training.checkpointing import AtomicCheckpointIO
 from uwe_lightning.training.module import NonFiniteError, UWEModule, first_nonfinite_grad
 from uwe_lightning.training.run import build_datamodule, train
-
-FIXTURES = Path(__file__).parent / "fixtures"
-EDGES = FIXTURES / "edges"
-MINI_DATA = FIXTURES / "uwe-data-mini"
-VAL_TASKS = "[JobNorm,SkillNorm,SkillExtr-H]"
-
-
-
-
-def base_overrides(
-    out_dir: Path | None,
-    model_dir: Path,
-    steps: int = 4,
-    every: int | None = 2,
-    test_tasks: str | None = "[JobNorm,SkillNorm]",
-) -> list[str]:
-    """Small, local settings for a run; ``None`` leaves that part of the config (or experiment) as it is."""
-    overrides = [
-        f"model.backbone='{model_dir}'",
-        "data=edges",
-        f"data.source.edge_files.J='{EDGES / 'J.csv'}'",
-        f"data.source.edge_files.V='{EDGES / 'V.jsonl'}'",
-        f"data.source.edge_files.A='{EDGES / 'A.tsv'}'",
-        f"data.source.skill_vocab='{EDGES / 'vocab.csv'}'",
-        "data.skills_per_step=6",
-        "data.num_workers=0",
-        f"paths.data_dir='{MINI_DATA}'",
-        "logger=none",
-        "trainer=cpu",
-        f"trainer.max_steps={steps}",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        "trainer.log_every_n_steps=1",
-        f"validation.tasks={VAL_TASKS}",
-        "validation.max_queries=10",
-        "test.max_queries=10",
-        "test.device=cpu",
-        "train.score_chunk_size=4",
-    ]
-    if out_dir is not None:
-        overrides.append(f"paths.output_dir='{out_dir}'")
-    if every is not None:
-        overrides.append(f"validation.every_n_steps={every}")
-    if test_tasks is not None:
-        overrides.append(f"test.tasks={test_tasks}")
-    return overrides
-
-
-def make_cfg(out_dir: Path, model_dir: Path, *extra: str, steps: int = 4, every: int = 2):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[*base_overrides(out_dir, model_dir, steps, every), *extra])
 
 
 def read_ckpt(path: Path) -> dict:

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-#: The three skill-centred bipartite graphs: job titles, vacancy sentences, skill alternatives.
-GRAPHS = ("J", "V", "A")
+from uwe_lightning.data.graphs import GRAPHS
+
 #: Appendix A grid-search optimum (the ``loss/mtm.yaml`` values).
 PAPER_TAU = {"J": 0.05, "V": 0.02, "A": 0.02}
 PAPER_ALPHA = {"J": 1.0, "V": 0.5, "A": 0.5}

@@ -21,6 +21,9 @@ import pandas as pd
 
 from uwe_lightning.io import DataError, read_table
 
+#: The three skill-centred bipartite graphs (paper section 4): job titles, vacancy sentences, skill alternatives.
+GRAPHS = ("J", "V", "A")
+
 
 def normalize_text(text: str) -> str:
     """The comparison key of a text: whitespace-stripped and case-folded (used for merging and leakage)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from uwe_lightning.data.graphs import GRAPHS
 from uwe_lightning.io import DataError
 from uwe_lightning.ranking.packed import EncodedTexts
 from uwe_lightning.ranking.ranker import Ranker
@@ -208,7 +209,7 @@ def train_step_times(ranker: Ranker, texts: dict[str, list[str]], max_length: in
     encoder = copy.deepcopy(ranker.encoder).train()
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-6)
     loss_fn, loss_label = _loss_fn(loss_name)
-    graphs = [g for g in ("J", "V", "A") if g in texts]
+    graphs = [g for g in GRAPHS if g in texts]
     n = len(texts["S"])
     all_texts = texts["S"] + [t for g in graphs for t in texts[g]]
     device = ranker.device

@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from uwe_lightning.data.graphs import BipartiteGraph, SkillVocabulary, normalize_text
+from uwe_lightning.data.graphs import GRAPHS, BipartiteGraph, SkillVocabulary, normalize_text
 from uwe_lightning.esco import load_skills
-from uwe_lightning.losses import GRAPHS
 from uwe_lightning.paths import resolve_data_dir
 from uwe_lightning.protocol.leakage import (
     CONTAMINATED,

@@ -17,9 +17,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uwe_lightning.data.graphs import normalize_text
+from uwe_lightning.data.graphs import GRAPHS, normalize_text
 from uwe_lightning.io import DataError, read_csv_checked
-from uwe_lightning.losses import GRAPHS
 from uwe_lightning.paths import data_file
 from uwe_lightning.protocol.leakage import SkillResolver, TextSkill
 from uwe_lightning.protocol.splits import is_altlabel_training_skill, is_validation_title

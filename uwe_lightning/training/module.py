@@ -25,7 +25,8 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from uwe_lightning.losses import GRAPHS, GraphLoss
+from uwe_lightning.data.graphs import GRAPHS
+from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.encoder import Encoder, TokenEmbeddings
 from uwe_lightning.model.pairwise import pairwise_scores
 from uwe_lightning.model.pretrained import UWEModel

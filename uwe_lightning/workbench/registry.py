@@ -1,8 +1,9 @@
 """Tasks by name: :class:`Task` (a named builder of ranking datasets), :func:`register_task`, :func:`get_task`.
 
-The built-in WorkBench tasks register when ``uwe_lightning.workbench.tasks`` is imported (one file per task,
-as in WorkRB); layers above WorkBench (the open protocol's task variants) register their own tasks when they
-are imported, and ``import uwe_lightning`` imports them all. The registry never imports upward.
+Tasks register themselves with :func:`register_task` when their module is imported: the built-in WorkBench
+tasks (``uwe_lightning.workbench.tasks``, one file per task as in WorkRB) on any import of
+``uwe_lightning.workbench``, the layers above (the open protocol's variants) when they are imported, and
+``import uwe_lightning`` imports them all. The registry itself imports no task module.
 """
 
 from __future__ import annotations
@@ -40,16 +41,11 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def _register_builtin_tasks() -> None:
-    import uwe_lightning.workbench.tasks  # noqa: F401  (registers the seven WorkBench tasks)
-
-
 def get_task(name: str, **options: Any) -> Task:
     """The task registered as ``name``, built with ``options`` (e.g. ``get_task("JobNorm", drop_retired_uris=True)``).
 
     An option the task does not take fails here, naming the task and the options it accepts.
     """
-    _register_builtin_tasks()
     if name not in TASKS:
         raise KeyError(f"unknown task '{name}'; known tasks: {sorted(TASKS)}")
     cls = TASKS[name]
@@ -63,11 +59,9 @@ def get_task(name: str, **options: Any) -> Task:
 
 def task_names() -> list[str]:
     """Every registered task name, in registration order."""
-    _register_builtin_tasks()
     return list(TASKS)
 
 
 def list_tasks() -> dict[str, str]:
     """Registered task name -> its one-line description."""
-    _register_builtin_tasks()
     return {name: cls.description for name, cls in TASKS.items()}

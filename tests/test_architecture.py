@@ -1,0 +1,164 @@
+"""The package's layering: no import cycle, no upward import, modules of a readable size.
+
+Layers, bottom to top (an import may only go to a strictly lower layer, or stay inside its own part):
+io -> paths -> esco -> data, model -> losses, workbench -> ranking -> protocol -> training, efficiency -> cli
+-> the ``python -m`` shims -> the package root. Every import counts, also one inside a function (a lazy import
+is still a dependency); only ``if TYPE_CHECKING:`` imports are left out.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from uwe_lightning.paths import PACKAGE_DIR
+
+ROOT = "uwe_lightning"
+LAYERS = {
+    "io": 0,
+    "paths": 1,
+    "esco": 2,
+    "data": 3,
+    "model": 3,
+    "losses": 4,
+    "workbench": 4,
+    "ranking": 5,
+    "protocol": 6,
+    "training": 7,
+    "efficiency": 7,
+    "cli": 8,
+    "train": 9,
+    "evaluate": 9,
+    "rank": 9,
+    "bench": 9,
+    "": 10,  # the package root
+}
+MAX_LINES = 400
+LONG_MODULE_MARK = "over 400 lines:"  # a longer module says why in its docstring
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE_DIR.rglob("*.py"))}
+
+
+def _type_checking_lines(tree: ast.AST) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
+    return lines
+
+
+def imports_of(name: str) -> set[str]:
+    """The package modules ``name`` imports (a ``from pkg import sub`` of a submodule counts as ``pkg.sub``)."""
+    path = MODULES[name]
+    tree = ast.parse(path.read_text())
+    skip = _type_checking_lines(tree)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", None) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t == ROOT or t.startswith(ROOT + "."))
+    found.discard(name)
+    return {t if t in MODULES else t.rpartition(".")[0] for t in found}
+
+
+GRAPH = {name: imports_of(name) for name in MODULES}
+
+
+def part(name: str) -> str:
+    """The top-level part of the package a module belongs to ('' for the root)."""
+    rest = name[len(ROOT) + 1 :] if name != ROOT else ""
+    return rest.split(".")[0]
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm: the components with more than one module (or a self-loop) are cycles."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_cycle_detector_finds_a_cycle():
+    assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert strongly_connected({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_part_has_a_layer():
+    assert {part(name) for name in MODULES} <= set(LAYERS), sorted({part(n) for n in MODULES} - set(LAYERS))
+
+
+def test_no_import_cycle():
+    assert strongly_connected(GRAPH) == []
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_upward_import(name):
+    upward = [
+        target for target in sorted(GRAPH[name])
+        if part(target) != part(name) and LAYERS[part(target)] >= LAYERS[part(name)]
+    ]
+    assert not upward, f"{name} (layer {LAYERS[part(name)]}) imports {upward} from the same or a higher layer"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_module_size(name):
+    path = MODULES[name]
+    n_lines = len(path.read_text().splitlines())
+    if n_lines > MAX_LINES:
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        assert LONG_MODULE_MARK in doc, f"{path} has {n_lines} lines and no '{LONG_MODULE_MARK} <reason>' note"
+
+
+def test_entry_point_shims_are_thin():
+    """``python -m uwe_lightning.<name>`` stays a shim over ``uwe_lightning.cli.<name>``."""
+    for shim in ("train", "evaluate", "rank", "bench"):
+        assert GRAPH[f"{ROOT}.{shim}"] == {f"{ROOT}.cli.{shim}"}
+        assert len(MODULES[f"{ROOT}.{shim}"].read_text().splitlines()) <= 8

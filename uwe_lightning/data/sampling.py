@@ -1,0 +1,108 @@
+"""Which skills and texts a training step holds: pure numpy functions of (seed, step).
+
+Each step samples distinct skills, then one neighbour text per skill in every graph
+(:func:`sample_neighbors`); V texts are augmented with a sentence of an out-of-batch skill
+(:func:`augment_texts`, paper Appendix A). See :mod:`uwe_lightning.data.datamodule` for the batch contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from uwe_lightning.data.graphs import BipartiteGraph
+
+_AUGMENT_TRIES = 20
+
+
+
+
+
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(step)])
+
+
+def sample_neighbors(graph: BipartiteGraph, skills: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One neighbour per skill, uniform among its neighbours; skills without one are skipped.
+    Returns (text indices, batch rows they were sampled for)."""
+    degree = graph.skill_degree[skills]
+    rows = np.flatnonzero(degree > 0)
+    offsets = np.floor(rng.random(rows.size) * degree[rows]).astype(np.int64)
+    text_ids = graph.skill_neighbors[graph.skill_indptr[skills[rows]] + offsets]
+    return text_ids, rows
+
+
+def sample_contexts(
+    graph: BipartiteGraph, batch_skills: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n`` text indices of sentences of out-of-batch skills with no edge to any batch skill (-1 where none
+    was found in a few tries: that text is not augmented)."""
+    candidates = np.setdiff1d(np.flatnonzero(graph.skill_degree > 0), batch_skills)
+    out = np.full(n, -1, dtype=np.int64)
+    if n == 0 or candidates.size == 0:
+        return out
+    todo = np.arange(n)
+    for _ in range(_AUGMENT_TRIES):
+        skills = candidates[rng.integers(candidates.size, size=todo.size)]
+        degree = graph.skill_degree[skills]
+        offsets = np.floor(rng.random(todo.size) * degree).astype(np.int64)
+        texts = graph.skill_neighbors[graph.skill_indptr[skills] + offsets]
+        clean = ~graph.has_edge(batch_skills[:, None], texts[None, :]).any(axis=0)
+        out[todo[clean]] = texts[clean]
+        todo = todo[~clean]
+        if todo.size == 0:
+            break
+    return out
+
+
+def _cut(context: str, offsets: Sequence[tuple[int, int]], room: int, prefix: bool) -> str:
+    """The part of ``context`` that fits in ``room`` tokens, cut at a token boundary next to the real text."""
+    if room <= 0:
+        return ""
+    if len(offsets) <= room:
+        return context
+    return context[offsets[-room][0] :].strip() if prefix else context[: offsets[room - 1][1]].strip()
+
+
+def _join(text: str, context: str | None, prefix: bool) -> str:
+    if not context:
+        return text
+    return f"{context} {text}" if prefix else f"{text} {context}"
+
+
+def augment_texts(
+    texts: list[str],
+    contexts: list[str | None],
+    prefix: np.ndarray,
+    tokenizer=None,
+    max_length: int | None = None,
+) -> list[str]:
+    """``context + " " + text`` or ``text + " " + context``; with a (fast) tokenizer, the context only gets
+    the tokens the text leaves free within ``max_length``. The joined text is re-tokenised and the context
+    shortened where the joint tokenises longer; a context that still does not fit is left out.
+
+    >>> augment_texts(["a b", "c"], ["x y", None], np.array([True, False]))
+    ['x y a b', 'c']
+    """
+    fitted: list[str | None] = list(contexts)
+    todo = [i for i, c in enumerate(contexts) if c is not None]
+    if tokenizer is not None and max_length is not None and todo:
+        text_ids = tokenizer([texts[i] for i in todo], add_special_tokens=True)["input_ids"]
+        offsets = tokenizer([contexts[i] for i in todo], add_special_tokens=False, return_offsets_mapping=True)
+        spans = dict(zip(todo, offsets["offset_mapping"], strict=True))
+        room = {i: max_length - len(ids) for i, ids in zip(todo, text_ids, strict=True)}
+        for _ in range(3):
+            for i in todo:
+                fitted[i] = _cut(contexts[i], spans[i], room[i], bool(prefix[i]))
+            check = [i for i in todo if fitted[i]]
+            joined = tokenizer([_join(texts[i], fitted[i], bool(prefix[i])) for i in check])["input_ids"] if check else []
+            over = {i: len(ids) - max_length for i, ids in zip(check, joined, strict=True) if len(ids) > max_length}
+            for i, excess in over.items():
+                room[i] -= excess
+            todo = list(over)
+            if not todo:
+                break
+        for i in todo:  # still too long after three cuts
+            fitted[i] = None
+    return [_join(text, context, bool(p)) for text, context, p in zip(texts, fitted, prefix, strict=True)]
