@@ -19,12 +19,12 @@ directory; see :func:`~uwe_lightning.efficiency.report.default_results_dir`).
 Modules: :mod:`~uwe_lightning.efficiency.measure` (timers, mean/SE, each measurement),
 :mod:`~uwe_lightning.efficiency.spaces` (target spaces encoded once and cached),
 :mod:`~uwe_lightning.efficiency.report` (markdown, JSON, plot, publish) and
-:mod:`~uwe_lightning.efficiency.protocol` (:func:`run`, the order of it all). The Hydra entry point is
+:mod:`~uwe_lightning.efficiency.benchmark` (:func:`run`, the order of it all). The Hydra entry point is
 :mod:`uwe_lightning.cli.bench`.
 """
 
+from uwe_lightning.efficiency.benchmark import load_datasets, run
 from uwe_lightning.efficiency.measure import flops_per_query, mean_se, sample_queries
-from uwe_lightning.efficiency.protocol import load_datasets, run
 from uwe_lightning.efficiency.report import fmt_count, fmt_flops, fmt_pm, markdown
 from uwe_lightning.efficiency.spaces import SpaceInfo, TextMemo, build_space, encode_task_spaces
 

@@ -1,7 +1,7 @@
 """Measurements: timers and mean/SE, then each quantity of the table measured on one ranker and space.
 
 Every function here times or counts one thing and returns plain numbers; which queries, tasks and sizes are
-measured is decided by :mod:`uwe_lightning.efficiency.protocol`.
+measured is decided by :mod:`uwe_lightning.efficiency.benchmark`.
 """
 
 from __future__ import annotations

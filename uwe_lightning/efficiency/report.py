@@ -1,7 +1,7 @@
 """Reporting: ``bench.md`` (the paper's Table 3 layout and the detail tables), ``bench.json``, the latency
 plot, and publishing them under ``experiments/results``.
 
-Pure functions of the result dict that :func:`uwe_lightning.efficiency.protocol.run` returns, so a saved
+Pure functions of the result dict that :func:`uwe_lightning.efficiency.benchmark.run` returns, so a saved
 ``bench.json`` can be re-rendered without re-measuring.
 """
 
