@@ -22,6 +22,14 @@ class DataError(RuntimeError):
     """Bad or missing input data; the message names the file, row or field."""
 
 
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key (``trainer.max_steps``) and what to do."""
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name or directory that does not resolve; the message says what would."""
+
+
 @contextmanager
 def atomic_write_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; once written it is fsynced and ``os.replace``-d onto ``path``.

@@ -6,15 +6,15 @@ import hydra
 from omegaconf import DictConfig
 
 from uwe_lightning import efficiency
+from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
 from uwe_lightning.paths import CONF_DIR
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="bench")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     """Run the benchmark into the Hydra run directory and print its report."""
-    result = efficiency.run(cfg, cfg.paths.output_dir)
+    result = run_reporting_user_errors("bench", lambda: efficiency.run(cfg, cfg.paths.output_dir))
     print(efficiency.markdown(result))
 
 
-if __name__ == "__main__":
-    main()
+main = hydra_entry_point(_main)

@@ -8,6 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
 from uwe_lightning.model.pretrained import ModelSpec, UWEModel
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.ranking.ranker import Ranker
@@ -50,5 +51,8 @@ def run(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def _main(cfg: DictConfig) -> None:
+    run_reporting_user_errors("evaluate", lambda: run(cfg))
+
+
+main = hydra_entry_point(_main)

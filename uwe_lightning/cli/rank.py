@@ -9,7 +9,6 @@ and writes ``rankings.json`` into the run directory. Which list is the target sp
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from uwe_lightning.io import DataError, atomic_write_text
+from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
+from uwe_lightning.io import ConfigError, DataError, atomic_write_text
 from uwe_lightning.paths import CONF_DIR, resolve_cache_dir
 
 TARGET_SOURCES = ("esco_skills", "esco_occupations", "file")
@@ -151,12 +151,16 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="rank")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     from uwe_lightning.ranking.cache import CacheError
 
-    try:
-        run(cfg, cfg.paths.output_dir)
-    except (ValueError, TypeError, DataError, CacheError, FileNotFoundError) as err:
-        # Bad input is the user's to fix: say what, without a traceback.
-        print(f"[rank] error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    def ranked() -> dict:
+        try:
+            return run(cfg, cfg.paths.output_dir)
+        except (ValueError, TypeError, CacheError) as err:  # bad queries, targets, k, cache file
+            raise ConfigError(str(err)) from err
+
+    run_reporting_user_errors("rank", ranked)
+
+
+main = hydra_entry_point(_main)

@@ -9,11 +9,15 @@ import hydra
 from omegaconf import DictConfig
 
 import uwe_lightning.training.config  # noqa: F401  (registers the train_schema that train.yaml extends)
+from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.training.run import objective, train
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> float | None:
     """Train; returns the sweep objective (test macro MAP, else the best validation macro MAP)."""
-    return objective(train(cfg))
+    return run_reporting_user_errors("train", lambda: objective(train(cfg)))
+
+
+main = hydra_entry_point(_main)

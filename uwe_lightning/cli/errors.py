@@ -1,0 +1,88 @@
+"""User errors on the command line: one line naming the key, file, row or field and what to do, exit status 2.
+
+Bad input is the user's to fix, so ``train``, ``evaluate``, ``rank`` and ``bench`` print ``[<tool>] error: ...``
+instead of a traceback. ``HYDRA_FULL_ERROR=1`` (Hydra's own switch), ``UWE_DEBUG=1`` or a ``--debug`` argument
+keep the full traceback. Anything else (a bug) still raises. Hydra's own composition errors (an unknown key, a
+malformed override) are one line already; their exit status becomes 2 as well.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from hydra.errors import InstantiationException
+from omegaconf.errors import OmegaConfBaseException
+
+from uwe_lightning.io import ConfigError, DataError, ModelNotFoundError
+
+T = TypeVar("T")
+USER_ERROR_EXIT = 2
+#: What counts as the user's input being wrong (files, data, config values, models, caches).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, DataError, ModelNotFoundError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+    PermissionError, OmegaConfBaseException,
+)
+_state = {"internal_error": False}
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("UWE_DEBUG") == "1"
+
+
+def take_debug_flag(argv: list[str] | None = None) -> None:
+    """Remove ``--debug`` from the command line (Hydra would reject it) and turn on full tracebacks."""
+    argv = sys.argv if argv is None else argv
+    if "--debug" in argv:
+        argv.remove("--debug")
+        os.environ["UWE_DEBUG"] = "1"
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The user error behind ``err`` (itself, or the cause of a Hydra instantiation error), else None."""
+    seen = err
+    while isinstance(seen, InstantiationException) and seen.__cause__ is not None:
+        seen = seen.__cause__
+    if isinstance(seen, USER_ERRORS):
+        return seen
+    if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return seen
+    return None
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if isinstance(err, (ConfigError, DataError)) else f"{type(err).__name__}: {text}"
+
+
+def run_reporting_user_errors(tool: str, fn: Callable[[], T]) -> T:
+    """``fn()``; a user error prints one line and exits 2 (unless debugging); other errors propagate."""
+    try:
+        return fn()
+    except Exception as err:
+        found = user_error(err)
+        if found is None or debug_enabled():
+            _state["internal_error"] = found is None
+            raise
+        print(f"[{tool}] error: {one_line(found)}", file=sys.stderr, flush=True)
+        raise SystemExit(USER_ERROR_EXIT) from None
+
+
+def hydra_entry_point(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
+    """Wrap a ``@hydra.main`` function: ``--debug`` handling, and exit 2 for Hydra's composition errors."""
+
+    def main() -> Any:
+        take_debug_flag()
+        try:
+            return hydra_main()
+        except SystemExit as exit_:
+            if exit_.code == 1 and not _state["internal_error"]:
+                raise SystemExit(USER_ERROR_EXIT) from None
+            raise
+
+    main.__doc__ = hydra_main.__doc__
+    return main
