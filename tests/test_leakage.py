@@ -14,7 +14,7 @@ from uwe_lightning.data.edges import load_edges
 from uwe_lightning.data.graphs import BipartiteGraph, load_vocabulary, normalize_text
 from uwe_lightning.protocol import build, leakage, sources, splits
 from uwe_lightning.protocol import tasks as ptasks
-from uwe_lightning.workbench.dataset import RankingDataset
+from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.registry import get_task, task_names
 
 EDGES = Path(__file__).parent / "fixtures" / "edges"
@@ -84,12 +84,17 @@ def test_filter_drops_protected_edges_but_keeps_the_contaminated_skillnorm_overl
         "SkillNorm@heldout/test": {("alt two", 1)},
         "Job2Skill/test": {("alt three", 2)},
     }
-    kept, report = build._filter_candidates("A", candidates, protected, sentences={"a sentence."})
+    kept, report = build._filter_candidates("A", candidates, protected, sentences={"a sentence."}, test_queries={})
     assert list(zip(kept.skills, kept.texts, strict=True)) == [(0, "Alt one"), (4, "clean")]
     assert report["dropped_by_split"] == {"Job2Skill/test": 1, "SkillNorm/test": 1, "SkillNorm@heldout/test": 1}
     assert report["dropped_text_equal_to_sentence_query"] == 1
-    kept_j, _ = build._filter_candidates("J", candidates, protected, sentences=set())
+    kept_j, _ = build._filter_candidates("J", candidates, protected, sentences=set(), test_queries={})
     assert list(zip(kept_j.skills, kept_j.texts, strict=True)) == [(3, "a sentence."), (4, "clean")]
+    # A text that is a query of a reported test split is dropped whatever its skill.
+    kept_q, report_q = build._filter_candidates("V", candidates, {}, sentences=set(),
+                                                test_queries={"JobNorm": {"clean"}, "Job2Skill": {"alt one"}})
+    assert [t for t in kept_q.texts] == ["alt two", "alt three", "a sentence."]
+    assert report_q["dropped_text_equal_to_test_query"] == {"Job2Skill": 1, "JobNorm": 1}
 
 
 def test_restrict_targets_remaps_labels():
@@ -238,3 +243,27 @@ def test_training_run_validates_with_the_source_fractions(tmp_path, tiny_model_d
     callback = next(cb for cb in build_callbacks(cfg, tmp_path, options) if isinstance(cb, WorkBenchValidation))
     assert callback.task_options["Job2Skill@open"] == {"val_fraction": 0.05}
     assert callback.task_options["SkillNorm@heldout"] == {"altlabel_train_fraction": 0.5}
+
+
+@pytest.mark.data
+def test_no_test_query_is_a_training_text(real_protocol, real_data_dir):
+    """Data README: no query of a reported test set is seen in training (texts compared after strip +
+    case-fold), except the skill-label queries (Skill2Job, SkillSim: the skill anchors) and the full SkillNorm
+    (contaminated by construction)."""
+    training_texts = {normalize_text(t) for graph in real_protocol.graphs.values() for t in graph.texts}
+    allowed = {"Skill2Job", "Skill2Job@open", "SkillSim", "SkillNorm"}
+    assert set(leakage.QUERY_TEXTS_ALLOWED) == {"Skill2Job", "SkillSim", "SkillNorm"}
+    seen = {}
+    for name in task_names():
+        try:
+            dataset = real_protocol.task(name).load("test", real_data_dir)
+        except TaskUnavailable:
+            continue
+        seen[name] = len({normalize_text(q) for q in dataset.queries} & training_texts)
+    print(f"\ntest queries seen as training texts: {seen}")
+    assert {name: n for name, n in seen.items() if name not in allowed} == dict.fromkeys(
+        [n for n in seen if n not in allowed], 0
+    )
+    dropped = {g: r["dropped_text_equal_to_test_query"] for g, r in real_protocol.meta["leakage"]["graphs"].items()}
+    print(f"edges dropped because their text is a test query: {dropped}")
+    assert dropped["J"]["Job2Skill"] > 0 and dropped["J"]["JobNorm"] > 0 and dropped["A"]["SkillNorm@heldout"] > 0

@@ -217,8 +217,8 @@ def test_bad_batches_and_configs_raise_clear_errors() -> None:
     scores, pos, pair = _random_batch(seed=8, diagonal=False)
     with pytest.raises(KeyError, match="known: infonce, mtm, mtm_pairwise"):
         build_loss("triplet")
-    with pytest.raises(KeyError, match="scores has no entry for graph 'A'"):
-        build_loss("mtm")({"J": scores["J"], "V": scores["V"]}, pos, pair)
+    with pytest.raises(KeyError, match="pos_masks has no entry for graph 'A'"):
+        build_loss("mtm")(scores, {"J": pos["J"], "V": pos["V"]}, pair)
     bad_pair = dict(pair)
     bad_pair["J"] = (pair["J"] + 1) % 3  # points at skills the mask may not link
     bad_pos = dict(pos)
@@ -241,3 +241,17 @@ def test_paper_defaults() -> None:
     assert config.tau == {"J": 0.05, "V": 0.02, "A": 0.02}
     assert config.alpha == {"J": 1.0, "V": 0.5, "A": 0.5}
     assert config.active_graphs == ("J", "V", "A")
+
+
+@pytest.mark.parametrize("name", ["infonce", "mtm_pairwise", "mtm"])
+def test_a_graph_without_texts_in_the_batch_is_skipped(name) -> None:
+    """A step whose sampled skills have no neighbour in A: A contributes 0 and is logged as skipped."""
+    scores, pos, pair = _random_batch(seed=3, diagonal=True)
+    alpha = {"J": 1.0, "V": 0.5, "A": 0.5}
+    tau = 0.05 if name == "infonce" else PAPER_TAU
+    total, logs = build_loss(name, tau=tau, alpha=alpha)({g: scores[g] for g in ("J", "V")}, pos, pair)
+    reference, _ = build_loss(name, tau=tau, alpha={"J": 1.0, "V": 0.5})(scores, pos, pair)
+    assert logs["A/skipped"] == 1.0 and "J/skipped" not in logs
+    assert torch.equal(total, reference)
+    with pytest.raises(ValueError, match="no active graph"):
+        build_loss(name, tau=tau, alpha=alpha)({}, pos, pair)

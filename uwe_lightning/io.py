@@ -61,6 +61,17 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def first_undecodable_line(path: Path, encoding: str = "utf-8") -> str:
+    """``"line N"`` (1-based, header included) of the first line that is not valid ``encoding``."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError:
+                return f"line {number}"
+    return "somewhere"
+
+
 def read_csv_checked(
     path: str | os.PathLike,
     required_columns: Sequence[str],
@@ -86,7 +97,10 @@ def read_csv_checked(
         frame = pd.read_csv(path, **read_csv_kwargs)
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: malformed CSV row: {err}") from err
-    except (pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: {first_undecodable_line(path)}: not UTF-8 text ({err.reason}); re-save the file "
+                        "as UTF-8") from err
+    except pd.errors.EmptyDataError as err:
         raise DataError(f"{path}: unreadable CSV: {err}") from err
     missing = [c for c in required if c not in frame.columns]
     if missing:

@@ -252,7 +252,17 @@ class GraphLoss:
     def __call__(
         self, scores: Scores, pos_masks: Mapping[str, Tensor], pair_index: Mapping[str, Tensor]
     ) -> tuple[Tensor, dict[str, float]]:
-        return self._fn(scores, pos_masks, pair_index, config=self.settings)
+        """The loss over the active graphs present in ``scores``; a graph without texts in this batch (a step
+        whose sampled skills have no neighbour in it) contributes 0 and is logged as ``<G>/skipped = 1``."""
+        present = tuple(g for g in self.active_graphs if g in scores)
+        skipped = {f"{g}/skipped": 1.0 for g in self.active_graphs if g not in scores}
+        if not present:
+            raise ValueError(f"no active graph {list(self.active_graphs)} has a text in this batch")
+        settings = self.settings if not skipped else LossConfig(
+            tau={g: self.settings.tau[g] for g in present}, alpha={g: self.settings.alpha[g] for g in present}
+        )
+        total, logs = self._fn(scores, pos_masks, pair_index, config=settings)
+        return total, {**logs, **skipped}
 
     def __repr__(self) -> str:
         return f"GraphLoss({self.config()})"

@@ -129,10 +129,9 @@ class UWETrainDataset(IterableDataset):
         self.start_step = start_step
         self.tokenizer = tokenizer
 
-    def __len__(self) -> int:
-        if self.num_steps is None:
-            raise TypeError("unbounded step stream (num_steps=None) has no length")
-        return max(self.num_steps - self.start_step, 0)
+    # No ``__len__`` on purpose: Lightning would treat ``num_steps - start_step`` as the epoch length and, on a
+    # resume (which restores its own batch counter), end the "epoch" early and restart the stream. Training
+    # length is the trainer's ``max_steps``; the stream itself stops at ``num_steps``.
 
     def sample(self, step: int) -> StepSample:
         """The skills and texts of ``step`` (deterministic in (seed, step)), before tokenisation."""
@@ -336,6 +335,14 @@ class UWEDataModule(pl.LightningDataModule):
         if not self.graphs:
             self.setup("fit")
         return math.ceil(max(g.n_edges for g in self.graphs.values()) / self.skills_per_step)
+
+    def graph_report(self) -> dict[str, dict[str, Any]]:
+        """Per graph: texts, edges, skills covered, and what loading dropped or merged (for logs and run_info)."""
+        if not self.graphs:
+            self.setup("fit")
+        keys = ("rows", "dropped_unknown_skill", "merged_duplicate_edges")
+        return {name: {**graph.summary(), **{k: graph.meta[k] for k in keys if k in graph.meta}}
+                for name, graph in self.graphs.items()}
 
     def graph_summary(self) -> dict[str, dict[str, int]]:
         if not self.graphs:

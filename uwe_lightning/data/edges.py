@@ -79,7 +79,7 @@ def load_edges(
             if on_unknown == "error":
                 raise DataError(
                     f"{path}: row {row}: field 'skill' = {skill!r} is neither a URI nor a preferredLabel of "
-                    f"{vocab!r} (pass on_unknown='drop' to skip such rows)"
+                    f"{vocab!r} (add data.source.on_unknown=drop to skip such rows)"
                 )
             unknown.append(skill)
             continue
@@ -91,7 +91,11 @@ def load_edges(
         "dropped_unknown_skill": len(unknown),
         "unknown_skill_examples": list(dict.fromkeys(unknown))[:10],
     }
-    return BipartiteGraph.from_pairs(name or path.stem, skill_ids, texts, len(vocab), meta)
+    name = name or path.stem
+    if not skill_ids:
+        why = f" ({len(unknown)} rows with unknown skills dropped)" if unknown else ""
+        raise DataError(f"graph {name}: 0 edges in {path}{why}; an edge file needs rows of (skill, text)")
+    return BipartiteGraph.from_pairs(name, skill_ids, texts, len(vocab), meta)
 
 
 def save_edges(graph: BipartiteGraph, vocab: SkillVocabulary, path: str | os.PathLike) -> Path:

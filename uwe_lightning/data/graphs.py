@@ -155,6 +155,7 @@ class BipartiteGraph:
         if texts.size and (texts.min() < 0 or texts.max() >= n_texts):
             raise ValueError(f"graph {self.name}: text index outside [0, {n_texts})")
         keys = np.unique(skills * max(n_texts, 1) + texts)  # sorted by (skill, text), duplicates merged
+        self.meta.setdefault("merged_duplicate_edges", int(skills.size - keys.size))
         self._edge_keys = keys
         self.skill_index, self.text_index = np.divmod(keys, max(n_texts, 1))
         self.skill_indptr = _indptr(self.skill_index, self.n_skills)

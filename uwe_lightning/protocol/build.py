@@ -22,6 +22,7 @@ from uwe_lightning.esco import load_skills
 from uwe_lightning.paths import resolve_data_dir
 from uwe_lightning.protocol.leakage import (
     CONTAMINATED,
+    QUERY_TEXTS_ALLOWED,
     REPLACED_FOR_VALIDATION,
     SkillResolver,
     TextSkill,
@@ -90,17 +91,28 @@ def _is_allowed(graph: str, sources: set[str]) -> bool:
 
 
 def _filter_candidates(
-    name: str, candidates: _Candidates, protected: dict[str, set[TextSkill]], sentences: set[str]
+    name: str,
+    candidates: _Candidates,
+    protected: dict[str, set[TextSkill]],
+    sentences: set[str],
+    test_queries: dict[str, set[str]],
 ) -> tuple[_Candidates, dict]:
-    """Drop the candidate edges that would form an evaluation pair (or equal a sentence query)."""
+    """Drop the candidate edges that would form an evaluation pair, whose text equals a sentence query, or
+    whose text is a query of a reported test split (``test_queries``: the splits not in QUERY_TEXTS_ALLOWED)."""
     any_protected = set().union(*protected.values())
+    any_test_query = set().union(*test_queries.values()) if test_queries else set()
     kept = _Candidates()
     dropped_by_source: dict[str, int] = defaultdict(int)
+    dropped_test_query: dict[str, int] = defaultdict(int)
     n_sentence = 0
     for skill, text in zip(candidates.skills, candidates.texts, strict=True):
         key = normalize_text(text)
         if key in sentences:
             n_sentence += 1
+            continue
+        if key in any_test_query:
+            for task, queries in test_queries.items():
+                dropped_test_query[task] += key in queries
             continue
         if (key, skill) in any_protected:
             sources = {source for source, keys in protected.items() if (key, skill) in keys}
@@ -114,6 +126,7 @@ def _filter_candidates(
         "dropped_edges": len(candidates.skills) - len(kept.skills),
         "dropped_by_split": dict(sorted(dropped_by_source.items())),
         "dropped_text_equal_to_sentence_query": n_sentence,
+        "dropped_text_equal_to_test_query": {t: n for t, n in sorted(dropped_test_query.items()) if n},
     }
     return kept, report
 
@@ -144,8 +157,9 @@ def _build_open_protocol(data_dir: str, val_fraction: float, alt_fraction: float
 
     graphs: dict[str, BipartiteGraph] = {}
     leakage: dict = {**availability, "graphs": {}}
+    unseen = {task: queries for task, queries in test_queries.items() if task not in QUERY_TEXTS_ALLOWED}
     for name in GRAPHS:
-        kept, report = _filter_candidates(name, candidates[name], protected, sentences)
+        kept, report = _filter_candidates(name, candidates[name], protected, sentences, unseen)
         graphs[name] = BipartiteGraph.from_pairs(name, kept.skills, kept.texts, len(vocab), sources_meta[name])
         leakage["graphs"][name] = report
     all_texts = {normalize_text(t) for graph in graphs.values() for t in graph.texts}
@@ -161,6 +175,7 @@ def _build_open_protocol(data_dir: str, val_fraction: float, alt_fraction: float
         f"A key = skill URI, salt {ALTLABEL_SALT!r}",
         "validation_tasks": _validation_task_names(),
         "contaminated": dict(CONTAMINATED),
+        "query_texts_allowed": dict(QUERY_TEXTS_ALLOWED),
         "leakage": leakage,
         "counts": {name: graph.summary() for name, graph in graphs.items()},
         "build_seconds": round(time.perf_counter() - start, 2),

@@ -20,6 +20,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from uwe_lightning.io import atomic_write_text
 from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.workbench.runner import evaluate_ranker
 
@@ -99,6 +100,11 @@ class WorkBenchValidation(Callback):
         return step % self.every_n_steps == 0 or (max_steps > 0 and step == max_steps)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The file holds exactly the restored history: validations after the resumed checkpoint (done by a run
+        # that was killed later) are dropped, and are done again by this run.
+        self.history = [h for h in self.history if h["step"] <= trainer.global_step]
+        if self.history_file is not None and trainer.is_global_zero:
+            atomic_write_text(self.history_file, "".join(json.dumps(h) + "\n" for h in self.history))
         if self.at_start and trainer.global_step == 0 and not any(h["step"] == 0 for h in self.history):
             self.validate(trainer, pl_module)
 

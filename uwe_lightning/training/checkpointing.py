@@ -13,14 +13,18 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -41,9 +45,20 @@ def nonfinite_tensors(state_dict: dict[str, Any]) -> list[str]:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file next to ``path``, fsync, then ``os.replace`` onto ``path``."""
-    with atomic_write_path(path, suffix=".partial") as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` to a temporary file next to ``path``, fsync, then ``os.replace`` onto ``path``.
+
+    A failed write (torch reports a full disk as ``enforce fail at inline_container.cc ... unexpected pos``)
+    becomes an ``OSError`` naming the file and the free space left; the previous file stays in place.
+    """
+    try:
+        with atomic_write_path(path, suffix=".partial") as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as err:
+        free = shutil.disk_usage(Path(path).parent).free if Path(path).parent.is_dir() else 0
+        code = getattr(err, "errno", None) or errno.ENOSPC
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OSError(code, f"cannot write checkpoint {path} ({free / 2**20:.0f} MiB free on its disk): {first}") \
+            from err
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -81,8 +96,9 @@ class UWECheckpoint(ModelCheckpoint):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        """On SIGTERM (preemption) save ``last.ckpt``: Lightning stops only between steps, so the state is a
-        consistent, finished step and ``resume=true`` continues exactly there. Other exceptions save nothing."""
+        """On SIGTERM (preemption) or Ctrl-C (:class:`StopOnInterrupt`) save ``last.ckpt``: Lightning stops only
+        between steps, so the state is a consistent, finished step and ``resume=true`` continues exactly there.
+        Other exceptions save nothing (the last periodic checkpoint stays the one to resume from)."""
         super().on_exception(trainer, pl_module, exception)
         unsaved = self._last_global_step_saved != trainer.global_step
         if (
@@ -92,13 +108,64 @@ class UWECheckpoint(ModelCheckpoint):
             and not trainer.fast_dev_run
         ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            log.warning("SIGTERM: saved %s at step %d", self.last_model_path, trainer.global_step)
+            log.warning("stopped by signal: saved %s at step %d", self.last_model_path, trainer.global_step)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         unsaved = self._last_global_step_saved != trainer.global_step
         if self.save_last and unsaved and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         super().on_train_end(trainer, pl_module)
+
+
+class StopOnInterrupt(Callback):
+    """Ctrl-C (SIGINT) stops a run the way SIGTERM does: at the end of the current step, after ``last.ckpt``
+    is saved, so ``resume=true`` continues exactly there. A second Ctrl-C interrupts at once.
+
+    Lightning's own Ctrl-C handling stops wherever the ``KeyboardInterrupt`` lands (possibly inside an
+    optimiser step) and saves nothing; this routes SIGINT through Lightning's SIGTERM flag instead.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None  # "SIGINT" once Ctrl-C was pressed
+        self._previous: Any = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.received:
+                self._restore()
+                raise KeyboardInterrupt
+            self.received = "SIGINT"
+            trainer._signal_connector.received_sigterm = True  # Lightning's flag: stop after this step
+            log.warning("Ctrl-C: stopping after this step and saving last.ckpt (Ctrl-C again stops at once)")
+
+        self._previous = signal.signal(signal.SIGINT, handler)
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+
+def remove_partial_files(directory: Path) -> list[Path]:
+    """Delete temporary files left by a write that was killed midway (``.<name>.*.partial``, staging dirs)."""
+    removed = []
+    if directory.is_dir():
+        for path in directory.glob(".*.partial"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def find_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:

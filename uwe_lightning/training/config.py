@@ -15,6 +15,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from uwe_lightning.io import ConfigError
+
 
 @dataclass
 class OptimConfig:
@@ -87,6 +89,7 @@ class TrainAppConfig:
     task_name: str = "train"
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainSection = field(default_factory=TrainSection)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
@@ -113,6 +116,26 @@ def check_sections(cfg: DictConfig) -> None:
         if unknown:
             raise KeyError(f"unknown key(s) {unknown} in config section {name!r}; known: {sorted(base.keys())}")
         OmegaConf.merge(base, cfg[name])  # type errors name the key
+
+
+def _whole(cfg: DictConfig, key: str, allow_none: bool = False, minimum: int = 1) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = f"an integer >= {minimum}" + (" or null" if allow_none else "")
+        raise ConfigError(f"{key}={value!r}: must be {what}")
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Values the schema cannot type (the ``trainer`` / ``data`` groups) or bound: one line naming the key."""
+    _whole(cfg, "trainer.max_steps")
+    _whole(cfg, "data.skills_per_step")
+    _whole(cfg, "validation.every_n_steps", allow_none=True)
+    _whole(cfg, "validation.max_queries", allow_none=True)
+    _whole(cfg, "test.max_queries", allow_none=True)
+    if cfg.export.select not in ("best", "last"):
+        raise ConfigError(f"export.select={cfg.export.select!r}: must be 'best' or 'last'")
 
 
 def register_schemas() -> None:

@@ -17,11 +17,13 @@ to write a checkpoint whose weights are not finite.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,6 +51,19 @@ def first_nonfinite_grad(named_params: Mapping[str, torch.nn.Parameter]) -> str 
     return next(n for (n, _), v in zip(grads, norms, strict=True) if not bool(torch.isfinite(v)))
 
 
+def seed_step(seed: int, step: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and ``random`` from (seed, step): each step's dropout is fixed by them.
+
+    >>> seed_step(0, 5); a = torch.rand(2); seed_step(0, 5); bool(torch.equal(a, torch.rand(2)))
+    True
+    """
+    state = np.random.SeedSequence([seed, step]).generate_state(2, np.uint32)
+    value = int(state[0]) << 32 | int(state[1])
+    torch.manual_seed(value)
+    np.random.seed(int(state[0]))
+    random.seed(value)
+
+
 class UWEModule(pl.LightningModule):
     """Trains a :class:`UWEModel` (shared encoder + scorer) with a graph-wise contrastive loss.
 
@@ -64,6 +79,9 @@ class UWEModule(pl.LightningModule):
         train_max_length: token cap for every training text (paper: 64; inference is unconstrained).
         score_chunk_size / score_checkpoint: memory controls of :func:`pairwise_scores`.
         model_dir: where named backbones are assembled (``None``: the default model cache).
+        seed: with the batch's step, seeds dropout (and every other RNG) at the start of each step, so the
+            randomness of step ``k`` does not depend on what ran before it: a run resumed from any checkpoint
+            is the uninterrupted run (bit-identical weights on CPU).
     """
 
     def __init__(
@@ -83,6 +101,7 @@ class UWEModule(pl.LightningModule):
         score_chunk_size: int | None = 64,
         score_checkpoint: bool = True,
         model_dir: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if max_steps < 1:
@@ -106,6 +125,7 @@ class UWEModule(pl.LightningModule):
                 "train_max_length": train_max_length,
                 "score_chunk_size": score_chunk_size,
                 "score_checkpoint": score_checkpoint,
+                "seed": seed,
             }
         )
         self.loss_fn = loss
@@ -139,10 +159,8 @@ class UWEModule(pl.LightningModule):
         skills = self.encode_inputs(batch.skill_inputs)
         scores, pos_masks, pair_index = {}, {}, {}
         for graph in self.graphs:
-            if graph not in batch.graphs:
-                raise KeyError(
-                    f"batch at step {batch.step} has no graph {graph!r} (has {sorted(batch.graphs)})"
-                )
+            if graph not in batch.graphs:  # no sampled skill has a neighbour in it: the loss skips it
+                continue
             part = batch.graphs[graph]
             texts = self.encode_inputs(part.text_inputs)
             fwd, rev = pairwise_scores(
@@ -158,9 +176,16 @@ class UWEModule(pl.LightningModule):
             pair_index[graph] = part.pair_index
         return scores, pos_masks, pair_index
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        seed_step(int(self.hparams.get("seed", 0)), int(batch.step))
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         scores, pos_masks, pair_index = self.graph_scores(batch)
         step = self.global_step
+        if not scores:  # not one text in any trained graph: nothing to learn from (logged, not an error)
+            n_skills = int(batch.skill_inputs["input_ids"].shape[0])
+            self.log_dict({f"train/{g}/skipped": 1.0 for g in self.graphs}, batch_size=n_skills)
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         try:
             loss, logs = self.loss_fn(scores, pos_masks, pair_index)
         except FloatingPointError as err:

@@ -74,7 +74,7 @@ def add_summary(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def record_start(
-    run_dir: Path, cfg: DictConfig, resumed_from: Path | None, start_step: int
+    run_dir: Path, cfg: DictConfig, resumed_from: Path | None, start_step: int, data: dict | None = None
 ) -> dict[str, Any]:
     """Write ``run_info.json`` for this (re)start, keeping the earlier starts of the same run dir."""
     path = run_dir / RUN_INFO_FILE
@@ -87,6 +87,7 @@ def record_start(
         if torch.cuda.is_available()
         else platform.processor() or "cpu",
         "command": sys.argv,
+        "data": data,
         "starts": [
             *previous,
             {

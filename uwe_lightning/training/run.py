@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,27 +36,95 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from uwe_lightning.data.datamodule import UWEDataModule
+from uwe_lightning.io import ConfigError
 from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.pretrained import ModelSpec
 from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.training.callbacks import VAL_MONITOR, TrainThroughput, WorkBenchValidation
 from uwe_lightning.training.checkpointing import (
+    LAST_CHECKPOINT,
     AtomicCheckpointIO,
+    StopOnInterrupt,
     checkpoint_step,
     find_checkpoint_callback,
     last_checkpoint_note,
     load_module_weights,
-    resume_checkpoint,
+    remove_partial_files,
 )
-from uwe_lightning.training.config import check_sections
+from uwe_lightning.training.config import check_sections, check_values
 from uwe_lightning.training.module import NonFiniteError, UWEModule
-from uwe_lightning.training.provenance import add_summary, record_start
+from uwe_lightning.training.provenance import RUN_INFO_FILE, add_summary, record_start
 from uwe_lightning.workbench.report import knowledge_gain, knowledge_gain_markdown, write_results
 from uwe_lightning.workbench.runner import evaluate_ranker
 
 log = logging.getLogger("uwe_lightning.train")
 
-SIGTERM_EXIT_STATUS = 128 + 15  # the shell convention for "terminated by SIGTERM"
+EXIT_STATUS = {"SIGTERM": 128 + 15, "SIGINT": 128 + 2}  # the shell convention for "terminated by <signal>"
+#: What a run writes into its directory (``overwrite=true`` removes exactly these).
+RUN_OUTPUTS = ("checkpoints", "best_model", "val_history.jsonl", "results.json", "results.md", "knowledge_gain.md",
+               "csv", "wandb", RUN_INFO_FILE)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run directory: one run per directory, resumable, never silently overwritten
+# ----------------------------------------------------------------------------------------------------------
+
+
+def existing_outputs(run_dir: Path) -> list[str]:
+    return [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+
+
+def clear_outputs(run_dir: Path) -> None:
+    for name in existing_outputs(run_dir):
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from, after deciding what may happen to what the directory already holds.
+
+    - ``resume=true``: continue from ``checkpoints/last.ckpt``; a run killed before its first checkpoint starts
+      again from step 0 (its partial outputs removed); a directory without a run is an error.
+    - otherwise a directory holding a run is refused, unless ``overwrite=true`` (then its outputs are removed).
+
+    Leftover temporary files of a write that was killed midway are removed first.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    removed = remove_partial_files(run_dir / "checkpoints") + remove_partial_files(run_dir)
+    if removed:
+        log.warning("removed %d unfinished file(s) of a killed write: %s", len(removed), [p.name for p in removed])
+    found = existing_outputs(run_dir)
+    last = run_dir / LAST_CHECKPOINT
+    if resume:
+        if last.is_file():
+            return last
+        if not found:
+            raise ConfigError(
+                f"resume=true but {run_dir} holds no run to resume; point hydra.run.dir at the earlier run's directory"
+            )
+        log.warning("resume=true: %s has no checkpoint yet (stopped before the first one); starting again", run_dir)
+        clear_outputs(run_dir)
+        return None
+    if found and not overwrite:
+        raise ConfigError(
+            f"{run_dir} already holds a run ({', '.join(found)}): continue it with resume=true, start a new one "
+            "with another hydra.run.dir=<dir>, or replace it with overwrite=true"
+        )
+    if found:
+        log.warning("overwrite=true: removing the earlier run's %s from %s", found, run_dir)
+        clear_outputs(run_dir)
+    return None
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues this run (the original overrides when Hydra knows them)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
+    except ValueError:  # not inside a Hydra app
+        overrides = ["<the same overrides>"]
+    return " ".join(["python -m uwe_lightning.train", *overrides, f"hydra.run.dir={run_dir}", "resume=true"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -87,6 +157,7 @@ def build_module(cfg: DictConfig, loss: GraphLoss | None = None) -> UWEModule:
         score_chunk_size=t.score_chunk_size,
         score_checkpoint=t.score_checkpoint,
         model_dir=cfg.paths.model_dir,
+        seed=cfg.seed,
     )
 
 
@@ -213,8 +284,9 @@ def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, export and test as configured; returns a summary (also merged into ``run_info.json``)."""
     check_sections(cfg)
+    check_values(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = prepare_run_dir(run_dir, bool(cfg.resume), bool(cfg.overwrite))
     pl.seed_everything(cfg.seed, workers=True)
 
     skip = skip_reason(cfg)
@@ -225,18 +297,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
     datamodule = build_datamodule(cfg)
     datamodule.set_tokenizer(module.encoder.tokenizer)
+    datamodule.setup("fit")  # graphs load here, so bad data fails before anything is written
+    for name, counts in datamodule.graph_report().items():
+        log.info("graph %s: %s", name, counts)
     task_options = datamodule.source.task_options()
-    ckpt_path = resume_checkpoint(cfg.resume, run_dir)
     start_step = checkpoint_step(ckpt_path) if ckpt_path else 0
     if ckpt_path is not None:
         datamodule.set_start_step(start_step)
         log.info("resuming from %s at step %d", ckpt_path, start_step)
-    record_start(run_dir, cfg, ckpt_path, start_step)
+    record_start(run_dir, cfg, ckpt_path, start_step, data={**datamodule.source.describe(),
+                                                           "graphs": datamodule.graph_report()})
 
     loggers = build_loggers(cfg)
+    stop = StopOnInterrupt()
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
-        callbacks=build_callbacks(cfg, run_dir, task_options),
+        callbacks=[*build_callbacks(cfg, run_dir, task_options), stop],
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
     )
@@ -245,8 +321,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except NonFiniteError as err:
         raise NonFiniteError(f"{err}. Training stopped; {last_checkpoint_note(run_dir)}") from err
     except SIGTERMException as err:  # Lightning exits with status 0 here; a stopped run is not a success
-        log.error("stopped by SIGTERM at step %d; continue with resume=true", trainer.global_step)
-        raise SystemExit(SIGTERM_EXIT_STATUS) from err
+        signal_name = stop.received or "SIGTERM"
+        log.error("stopped by %s at step %d (last.ckpt saved); continue with:\n  %s", signal_name,
+                  trainer.global_step, resume_command(run_dir))
+        print(f"[train] stopped by {signal_name} at step {trainer.global_step}; continue with:\n  "
+              f"{resume_command(run_dir)}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_STATUS[signal_name]) from err
     finally:
         finish_wandb(loggers)
 
@@ -259,6 +339,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         summary["best_val"] = validation.best()
         summary["val_step0"] = next((h for h in validation.history if h["step"] == 0), None)
     summary["export"] = select_and_export(cfg, trainer, module, run_dir)
+    if validation is not None:
+        summary["selection"] = selection_summary(validation.history, summary["export"]["provenance"]["step"])
     del trainer, module, datamodule
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -268,6 +350,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if "knowledge_gain" in results:
             summary["knowledge_gain"] = results["knowledge_gain"]["macro"]
     return add_summary(run_dir, summary)
+
+
+def selection_summary(history: list[dict[str, Any]], exported_step: int) -> dict[str, Any]:
+    """How the exported model compares with the zero-shot step-0 model on validation.
+
+    Step 0 is never a checkpoint (its weights are the backbone's), so the best *trained* checkpoint is
+    exported even when it validates below step 0; the summary says so, and the run logs a warning.
+
+    >>> selection_summary([{"step": 0, "val/macro_map": 0.4}, {"step": 2, "val/macro_map": 0.3}], 2)
+    {'exported_step': 2, 'exported_val': 0.3, 'step0_val': 0.4, 'exported_beats_step0': False}
+    """
+    by_step = {h["step"]: h.get(VAL_MONITOR) for h in history}
+    exported, step0 = by_step.get(exported_step), by_step.get(0)
+    beats = None if exported is None or step0 is None else bool(exported >= step0)
+    if beats is False:
+        log.warning("the exported model (step %d, %s %.4f) validates below the zero-shot step-0 model (%.4f)",
+                    exported_step, VAL_MONITOR, exported, step0)
+    return {"exported_step": int(exported_step), "exported_val": exported, "step0_val": step0,
+            "exported_beats_step0": beats}
 
 
 def finish_wandb(loggers: list) -> None:
