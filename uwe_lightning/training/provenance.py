@@ -73,13 +73,21 @@ def add_summary(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def add_info(run_dir: Path, **fields: Any) -> None:
+    """Merge top-level ``fields`` into ``run_info.json`` (e.g. the W&B run id, so a resume reuses it)."""
+    path = run_dir / RUN_INFO_FILE
+    atomic_write_json(path, {**json.loads(path.read_text()), **fields})
+
+
 def record_start(
     run_dir: Path, cfg: DictConfig, resumed_from: Path | None, start_step: int, data: dict | None = None
 ) -> dict[str, Any]:
     """Write ``run_info.json`` for this (re)start, keeping the earlier starts of the same run dir."""
     path = run_dir / RUN_INFO_FILE
-    previous = json.loads(path.read_text()).get("starts", []) if path.is_file() else []
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    previous = earlier.get("starts", [])
     info = {
+        **({"wandb": earlier["wandb"]} if "wandb" in earlier else {}),
         "config": plain_config(cfg),
         "git": git_commit(),
         "versions": package_versions(),

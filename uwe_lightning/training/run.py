@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,96 +35,27 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from uwe_lightning.data.datamodule import UWEDataModule
-from uwe_lightning.io import ConfigError
 from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.pretrained import ModelSpec
 from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.training.callbacks import VAL_MONITOR, TrainThroughput, WorkBenchValidation
 from uwe_lightning.training.checkpointing import (
-    LAST_CHECKPOINT,
     AtomicCheckpointIO,
     StopOnInterrupt,
     checkpoint_step,
     find_checkpoint_callback,
     last_checkpoint_note,
     load_module_weights,
-    remove_partial_files,
 )
 from uwe_lightning.training.config import check_sections, check_values
 from uwe_lightning.training.module import NonFiniteError, UWEModule
-from uwe_lightning.training.provenance import RUN_INFO_FILE, add_summary, record_start
+from uwe_lightning.training.provenance import add_info, add_summary, plain_config, record_start
+from uwe_lightning.training.rundir import EXIT_STATUS, prepare_run_dir, resume_command
+from uwe_lightning.training.tracking import log_test_table, wandb_identity
 from uwe_lightning.workbench.report import knowledge_gain, knowledge_gain_markdown, write_results
 from uwe_lightning.workbench.runner import evaluate_ranker
 
 log = logging.getLogger("uwe_lightning.train")
-
-EXIT_STATUS = {"SIGTERM": 128 + 15, "SIGINT": 128 + 2}  # the shell convention for "terminated by <signal>"
-#: What a run writes into its directory (``overwrite=true`` removes exactly these).
-RUN_OUTPUTS = ("checkpoints", "best_model", "val_history.jsonl", "results.json", "results.md", "knowledge_gain.md",
-               "csv", "wandb", RUN_INFO_FILE)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The run directory: one run per directory, resumable, never silently overwritten
-# ----------------------------------------------------------------------------------------------------------
-
-
-def existing_outputs(run_dir: Path) -> list[str]:
-    return [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
-
-
-def clear_outputs(run_dir: Path) -> None:
-    for name in existing_outputs(run_dir):
-        path = run_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from, after deciding what may happen to what the directory already holds.
-
-    - ``resume=true``: continue from ``checkpoints/last.ckpt``; a run killed before its first checkpoint starts
-      again from step 0 (its partial outputs removed); a directory without a run is an error.
-    - otherwise a directory holding a run is refused, unless ``overwrite=true`` (then its outputs are removed).
-
-    Leftover temporary files of a write that was killed midway are removed first.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    removed = remove_partial_files(run_dir / "checkpoints") + remove_partial_files(run_dir)
-    if removed:
-        log.warning("removed %d unfinished file(s) of a killed write: %s", len(removed), [p.name for p in removed])
-    found = existing_outputs(run_dir)
-    last = run_dir / LAST_CHECKPOINT
-    if resume:
-        if last.is_file():
-            return last
-        if not found:
-            raise ConfigError(
-                f"resume=true but {run_dir} holds no run to resume; point hydra.run.dir at the earlier run's directory"
-            )
-        log.warning("resume=true: %s has no checkpoint yet (stopped before the first one); starting again", run_dir)
-        clear_outputs(run_dir)
-        return None
-    if found and not overwrite:
-        raise ConfigError(
-            f"{run_dir} already holds a run ({', '.join(found)}): continue it with resume=true, start a new one "
-            "with another hydra.run.dir=<dir>, or replace it with overwrite=true"
-        )
-    if found:
-        log.warning("overwrite=true: removing the earlier run's %s from %s", found, run_dir)
-        clear_outputs(run_dir)
-    return None
-
-
-def resume_command(run_dir: Path) -> str:
-    """The command that continues this run (the original overrides when Hydra knows them)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
-    except ValueError:  # not inside a Hydra app
-        overrides = ["<the same overrides>"]
-    return " ".join(["python -m uwe_lightning.train", *overrides, f"hydra.run.dir={run_dir}", "resume=true"])
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Building blocks (everything comes from the config groups' _target_)
@@ -214,12 +144,24 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, task_options: dict) -> list[
     return callbacks
 
 
-def build_loggers(cfg: DictConfig) -> list[pl.loggers.Logger]:
-    loggers = []
+def build_loggers(cfg: DictConfig, run_dir: Path) -> tuple[list[pl.loggers.Logger], dict[str, Any] | None]:
+    """The ``logger`` group's loggers; W&B gets this run's name, group, tags and id (:mod:`.tracking`)."""
+    loggers, identity = [], None
     for node in (cfg.get("logger") or {}).values():
-        if node is not None and "_target_" in node:
+        if node is None or "_target_" not in node:
+            continue
+        if node["_target_"].endswith("WandbLogger"):
+            identity = wandb_identity(cfg, _hydra_config(), run_dir)
+            loggers.append(hydra.utils.instantiate(node, **identity))
+        else:
             loggers.append(hydra.utils.instantiate(node))
-    return loggers
+    return loggers, identity
+
+
+def _hydra_config() -> Any | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -308,7 +250,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     record_start(run_dir, cfg, ckpt_path, start_step, data={**datamodule.source.describe(),
                                                            "graphs": datamodule.graph_report()})
 
-    loggers = build_loggers(cfg)
+    loggers, wandb_run = build_loggers(cfg, run_dir)
+    if wandb_run is not None:
+        add_info(run_dir, wandb={"id": wandb_run["id"], "name": wandb_run["name"], "group": wandb_run["group"]})
+        for lg in loggers:
+            lg.log_hyperparams(plain_config(cfg))
     stop = StopOnInterrupt()
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -316,6 +262,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
     )
+    try:  # W&B stays open until the test table is logged; closed whatever happens
+        summary = _fit_export_test(cfg, trainer, module, datamodule, run_dir, ckpt_path, task_options, stop, loggers)
+    finally:
+        finish_wandb(loggers)
+    return add_summary(run_dir, summary)
+
+
+def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, datamodule: UWEDataModule,
+                     run_dir: Path, ckpt_path: Path | None, task_options: dict, stop: StopOnInterrupt,
+                     loggers: list) -> dict[str, Any]:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except NonFiniteError as err:
@@ -327,8 +283,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print(f"[train] stopped by {signal_name} at step {trainer.global_step}; continue with:\n  "
               f"{resume_command(run_dir)}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_STATUS[signal_name]) from err
-    finally:
-        finish_wandb(loggers)
 
     summary: dict[str, Any] = {"final_step": trainer.global_step, "data": datamodule.source.describe()}
     throughput = next((cb for cb in trainer.callbacks if isinstance(cb, TrainThroughput)), None)
@@ -341,7 +295,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary["export"] = select_and_export(cfg, trainer, module, run_dir)
     if validation is not None:
         summary["selection"] = selection_summary(validation.history, summary["export"]["provenance"]["step"])
-    del trainer, module, datamodule
+    module.cpu()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     results = run_test(cfg, Path(summary["export"]["dir"]), run_dir, task_options)
@@ -349,7 +303,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         summary["test_macro"] = results["macro"]
         if "knowledge_gain" in results:
             summary["knowledge_gain"] = results["knowledge_gain"]["macro"]
-    return add_summary(run_dir, summary)
+        log_test_table(loggers, results)
+    return summary
 
 
 def selection_summary(history: list[dict[str, Any]], exported_step: int) -> dict[str, Any]:

@@ -1,0 +1,50 @@
+"""W&B a team can read: a run named by its overrides, one group per multirun, tags, an id kept for resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from tests.helpers.configs import make_cfg
+from uwe_lightning.paths import CONF_DIR
+from uwe_lightning.training.run import train
+from uwe_lightning.training.tracking import run_name, wandb_identity
+
+
+def compose_with_hydra(*overrides: str):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_multirun_jobs_share_a_group_and_are_named_by_their_overrides(tmp_path):
+    one = compose_with_hydra("+experiment=ablation_loss", "loss=mtm", "seed=1")
+    two = compose_with_hydra("+experiment=ablation_loss", "loss=infonce", "seed=0")
+    ids = [wandb_identity(cfg, cfg.hydra, tmp_path) for cfg in (one, two)]
+    assert [i["name"] for i in ids] == ["loss=mtm,seed=1", "loss=infonce,seed=0"]
+    assert ids[0]["group"] == ids[1]["group"] and ids[0]["group"].startswith("ablation_loss/")
+    assert ids[0]["tags"][:2] == ["ablation_loss", "multirun"] and ids[0]["job_type"] == "train"
+    single = compose_with_hydra("seed=3")
+    identity = wandb_identity(single, single.hydra, tmp_path)
+    assert (identity["name"], identity["group"], identity["tags"][1]) == ("seed=3", "train", "run")
+
+
+def test_run_name_leaves_out_where_a_run_writes():
+    assert run_name(["hydra.run.dir=x", "paths.output_dir=y", "resume=true", "logger=wandb"], "t") == "t"
+    assert run_name(["scorer=softmax", "+experiment=uwe", "scorer.tau=0.5"], "uwe") == "scorer.tau=0.5,scorer=softmax"
+
+
+def test_offline_run_holds_the_metrics_and_a_resume_reuses_its_id(tmp_path, tiny_model_dir):
+    train(make_cfg(tmp_path, tiny_model_dir, "logger=wandb", steps=2, every=1))
+    wandb_id = json.loads((tmp_path / "run_info.json").read_text())["wandb"]["id"]
+    (run,) = (tmp_path / "wandb").glob(f"offline-run-*-{wandb_id}")
+    records = next(run.glob("run-*.wandb")).read_bytes()
+    for key in (b"val/macro_map", b"val/JobNorm/map", b"train/loss", b"test/results", b"optim"):
+        assert key in records  # per-task validation at every validation, the config, the test table
+    (table,) = run.glob("files/media/table/test/results_*.table.json")
+    rows = json.loads(table.read_text())["data"]
+    assert [r[0] for r in rows] == ["JobNorm", "SkillNorm", "macro"]
+    train(make_cfg(tmp_path, tiny_model_dir, "logger=wandb", "resume=true", steps=3, every=1))
+    assert json.loads((tmp_path / "run_info.json").read_text())["wandb"]["id"] == wandb_id
+    assert len(list(Path(tmp_path / "wandb").glob(f"offline-run-*-{wandb_id}"))) == 2  # same id, resumed
