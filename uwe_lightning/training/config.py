@@ -86,6 +86,7 @@ class TrainAppConfig:
     debug: Any = None
     hparams_search: Any = None
     experiment: Any = None
+    scale: Any = None
     task_name: str = "train"
     seed: int = 0
     resume: bool = False
