@@ -81,6 +81,7 @@ def test_package_root_exports(tiny_model_dir):
     assert isinstance(uwe.__version__, str)
     ranker = uwe.Ranker.from_pretrained(str(tiny_model_dir), scorer="mean")
     assert isinstance(ranker, uwe.Ranker) and callable(uwe.evaluate)
+    import uwe_lightning.evaluate  # noqa: F401  (the `python -m` shim shadows the attribute, stays callable)
 
     assert callable(uwe.evaluate)
     assert set(uwe.__all__) <= set(dir(uwe))

@@ -35,7 +35,9 @@ def atomic_write_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator
     """Yield a temporary path beside ``path``; once written it is fsynced and ``os.replace``-d onto ``path``.
 
     Readers never see half a file and a crash leaves the previous version in place; on error the temporary
-    file is removed. Every result, checkpoint and cache file of the project is published through this.
+    file is removed. Every result, checkpoint and cache file of the project is published through this. The
+    file gets the mode a plain ``open()`` would give (``0o666`` minus the umask), not mkstemp's private 0600,
+    so results and caches stay readable by whoever may read the directory.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -45,10 +47,26 @@ def atomic_write_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (``os.umask`` can only be read by
+    setting it, which briefly affects files other threads create)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

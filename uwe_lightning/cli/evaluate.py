@@ -9,11 +9,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
+from uwe_lightning.io import atomic_write_path
 from uwe_lightning.model.pretrained import ModelSpec, UWEModel
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.ranking.ranker import Ranker
-from uwe_lightning.workbench.report import write_results
-from uwe_lightning.workbench.runner import EncoderRankingModel, evaluate
+from uwe_lightning.workbench.report import keep_previous, write_results
+from uwe_lightning.workbench.runner import EncoderRankingModel, check_max_queries, evaluate
 
 
 def build_ranking_model(cfg: DictConfig):
@@ -32,7 +33,11 @@ def build_ranking_model(cfg: DictConfig):
 
 
 def run(cfg: DictConfig) -> dict:
-    """Evaluate the configured model; write results.json / results.md into ``cfg.paths.output_dir``."""
+    """Evaluate the configured model; write results.json / results.md into ``cfg.paths.output_dir``.
+
+    Results already in the output or ``publish`` directory are kept under their modification time.
+    """
+    check_max_queries(cfg.max_queries)  # before the model loads
     model = build_ranking_model(cfg)
     results = evaluate(
         model, tasks=list(cfg.tasks), split=cfg.split, data_dir=cfg.paths.data_dir,
@@ -43,11 +48,21 @@ def run(cfg: DictConfig) -> dict:
     json_path, md_path = write_results(results, out_dir, title=f"WorkBench {cfg.split}: {model.name}")
     print(md_path.read_text())
     if cfg.publish:
-        dest = Path(cfg.publish)
-        dest.mkdir(parents=True, exist_ok=True)
-        for path in (json_path, md_path):
-            shutil.copy2(path, dest / path.name)
+        publish(Path(cfg.publish), (json_path, md_path))
     return results
+
+
+def publish(dest: Path, files: tuple[Path, ...]) -> list[Path]:
+    """Copy ``files`` into ``dest`` atomically; a file of the same name there is kept, not overwritten."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for path in files:
+        target = dest / path.name
+        keep_previous(target)  # logs the rename
+        with atomic_write_path(target) as tmp:
+            shutil.copyfile(path, tmp)
+        copied.append(target)
+    return copied
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")

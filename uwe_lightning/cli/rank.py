@@ -8,7 +8,7 @@ and writes ``rankings.json`` into the run directory. Which list is the target sp
 
 from __future__ import annotations
 
-import json
+import codecs
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
 from uwe_lightning.io import ConfigError, DataError, atomic_write_text
 from uwe_lightning.paths import CONF_DIR, resolve_cache_dir
+from uwe_lightning.ranking.texts import is_blank
+from uwe_lightning.workbench.report import strict_json
 
 TARGET_SOURCES = ("esco_skills", "esco_occupations", "file")
 DIRECTIONS = {"job2skill": "esco_skills", "skill2job": "esco_occupations"}
@@ -34,16 +36,36 @@ class TargetSpace:
     ids: list[str]
 
 
-def read_lines(path: str | Path, what: str) -> list[str]:
-    """Non-blank, stripped lines of a text file; a missing or empty file is an error naming it."""
+def read_numbered_lines(path: str | Path, what: str) -> list[tuple[int, str]]:
+    """``(line number, stripped text)`` of the non-blank lines of a UTF-8 text file (a leading BOM is dropped;
+    a line of only invisible characters counts as blank). A missing or empty file, or bytes that are not UTF-8,
+    are a :class:`DataError` naming the file (and the line)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{what} {path} is not a file")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    lines = [line for line in lines if line]
-    if not lines:
+    data = path.read_bytes()
+    data = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = _newlines(data[: err.start]) + 1
+        raise DataError(f"{what} {path}: line {line}: not valid UTF-8 (byte 0x{data[err.start]:02x}); "
+                        "save the file as UTF-8") from err
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    numbered = [(i, line.strip()) for i, line in enumerate(lines, start=1) if not is_blank(line)]
+    if not numbered:
         raise DataError(f"{what} {path} holds no text (one text a line)")
-    return lines
+    return numbered
+
+
+def _newlines(data: bytes) -> int:
+    """Line breaks in ``data`` counted like :func:`read_numbered_lines` splits (\\r\\n, \\r or \\n)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n")
+
+
+def read_lines(path: str | Path, what: str) -> list[str]:
+    """Non-blank, stripped lines of a text file; see :func:`read_numbered_lines`."""
+    return [text for _, text in read_numbered_lines(path, what)]
 
 
 def load_targets(source: str, data_dir=None, targets_file=None, esco_version: str = "v1.2.0") -> TargetSpace:
@@ -51,8 +73,8 @@ def load_targets(source: str, data_dir=None, targets_file=None, esco_version: st
     if source == "file":
         if not targets_file:
             raise ValueError("targets=file needs targets_file=<path> (one target text a line)")
-        lines = read_lines(targets_file, "targets_file")
-        return TargetSpace(f"file:{targets_file}", lines, [f"line:{i + 1}" for i in range(len(lines))])
+        numbered = read_numbered_lines(targets_file, "targets_file")
+        return TargetSpace(f"file:{targets_file}", [t for _, t in numbered], [f"line:{n}" for n, _ in numbered])
     from uwe_lightning import esco
 
     if source == "esco_skills":
@@ -65,18 +87,49 @@ def load_targets(source: str, data_dir=None, targets_file=None, esco_version: st
 
 
 def collect_queries(queries, queries_file) -> list[str]:
-    """``queries`` (a list or one string) followed by the lines of ``queries_file``; never empty."""
-    if isinstance(queries, str):
+    """``queries`` (a list or one string) followed by the lines of ``queries_file``; never empty.
+
+    A query of only spaces or invisible characters (zero-width, BOM, ...) is a :class:`ConfigError` naming
+    ``queries[i]``; such lines of ``queries_file`` are skipped like blank lines.
+    """
+    if queries is None:
+        queries = []
+    elif isinstance(queries, (str, int, float)):
         queries = [queries]
-    texts = [str(q).strip() for q in (queries or [])]
-    blank = [i for i, q in enumerate(texts) if not q]
+    texts = [str(q).strip() for q in queries]
+    blank = [i for i, q in enumerate(texts) if is_blank(q)]
     if blank:
-        raise ValueError(f"queries[{blank[0]}] is empty")
+        shown = "" if not texts[blank[0]] else f" (only invisible characters: {texts[blank[0]]!r})"
+        raise ConfigError(f"queries[{blank[0]}] is empty{shown}: give a text to rank targets for")
     if queries_file:
         texts += read_lines(queries_file, "queries_file")
     if not texts:
-        raise ValueError("no queries: give queries='[text one,text two]' or queries_file=<path> (one text a line)")
+        raise ConfigError("no queries: give queries='[text one,text two]' or queries_file=<path> (one text a line)")
     return texts
+
+
+def _positive_int(cfg: DictConfig, key: str, optional: bool = False) -> None:
+    value = cfg.get(key)
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        allowed = "a whole number >= 1" + (" or null" if optional else "")
+        raise ConfigError(f"{key} must be {allowed}, got {value!r} (e.g. {key}=10)")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject bad settings before the model loads and the target space is encoded (minutes, not seconds)."""
+    _positive_int(cfg, "k")
+    _positive_int(cfg, "batch_size")
+    _positive_int(cfg, "max_length", optional=True)
+    _positive_int(cfg, "threads", optional=True)
+    if cfg.direction and cfg.direction not in DIRECTIONS:
+        raise ConfigError(f"direction must be one of {sorted(DIRECTIONS)} or null, got {cfg.direction!r}")
+    source = DIRECTIONS.get(cfg.direction, cfg.targets) if cfg.direction else cfg.targets
+    if source not in TARGET_SOURCES:
+        raise ConfigError(f"targets must be one of {list(TARGET_SOURCES)}, got {source!r}")
+    if source == "file" and not cfg.targets_file:
+        raise ConfigError("targets=file needs targets_file=<path> (one target text a line)")
 
 
 def format_ranking(query: str, scores: list[float], texts: list[str]) -> str:
@@ -89,15 +142,14 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Everything the CLI does, given a composed config and a run directory; returns what it writes."""
     from uwe_lightning.ranking.ranker import Ranker
 
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    check_config(cfg)
     queries = collect_queries(
         OmegaConf.to_container(cfg.queries) if isinstance(cfg.queries, ListConfig) else cfg.queries,
         cfg.queries_file,
     )
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     source = DIRECTIONS.get(cfg.direction, cfg.targets) if cfg.direction else cfg.targets
-    if cfg.direction and cfg.direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {sorted(DIRECTIONS)} or null, got {cfg.direction!r}")
     targets = load_targets(source, cfg.paths.data_dir, cfg.targets_file, cfg.esco_version)
     spec = hydra.utils.instantiate(cfg.model)
     if spec.kind != "encoder":
@@ -114,7 +166,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
                          show_progress=cfg.show_progress)
     index_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    scores, index = ranker.rank(queries, space, k=int(cfg.k))
+    scores, index = ranker.rank(queries, space, k=cfg.k)
     rank_s = time.perf_counter() - t1
 
     results = []
@@ -143,7 +195,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "rankings.json", json.dumps(report, indent=1, ensure_ascii=False))
+    atomic_write_text(out / "rankings.json", strict_json(report, indent=1, ensure_ascii=False))
     hit = "loaded from cache" if ranker.last_index_hit else "encoded"
     print(f"[rank] {len(targets.texts)} targets ({targets.source}) {hit} in {index_s:.1f}s; "
           f"{len(queries)} queries ranked in {rank_s:.2f}s; wrote {out / 'rankings.json'}", flush=True)

@@ -12,7 +12,7 @@ import math
 import shutil
 from pathlib import Path
 
-from uwe_lightning.io import atomic_write_text
+from uwe_lightning.io import atomic_write_path, atomic_write_text
 from uwe_lightning.paths import REPO_DIR
 
 
@@ -202,8 +202,11 @@ def plot_growth(result: dict, path: Path) -> Path | None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_write_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -233,6 +236,7 @@ def publish(out_dir: Path, dest: Path, model_name: str) -> list[Path]:
             text = source.read_text().replace(root, "").replace("(latency_vs_targets.png)", f"({plot})")
             atomic_write_text(path, text)
         else:
-            shutil.copy2(source, path)
+            with atomic_write_path(path, suffix=path.suffix) as tmp:
+                shutil.copyfile(source, tmp)
         copied.append(path)
     return copied

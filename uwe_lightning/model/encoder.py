@@ -6,14 +6,17 @@ MaxSim, soft late interaction) happens in :mod:`uwe_lightning.model.scoring`, ne
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from uwe_lightning.model.backbones import resolve_backbone
+from uwe_lightning.io import ModelNotFoundError
+from uwe_lightning.model.backbones import resolve_backbone, what_works
 
 
 @dataclass
@@ -39,13 +42,21 @@ class TokenEmbeddings:
         return TokenEmbeddings(self.embeddings.to(device), self.mask.to(device))
 
     def trimmed(self) -> TokenEmbeddings:
-        """Drop trailing columns that are padding in every row (cheaper scoring, same scores)."""
-        width = int(self.mask.sum(1).max().item()) if len(self) else 0
-        return TokenEmbeddings(self.embeddings[:, :width], self.mask[:, :width])
+        """Drop the leading and trailing columns that are padding in every row (cheaper scoring, same scores).
+
+        Both ends, because a left-padding tokenizer puts the padding first: cutting at the longest row's
+        length would drop real tokens of a subset of a left-padded batch.
+        """
+        used = self.mask.any(0).nonzero() if len(self) else self.mask.new_zeros((0, 1))
+        if used.numel() == 0:
+            return TokenEmbeddings(self.embeddings[:, :0], self.mask[:, :0])
+        first, last = int(used[0]), int(used[-1]) + 1
+        return TokenEmbeddings(self.embeddings[:, first:last], self.mask[:, first:last])
 
     @staticmethod
     def pad_cat(parts: Sequence[TokenEmbeddings]) -> TokenEmbeddings:
-        """Concatenate along the batch, right-padding each part to the widest one."""
+        """Concatenate along the batch, right-padding each part to the widest one (any padding inside a part,
+        left or right, stays where its mask says: every scorer reads the mask, never the position)."""
         width = max(p.embeddings.shape[1] for p in parts)
         emb, mask = [], []
         for p in parts:
@@ -70,10 +81,24 @@ class Encoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, model_dir: str | None = None, **kwargs) -> Encoder:
+        """Load a backbone name, a model directory or a hub id (see :func:`resolve_backbone`).
+
+        transformers' OSError (no hub, a hub id that does not exist, a directory without a model) becomes a
+        :class:`~uwe_lightning.io.ModelNotFoundError` naming the value and what would work.
+        """
         path = resolve_backbone(name_or_path, model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        backbone = AutoModel.from_pretrained(path, **kwargs)
-        return cls(backbone, tokenizer, name=name_or_path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            backbone = AutoModel.from_pretrained(path, **kwargs)
+        except OSError as err:
+            where = ("from its directory" if Path(path).is_dir() else
+                     "(not a directory here, and no reachable model hub has it)")
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelNotFoundError(
+                f"model '{name_or_path}' could not be loaded {where}: {first} -- {what_works(model_dir)}"
+            ) from err
+        encoder = cls(backbone, tokenizer, name=name_or_path)
+        return encoder.train(backbone.training)  # eval, as loaded: encode() restores this mode afterwards
 
     @property
     def hidden_size(self) -> int:
@@ -100,8 +125,26 @@ class Encoder(nn.Module):
         )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TokenEmbeddings:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        """Token embeddings with the attention mask as their mask; padding may be on either side.
+
+        With left padding, models whose positions count from the first column (BERT-style absolute positions,
+        rotary decoders) get ``position_ids`` counted from each row's first real token, so a text's
+        embeddings do not depend on how much padding its batch has (as with right padding). RoBERTa-style
+        models derive positions from the non-pad input ids themselves and get none; a backbone whose forward
+        takes no ``position_ids`` (DistilBERT) keeps its own, so give it a right-padding tokenizer.
+        """
+        kwargs = {}
+        if self._needs_position_ids(attention_mask):
+            kwargs["position_ids"] = (attention_mask.long().cumsum(1) - 1).clamp_min(0)
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return TokenEmbeddings(out.last_hidden_state, attention_mask.bool())
+
+    def _needs_position_ids(self, attention_mask: torch.Tensor) -> bool:
+        if getattr(self.backbone.config, "model_type", "") in _POSITIONS_FROM_INPUT_IDS:
+            return False
+        if not bool((~attention_mask[:, 0].bool()).any()):
+            return False  # no row starts with padding: default positions are right
+        return "position_ids" in inspect.signature(self.backbone.forward).parameters
 
     @torch.inference_mode()
     def encode(
@@ -127,12 +170,16 @@ class Encoder(nn.Module):
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with _autocast(self.device):
                 tok = self(batch["input_ids"], batch["attention_mask"])
-            emb = tok.embeddings.float().cpu()
-            lengths = tok.mask.sum(1).tolist()
+            emb, mask = tok.embeddings.float().cpu(), tok.mask.cpu()
             for row, i in enumerate(idx):
-                out[i] = emb[row, : lengths[row]].clone()
+                out[i] = emb[row][mask[row]].clone()  # the real tokens in order, wherever the padding is
         self.train(was_training)
         return out  # type: ignore[return-value]
+
+
+#: Model types that compute position ids from the input ids (skipping pad tokens) when none are given.
+_POSITIONS_FROM_INPUT_IDS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "mpnet", "camembert",
+                                       "data2vec-text", "longformer", "ibert", "luke", "markuplm"})
 
 
 def _autocast(device: torch.device):

@@ -25,6 +25,7 @@ from uwe_lightning.model.pretrained import UWEModel
 from uwe_lightning.model.scoring import ScorerSpec, get_scorer
 from uwe_lightning.ranking import cache as cache_lib
 from uwe_lightning.ranking.packed import Bucket, EncodedTexts
+from uwe_lightning.ranking.texts import is_blank
 
 Side = Literal["query", "target"]
 SIDES: tuple[str, ...] = ("query", "target")
@@ -54,8 +55,9 @@ def _check_texts(texts: Sequence[str], what: str) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{what}[{i}] is {type(text).__name__}, expected str")
-        if not text.strip():
-            raise ValueError(f"{what}[{i}] is an empty text")
+        if is_blank(text):
+            detail = "" if not text.strip() else f" (only invisible characters: {text!r})"
+            raise ValueError(f"{what}[{i}] is an empty text{detail}")
     return texts
 
 
@@ -206,11 +208,12 @@ class Ranker:
 
         ``cache_file``: an explicit file instead; one built for another model / scorer pooling / token limit /
         texts raises :class:`CacheMismatchError` rather than being overwritten. ``self.last_index_hit`` says
-        whether the last call loaded from disk. ``embed_fn``: raw token embeddings in place of :meth:`embed`
+        whether the last call loaded from disk, ``self.last_index_path`` which file holds the space (None when it
+        is not on disk: no cache asked for, or an unwritable cache directory, which is warned about once). ``embed_fn``: raw token embeddings in place of :meth:`embed`
         (a memo shared by rankers on this encoder, so pooled and token variants embed each text once).
         """
         texts = _check_texts(texts, "targets")
-        self.last_index_hit = False
+        self.last_index_hit, self.last_index_path = False, None
 
         def encode() -> EncodedTexts:
             tokens = embed_fn(texts) if embed_fn is not None else self.embed(texts, show_progress=show_progress)
@@ -230,9 +233,9 @@ class Ranker:
             encoded = encode()
             return encoded.tokens, encoded.offsets
 
-        tokens, offsets, hit = cache_lib.load_or_build(path, key, build)
+        tokens, offsets, hit, on_disk = cache_lib.load_or_build(path, key, build)
         self.last_index_hit = hit
-        self.last_index_path = path
+        self.last_index_path = path if on_disk else None  # None: the cache could not be written
         return EncodedTexts(tokens, offsets, pooled=key.pooled, model_id=self.checkpoint_id(allow_state_hash=False))
 
     @staticmethod
@@ -243,6 +246,8 @@ class Ranker:
             stored = cache_lib.read_key(path)
         except cache_lib.CacheError:
             return  # unreadable: load_or_build warns and rebuilds it
+        if stored.format != key.format:
+            return  # an older file layout, not another model: load_or_build warns and rebuilds it
         if stored != key:
             raise CacheMismatchError(
                 f"cache file {path} does not belong to this model/scorer/targets: "

@@ -283,32 +283,46 @@ def macro_average(
 ) -> dict:
     """The paper's multi-task score: tasks of one group (task type) are averaged first, then the groups.
 
-    Tasks absent from ``per_task`` (unavailable) are not covered; ``covers`` and ``groups`` say what was.
+    Tasks absent from ``per_task`` (unavailable) are not covered; ``covers`` and ``groups`` say what was. A task
+    whose value of any metric is not a finite number (NaN: no query had a positive) is left out as well and
+    named in ``left_out``, so one empty split never turns the whole average into NaN; if no task is left, the
+    metrics are None.
 
     >>> per_task = {"JobNorm": {"map": 0.4}, "SkillExtr-H": {"map": 0.2}, "SkillExtr-T": {"map": 0.4}}
     >>> groups = {"JobNorm": "JobNorm", "SkillExtr-H": "SkillExtract", "SkillExtr-T": "SkillExtract"}
     >>> round(macro_average(per_task, groups, metrics=("map",))["map"], 4)  # (0.4 + (0.2 + 0.4) / 2) / 2
     0.35
+    >>> macro_average({**per_task, "JobNorm": {"map": float("nan")}}, groups, metrics=("map",))["left_out"]
+    ['JobNorm']
     """
     if not per_task:
         raise ValueError("macro_average: no task results to average")
     ungrouped = [task for task in per_task if task not in groups]
     if ungrouped:
         raise ValueError(f"macro_average: task(s) {ungrouped} have no group in `groups` ({sorted(groups)})")
-    tasks_by_group: dict[str, list[str]] = {}
-    for task in per_task:
-        tasks_by_group.setdefault(groups[task], []).append(task)
-
-    result: dict = {}
     for metric in metrics:
         lacking = [task for task, values in per_task.items() if metric not in values]
         if lacking:
             raise ValueError(f"macro_average: task(s) {lacking} have no metric {metric!r}")
+    left_out = [task for task, values in per_task.items() if not all(_finite(values[m]) for m in metrics)]
+    tasks_by_group: dict[str, list[str]] = {}
+    for task in per_task:
+        if task not in left_out:
+            tasks_by_group.setdefault(groups[task], []).append(task)
+
+    result: dict = {}
+    for metric in metrics:
         group_means = [
             sum(float(per_task[task][metric]) for task in tasks) / len(tasks)
             for tasks in tasks_by_group.values()
         ]
-        result[metric] = sum(group_means) / len(group_means)
-    result["covers"] = list(per_task)
+        result[metric] = sum(group_means) / len(group_means) if group_means else None
+    result["covers"] = [task for task in per_task if task not in left_out]
     result["groups"] = tasks_by_group
+    if left_out:
+        result["left_out"] = left_out
     return result
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,13 +1,63 @@
-"""WorkBench results as files: ``results.json`` + ``results.md``, and the knowledge gain over a step-0 model."""
+"""WorkBench results as files: ``results.json`` + ``results.md``, and the knowledge gain over a step-0 model.
+
+``results.json`` is strict JSON (a NaN or infinity is written as null; Python's ``json`` would write ``NaN``,
+which other readers reject). A results file already in place is never overwritten silently: it is kept beside
+the new one under its modification time (``results.20261201T213000.json``) and the rename is logged.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from uwe_lightning.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def finite_or_none(data: Any) -> Any:
+    """``data`` with every non-finite float (NaN, +-inf) replaced by None, in nested dicts/lists/tuples.
+
+    >>> finite_or_none({"map": float("nan"), "rows": [1.0, float("inf")], "n": 3})
+    {'map': None, 'rows': [1.0, None], 'n': 3}
+    """
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_none(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_none(value) for value in data]
+    return data
+
+
+def strict_json(data: Any, **dumps_kwargs: Any) -> str:
+    """``json.dumps`` that never writes NaN/Infinity (they become null); non-JSON values through ``str``."""
+    dumps_kwargs.setdefault("default", str)
+    return json.dumps(finite_or_none(data), allow_nan=False, **dumps_kwargs)
+
+
+def keep_previous(path: str | os.PathLike) -> Path | None:
+    """Rename an existing ``path`` to ``<stem>.<its mtime, %Y%m%dT%H%M%S>[-n]<suffix>``; returns the new name.
+
+    Why: an evaluation or a publish into a directory that already holds results must not destroy them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    stamp = dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%dT%H%M%S")
+    kept = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+    n = 0
+    while kept.exists():
+        n += 1
+        kept = path.with_name(f"{path.stem}.{stamp}-{n}{path.suffix}")
+    os.replace(path, kept)
+    log.warning("kept the previous %s as %s", path, kept.name)
+    return kept
 
 
 def _pct(x: float | None) -> str:
@@ -21,6 +71,8 @@ def results_markdown(results: dict, title: str) -> str:
     for name, r in results["tasks"].items():
         lines.append(f"| {name} | {_pct(r['map'])} | {_pct(r['rp@10'])} | {r['n_queries']:,} | "
                      f"{r['n_targets']:,} | {r['seconds']:.1f} |")
+    for name, r in results.get("no_queries", {}).items():
+        lines.append(f"| {name} | no queries | no queries | 0 | {r.get('n_targets', 0):,} | - |")
     for name in results.get("unavailable", {}):
         lines.append(f"| {name} | n/a | n/a | - | - | - |")
     macro = results["macro"]
@@ -29,6 +81,8 @@ def results_markdown(results: dict, title: str) -> str:
               f"{', '.join(macro.get('covers', []))}."]
     for name, reason in results.get("unavailable", {}).items():
         lines.append(f"- {name} unavailable: {reason}")
+    for name, r in results.get("no_queries", {}).items():
+        lines.append(f"- {name}: no queries ({r.get('reason', 'empty split')}); left out of the macro average")
     s = results.get("seconds", {})
     if s:
         lines.append(f"- Encoding {s.get('n_distinct_texts', 0):,} distinct texts once: "
@@ -38,11 +92,14 @@ def results_markdown(results: dict, title: str) -> str:
 
 
 def write_results(results: dict, out_dir, title: str) -> tuple[Path, Path]:
-    """Write results.json and results.md atomically into ``out_dir``."""
+    """Write results.json (strict JSON) and results.md atomically into ``out_dir``; files already there are
+    kept under their modification time (:func:`keep_previous`), not overwritten."""
     out = Path(out_dir)
     json_path, md_path = out / "results.json", out / "results.md"
-    atomic_write_text(json_path, json.dumps(results, indent=2, default=str))
-    atomic_write_text(md_path, results_markdown(results, title))
+    text, markdown = strict_json(results, indent=2), results_markdown(results, title)  # fail before renaming
+    for path, content in ((json_path, text), (md_path, markdown)):
+        keep_previous(path)
+        atomic_write_text(path, content)
     return json_path, md_path
 
 

@@ -9,6 +9,7 @@ is never held in memory.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from uwe_lightning.io import ConfigError
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.metrics import RankingMetrics, macro_average
 from uwe_lightning.workbench.registry import get_task
@@ -89,8 +91,17 @@ def load_tasks(
     return datasets, unavailable
 
 
+def check_max_queries(max_queries: Any, key: str = "max_queries") -> None:
+    """``max_queries`` must be null (every query) or a whole number >= 1: 0 would score nothing (a NaN MAP)."""
+    if max_queries is None:
+        return
+    if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
+        raise ConfigError(f"{key} must be a whole number >= 1, or null for every query; got {max_queries!r}")
+
+
 def subsample(dataset: RankingDataset, max_queries: int | None, seed: int = 0) -> RankingDataset:
     """A fixed random subset of queries (same for every model with the same seed); targets unchanged."""
+    check_max_queries(max_queries)
     if max_queries is None or dataset.n_queries <= max_queries:
         return dataset
     rng = np.random.default_rng(seed)
@@ -135,32 +146,54 @@ def evaluate(
     show_progress: bool = False,
     task_options: TaskOptions | None = None,
 ) -> dict:
-    """Evaluate ``model`` on ``tasks``; returns per-task metrics, unavailable tasks and the macro average."""
+    """Evaluate ``model`` on ``tasks``; returns per-task metrics, unavailable tasks and the macro average.
+
+    A split without a query that has a positive (an empty file, every query without labels) has no MAP: it is
+    listed under ``no_queries`` with the reason, never as a NaN in ``tasks``, and the macro average, which
+    names the tasks it ``covers``, leaves it out like an unavailable task.
+    """
+    check_max_queries(max_queries)
     t0 = time.perf_counter()
     datasets, unavailable = load_tasks(tasks, split, data_dir, task_options)
     datasets = {name: subsample(ds, max_queries, seed) for name, ds in datasets.items()}
     load_seconds = time.perf_counter() - t0
 
-    texts = dict.fromkeys(t for ds in datasets.values() for t in (*ds.queries, *ds.targets))
+    texts = dict.fromkeys(t for ds in datasets.values() if ds.n_queries for t in (*ds.queries, *ds.targets))
     t1 = time.perf_counter()
-    model.prepare(list(texts), show_progress=show_progress)
+    if texts:
+        model.prepare(list(texts), show_progress=show_progress)
     encode_seconds = time.perf_counter() - t1
 
-    per_task = {}
+    per_task, no_queries = {}, {}
     for name, ds in datasets.items():
-        per_task[name] = score_dataset(model, ds, block_size)
-        per_task[name]["n_queries_total"] = ds.meta.get("subsampled_from", ds.n_queries)
+        n_total = ds.meta.get("subsampled_from", ds.n_queries)
+        row = score_dataset(model, ds, block_size) if ds.n_queries else None
+        if row is None or not row["n_queries"] or not all(math.isfinite(row[m]) for m in ("map", "rp@10")):
+            reason = ("the split has no queries" if not ds.n_queries else
+                      f"none of its {ds.n_queries} queries has a positive target")
+            no_queries[name] = {"reason": reason, "n_queries": 0, "n_queries_total": n_total,
+                                "n_targets": ds.n_targets}
+            if show_progress:
+                print(f"[workbench] {name}/{split}: no queries ({reason}); left out of the macro average", flush=True)
+            continue
+        per_task[name] = {**row, "n_queries_total": n_total}
         if show_progress:
             r = per_task[name]
             print(f"[workbench] {name}/{split}: MAP {100 * r['map']:.2f} RP@10 {100 * r['rp@10']:.2f} "
                   f"({r['n_queries']} q x {r['n_targets']} t, {r['seconds']:.1f}s)", flush=True)
     groups = {name: get_task(name).group for name in per_task}
+    if per_task:
+        macro = macro_average(per_task, groups)
+    else:
+        macro = {"map": None, "rp@10": None, "covers": [], "groups": {}}
+    macro["not_covered"] = sorted([*unavailable, *no_queries])
     return {
         "model": model.name,
         "split": split,
         "tasks": per_task,
         "unavailable": unavailable,
-        "macro": macro_average(per_task, groups),
+        "no_queries": no_queries,
+        "macro": macro,
         "max_queries": max_queries,
         "seconds": {
             "load": round(load_seconds, 2),
