@@ -28,11 +28,13 @@ LAYERS = {
     "protocol": 6,
     "training": 7,
     "efficiency": 7,
+    "studies": 7,
     "cli": 8,
     "train": 9,
     "evaluate": 9,
     "rank": 9,
     "bench": 9,
+    "report": 9,
     "": 10,  # the package root
 }
 MAX_LINES = 400

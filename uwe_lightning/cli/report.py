@@ -1,0 +1,81 @@
+"""``python -m uwe_lightning.report <multirun dir | run dirs...> [out=DIR] [kind=KIND]``: a sweep's report.
+
+Hydra-free on purpose: it reads finished runs back and trains nothing, so it needs no config tree. Options
+use the ``key=value`` form of the other commands; a wrong input is one ``[report] error: ...`` line, exit
+status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from uwe_lightning.cli.errors import run_reporting_user_errors, take_debug_flag
+from uwe_lightning.io import ConfigError
+from uwe_lightning.studies import KINDS, build_report, write_report
+from uwe_lightning.studies.report import default_out_dir
+
+TOOL = "report"
+OPTIONS = ("out", "kind")
+USAGE = ("python -m uwe_lightning.report <multirun dir | run dirs...> [out=experiments/results/<study>] "
+         "[kind=auto]")
+EPILOG = f"""options (key=value):
+  out=DIR    where report.md, report.json and the PNG figures go (default: experiments/results/<study>,
+             <study> = the runs' task_name)
+  kind=KIND  the figure: {' | '.join(KINDS)}; auto picks a temperature curve when scorer.tau
+             varies, a knowledge-gain heatmap when data.graphs varies and results.json has
+             knowledge_gain, else bars
+  --debug    keep the full traceback of an error
+
+Runs are grouped by the config keys whose values differ between them (seed, paths and output directories
+excluded); seed is the replicate axis (mean, 95 % CI with the t-distribution, n per cell). Unfinished or
+skipped runs are left out with a warning each."""
+
+
+def parse(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(input directories, options); ``--help`` prints the usage and exits 0."""
+    parser = argparse.ArgumentParser(prog="python -m uwe_lightning.report", usage=USAGE, epilog=EPILOG,
+                                     description="Tables and figures of a finished (or partial) sweep.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="*", help="a Hydra multirun directory, or run directories")
+    args = parser.parse_args(argv)
+    inputs: list[str] = []
+    options = {"kind": "auto"}
+    for item in args.inputs:
+        key, sep, value = item.partition("=")
+        if sep and key in OPTIONS:
+            options[key] = value
+        elif sep and re.fullmatch(r"[A-Za-z_][\w.]*", key) and not Path(item).exists():
+            known = ", ".join(f"{o}=" for o in OPTIONS)
+            raise ConfigError(f"unknown option {key}=...; the options are {known} (see --help)")
+        else:
+            inputs.append(item)
+    if not inputs:
+        raise ConfigError(f"no input directory; usage: {USAGE}")
+    return inputs, options
+
+
+def run(argv: list[str]) -> Path:
+    """Build and write the report; warnings (left-out runs) and the written files go to stderr / stdout."""
+    inputs, options = parse(argv)
+    command = " ".join(["python -m uwe_lightning.report", *(shlex.quote(a) for a in argv)])
+    report = build_report(inputs, kind=options["kind"], command=command)
+    for skipped in report["skipped"]:
+        print(f"[{TOOL}] warning: left out {skipped['dir']}: {skipped['reason']}", file=sys.stderr,
+              flush=True)
+    out = Path(options["out"]) if options.get("out") else default_out_dir(report["study"])
+    written = write_report(report, out)
+    print(f"[{TOOL}] {len(report['runs'])} finished runs in {len(report['groups'])} group(s) by "
+          f"{', '.join(report['group_keys']) or 'nothing (seeds only)'}; plot: {report['kind']}")
+    for path in written:
+        print(f"[{TOOL}] wrote {path}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    take_debug_flag(argv)
+    return run_reporting_user_errors(TOOL, lambda: run(argv))

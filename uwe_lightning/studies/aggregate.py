@@ -1,0 +1,103 @@
+"""A sweep's numbers per group: per task and macro MAP / RP@10 and knowledge gain, reduced over seeds.
+
+The result is plain data (``report.json``): fractions as in ``results.json`` (the tables print percent), and
+for every cell its ``n``, so a partial sweep shows how many seeds each number rests on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from uwe_lightning.io import ConfigError
+from uwe_lightning.studies.runs import ABSENT, Group, Grouping, Run, first_seen, format_value
+from uwe_lightning.studies.stats import summarize
+
+METRICS = ("map", "rp@10")
+METRIC_NAMES = {"map": "MAP", "rp@10": "RP@10"}
+KINDS = ("auto", "bars", "curve", "heatmap", "none")
+TAU_KEY, SCORER_KEY, GRAPHS_KEY = "scorer.tau", "scorer.name", "data.graphs"
+
+
+def jsonable(value: Any) -> Any:
+    return None if value is ABSENT else value
+
+
+def has_knowledge_gain(run: Run) -> bool:
+    gain = run.results.get("knowledge_gain")
+    return isinstance(gain, dict) and isinstance(gain.get("tasks"), dict)
+
+
+def choose_kind(grouping: Grouping, runs: Sequence[Run], requested: str = "auto") -> str:
+    """The plot for what the sweep varied: a temperature curve (``scorer.tau``), a knowledge-gain heatmap
+    (``data.graphs`` with ``knowledge_gain``), else bars per group (``loss.name``, ``scorer.name``, ...)."""
+    if requested not in KINDS:
+        raise ConfigError(f"kind={requested}: unknown plot kind; use one of {', '.join(KINDS)}")
+    gain = any(has_knowledge_gain(run) for run in runs)
+    if requested == "curve" and not any(TAU_KEY in run.flat for run in runs):
+        raise ConfigError(f"kind=curve needs {TAU_KEY} in the runs' configs; none of the runs has it")
+    if requested == "heatmap" and not gain:
+        raise ConfigError("kind=heatmap needs knowledge_gain in results.json (train with "
+                          "test.knowledge_gain=true)")
+    if requested != "auto":
+        return requested
+    if TAU_KEY in grouping.keys:
+        return "curve"
+    if GRAPHS_KEY in grouping.keys and gain:
+        return "heatmap"
+    return "bars"
+
+
+def _cell(values: list[Any]) -> dict[str, Any]:
+    return summarize(values).to_dict()
+
+
+def _metric(mapping: Any, metric: str) -> Any:
+    return mapping.get(metric) if isinstance(mapping, dict) else None
+
+
+def aggregate_group(group: Group, tasks: Sequence[str]) -> dict[str, Any]:
+    """One group's cells: per task and macro, each metric summarised over the group's runs (seeds)."""
+    runs = group.runs
+    out: dict[str, Any] = {
+        "label": group.label,
+        "values": {key: jsonable(value) for key, value in group.values.items()},
+        "labels": {key: format_value(value) for key, value in group.values.items()},
+        "n_runs": len(runs),
+        "seeds": [run.seed for run in runs],
+        "runs": [str(run.path) for run in runs],
+        "scorer": {"name": runs[0].flat.get(SCORER_KEY), "tau": runs[0].flat.get(TAU_KEY)},
+        "tasks": {
+            task: {m: _cell([_metric(run.results["tasks"].get(task), m) for run in runs]) for m in METRICS}
+            for task in tasks
+        },
+        "macro": {m: _cell([_metric(run.results["macro"], m) for run in runs]) for m in METRICS},
+        "macro_covers": first_seen(run.results["macro"].get("covers", []) for run in runs),
+    }
+    seeds = [s for s in out["seeds"] if s is not None]
+    out["duplicate_seeds"] = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
+    gain_runs = [run for run in runs if has_knowledge_gain(run)]
+    if gain_runs:
+        gains = [run.results["knowledge_gain"] for run in gain_runs]
+        gain_tasks = first_seen(g["tasks"] for g in gains)
+        out["knowledge_gain"] = {
+            "tasks": {t: _cell([_metric(g["tasks"].get(t), "gain") for g in gains]) for t in gain_tasks},
+            "macro": _cell([_metric(g.get("macro"), "gain") for g in gains]),
+            "macro_step0": _cell([_metric(g.get("macro"), "map_step0") for g in gains]),
+        }
+    else:
+        out["knowledge_gain"] = None
+    return out
+
+
+def aggregate(grouping: Grouping, runs: Sequence[Run]) -> dict[str, Any]:
+    """Every group's cells plus what the tables and plots need to lay them out (task order, unavailable)."""
+    tasks = first_seen(run.results["tasks"] for run in runs)
+    unavailable = first_seen(run.results.get("unavailable") or {} for run in runs)
+    gain_tasks = first_seen(run.results["knowledge_gain"]["tasks"] for run in runs if has_knowledge_gain(run))
+    return {
+        "tasks": tasks,
+        "unavailable": [t for t in unavailable if t not in tasks],
+        "knowledge_gain_tasks": gain_tasks,
+        "groups": [aggregate_group(group, tasks) for group in grouping.groups],
+    }

@@ -1,0 +1,122 @@
+"""A sweep's report: find the finished runs, group them by what the sweep varied, write tables and plots.
+
+:func:`build_report` returns plain data (also written as ``report.json``); :func:`write_report` writes
+``report.json``, ``report.md`` and the PNG figures of the chosen kind into one directory (atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from uwe_lightning.io import ConfigError, atomic_write_text
+from uwe_lightning.paths import REPO_DIR
+from uwe_lightning.studies import plots, tables
+from uwe_lightning.studies.aggregate import aggregate, choose_kind
+from uwe_lightning.studies.runs import (
+    REPLICATE_KEY,
+    RESULTS_FILE,
+    RUN_INFO_FILE,
+    Run,
+    find_run_dirs,
+    group_runs,
+    load_runs,
+)
+
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+
+
+def display_path(path: Path) -> str:
+    """A path relative to the working directory when it lies below it (shorter tables), else absolute."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
+def runs_root(paths: Sequence[Path]) -> Path:
+    """The deepest directory holding every run (the multirun directory, for one sweep)."""
+    resolved = [str(p.resolve()) for p in paths]
+    root = Path(os.path.commonpath(resolved))
+    return root.parent if len(resolved) == 1 else root
+
+
+def relative_name(path: Path, root: Path) -> str:
+    return str(path.resolve().relative_to(root))
+
+
+def study_name(runs: Sequence[Run], inputs: Sequence[str | Path]) -> str:
+    """The runs' common ``task_name`` (the experiment: ``ablation_loss``), else the first input's name."""
+    names = {run.flat.get("task_name") for run in runs}
+    if len(names) == 1 and isinstance(next(iter(names)), str):
+        return str(next(iter(names)))
+    return Path(inputs[0]).resolve().name or "study"
+
+
+def default_out_dir(study: str) -> Path:
+    """``experiments/results/<study>`` of the source checkout, else of the working directory."""
+    root = REPO_DIR if (REPO_DIR / "pyproject.toml").is_file() else Path.cwd()
+    return root / "experiments" / "results" / study
+
+
+def build_report(
+    inputs: Sequence[str | Path], kind: str = "auto", command: str | None = None
+) -> dict[str, Any]:
+    """Everything ``report.json`` holds; raises :class:`ConfigError` when no finished run is found."""
+    dirs = find_run_dirs(inputs)
+    runs, skipped = load_runs(dirs)
+    given = ", ".join(str(i) for i in inputs)
+    if not dirs:
+        raise ConfigError(f"no run directory (with {RUN_INFO_FILE} or {RESULTS_FILE}) under {given}")
+    if not runs:
+        reasons = "; ".join(sorted({s.reason.split(" (")[0] for s in skipped}))
+        found = f"{len(dirs)} run director{'y' if len(dirs) == 1 else 'ies'}"
+        raise ConfigError(f"no finished run under {given}: {found}, none finished ({reasons})")
+    grouping = group_runs(runs)
+    chosen = choose_kind(grouping, runs, kind)
+    cells = aggregate(grouping, runs)
+    group_of = {id(run): g.label for g in grouping.groups for run in g.runs}
+    root = runs_root([*(run.path for run in runs), *(s.path for s in skipped)])
+    report: dict[str, Any] = {
+        "study": study_name(runs, inputs),
+        "command": command or "uwe_lightning.studies.build_report",
+        "inputs": [str(i) for i in inputs],
+        "group_keys": grouping.keys,
+        "derived_keys": grouping.derived,
+        "replicate_key": REPLICATE_KEY,
+        "kind": chosen,
+        "kind_requested": kind,
+        "metrics_scale": "fractions as in results.json (report.md shows percent)",
+        "confidence": 0.95,
+        "runs_root": display_path(root),
+        "runs": [{"dir": display_path(run.path), "name": relative_name(run.path, root), "seed": run.seed,
+                  "group": group_of[id(run)], "macro_map": run.results["macro"].get("map")} for run in runs],
+        "skipped": [{"dir": display_path(s.path), "name": relative_name(s.path, root), "reason": s.reason}
+                    for s in skipped],
+        **cells,
+        "plots": [],
+    }
+    return report
+
+
+def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> list[Path]:
+    """Write the plots, ``report.json`` and ``report.md`` into ``out_dir``; returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = plots.plot(report, out)
+    report["plots"] = [p.name for p in figures]
+    atomic_write_text(out / REPORT_JSON, json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_text(out / REPORT_MD, tables.markdown(report))
+    return [*figures, out / REPORT_JSON, out / REPORT_MD]
+
+
+def make_report(inputs: Sequence[str | Path], out_dir: str | os.PathLike | None = None, kind: str = "auto",
+                command: str | None = None) -> tuple[dict[str, Any], list[Path]]:
+    """:func:`build_report`, then :func:`write_report` (``out_dir``: ``experiments/results/<study>``)."""
+    report = build_report(inputs, kind=kind, command=command)
+    written = write_report(report, out_dir if out_dir is not None else default_out_dir(report["study"]))
+    return report, written

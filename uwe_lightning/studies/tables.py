@@ -1,0 +1,139 @@
+"""``report.md``: what was found, how it was grouped, and the tables (percent, one decimal, n per cell).
+
+A cell reads ``38.3 ± 0.2 (n=5)``: mean ± the 95 % CI half width over seeds; a cell resting on one run says
+``(n=1, no CI)``, so a partial sweep never passes for a complete one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from uwe_lightning.studies.aggregate import METRIC_NAMES, METRICS
+
+DASH = "–"
+
+
+def pct(value: float | None, signed: bool = False) -> str:
+    """A fraction as percent with one decimal.
+
+    >>> pct(0.38333), pct(0.06, signed=True), pct(None)
+    ('38.3', '+6.0', '–')
+    """
+    if value is None:
+        return DASH
+    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+
+
+def ci_cell(cell: dict[str, Any] | None, spread: str = "ci95", signed: bool = False) -> str:
+    """``mean ± spread (n=k)`` in percent; ``(n=1, no CI)`` / ``(n=1, no SE)`` when there is no spread.
+
+    >>> ci_cell({"n": 3, "mean": 0.32, "ci95": 0.0497})
+    '32.0 ± 5.0 (n=3)'
+    >>> ci_cell({"n": 1, "mean": 0.5, "ci95": None})
+    '50.0 (n=1, no CI)'
+    """
+    if not cell or not cell.get("n") or cell.get("mean") is None:
+        return DASH
+    mean, width, n = pct(cell["mean"], signed), cell.get(spread), cell["n"]
+    if width is None:
+        return f"{mean} (n={n}, no {'CI' if spread == 'ci95' else 'SE'})"
+    return f"{mean} ± {100 * width:.1f} (n={n})"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> list[str]:
+    align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _group_columns(report: dict[str, Any]) -> list[str]:
+    return list(report["group_keys"]) or ["group"]
+
+
+def _group_cells(report: dict[str, Any], group: dict[str, Any]) -> list[str]:
+    if not report["group_keys"]:
+        return [group["label"]]
+    return [f"`{group['labels'][key]}`" for key in report["group_keys"]]
+
+
+def _seeds(group: dict[str, Any]) -> str:
+    return ", ".join(str(s) for s in group["seeds"])
+
+
+def macro_table(report: dict[str, Any]) -> list[str]:
+    header = [*_group_columns(report), "seeds", *(f"macro {METRIC_NAMES[m]}" for m in METRICS)]
+    rows = [[*_group_cells(report, g), _seeds(g), *(ci_cell(g["macro"][m]) for m in METRICS)]
+            for g in report["groups"]]
+    return _table(header, rows, len(_group_columns(report)) + 1)
+
+
+def task_table(report: dict[str, Any], metric: str) -> list[str]:
+    header = [*_group_columns(report), *report["tasks"], "macro"]
+    rows = [[*_group_cells(report, g), *(ci_cell(g["tasks"][t][metric]) for t in report["tasks"]),
+             ci_cell(g["macro"][metric])] for g in report["groups"]]
+    return _table(header, rows, len(_group_columns(report)))
+
+
+def gain_table(report: dict[str, Any]) -> list[str]:
+    tasks = report["knowledge_gain_tasks"]
+    header = [*_group_columns(report), *tasks, "macro"]
+    rows = []
+    for g in report["groups"]:
+        gain = g["knowledge_gain"] or {"tasks": {}, "macro": None}
+        rows.append([*_group_cells(report, g), *(ci_cell(gain["tasks"].get(t), "se", True) for t in tasks),
+                     ci_cell(gain["macro"], "se", True)])
+    return _table(header, rows, len(_group_columns(report)))
+
+
+def header_lines(report: dict[str, Any]) -> list[str]:
+    n_found = len(report["runs"]) + len(report["skipped"])
+    keys = ", ".join(f"`{k}`" for k in report["group_keys"]) or "nothing (the runs differ in the seed only)"
+    lines = [
+        f"# Study `{report['study']}`",
+        "",
+        f"Made by `{report['command']}` from {', '.join(f'`{p}`' for p in report['inputs'])}.",
+        "",
+        f"- Runs: {len(report['runs'])} finished of {n_found} run directories found below "
+        f"`{report['runs_root']}` (each listed under *Runs*)"
+        + (f"; {len(report['skipped'])} left out (listed at the end)." if report["skipped"] else "."),
+        f"- Grouped by (the keys the sweep varied): {keys}.",
+    ]
+    if report["derived_keys"]:
+        lines.append("- Changing along with them (not grouped by): "
+                     + ", ".join(f"`{k}`" for k in report["derived_keys"]) + ".")
+    lines += [
+        f"- Replicates: `{report['replicate_key']}`. Cells: mean ± 95 % CI over seeds, t-distribution "
+        "(mean ± t_{0.975,n-1} · sd / √n), and n; n = 1: no CI. MAP and RP@10 in percent.",
+        f"- Plot: {report['kind']}" + (f" ({', '.join(f'`{p}`' for p in report['plots'])})" if report["plots"]
+                                       else "") + ".",
+    ]
+    if report["unavailable"]:
+        lines.append("- Unavailable (no run has results for it; not in the macro average): "
+                     f"{', '.join(report['unavailable'])}.")
+    dupes = [g["label"] for g in report["groups"] if g["duplicate_seeds"]]
+    if dupes:
+        lines.append(f"- The same seed appears more than once in: {'; '.join(dupes)} (runs passed twice?).")
+    return lines
+
+
+def runs_table(report: dict[str, Any]) -> list[str]:
+    rows = [[f"`{r['name']}`", str(r["seed"]), r["group"], pct(r["macro_map"])] for r in report["runs"]]
+    return [f"Run directories below `{report['runs_root']}`:", "",
+            *_table(["run", "seed", "group", "macro MAP"], rows, 3)]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The whole ``report.md``."""
+    lines = header_lines(report)
+    lines += ["", "## Macro average", "", *macro_table(report)]
+    for metric in METRICS:
+        lines += ["", f"## {METRIC_NAMES[metric]} per task (%)", "", *task_table(report, metric)]
+    if report["knowledge_gain_tasks"]:
+        lines += ["", "## Knowledge gain: MAP(final) - MAP(step 0), percentage points (mean ± SE)", "",
+                  *gain_table(report)]
+    lines += ["", "## Runs", "", *runs_table(report)]
+    if report["skipped"]:
+        lines += ["", "## Left out", ""] + [f"- `{s['name']}`: {s['reason']}" for s in report["skipped"]]
+    return "\n".join(lines) + "\n"
