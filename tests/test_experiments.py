@@ -25,8 +25,10 @@ from uwe_lightning.paths import CONF_DIR, REPO_DIR
 from uwe_lightning.training.run import train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
-ALL_FILES = [f"+experiment={name}" for name in EXPERIMENTS] + [f"hparams_search={name}" for name in SEARCHES]
+SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml") if not p.stem.startswith("_"))
+AXES = [name for name in SEARCHES if name != "optuna"]
+SCALES = sorted(p.stem for p in (CONF_DIR / "scale").glob("*.yaml"))
+ALL_FILES = [f"+experiment={name}" for name in EXPERIMENTS] + [f"hparams_search={name}" for name in AXES]
 
 
 def compose_train(*overrides: str) -> DictConfig:
@@ -53,7 +55,9 @@ def last_job(cfg: DictConfig) -> list[str]:
 
 def test_every_expected_file_exists():
     assert EXPERIMENTS == ["ablation_late_interaction", "ablation_loss", "cpu_minilm", "cross_task_transfer", "uwe"]
-    assert SEARCHES == ["grid"]
+    assert SEARCHES == ["alpha_a", "alpha_j", "alpha_v", "loss_tau_a", "loss_tau_j", "loss_tau_v", "lr", "optuna",
+                        "scorer_tau"]
+    assert SCALES == ["cpu", "paper"]
 
 
 def test_uwe_is_the_paper_setup():
@@ -74,8 +78,7 @@ def test_uwe_is_the_paper_setup():
     )
     assert cfg.optim.lr == 8e-5 and cfg.optim.warmup_ratio == 0.1
     assert (cfg.validation.every_n_steps, cfg.export.select) == (50, "best")
-    # one pass over the open protocol's J edges: ceil(175,307 / 512) = 343, rounded up to the 50-step grid
-    assert cfg.trainer.max_steps == 600
+    assert cfg.trainer.max_steps == 600  # the paper's ablation length (one pass over open J: 338 steps)
     assert cfg.hydra.mode is None and not sweep(cfg)
 
 
@@ -100,16 +103,50 @@ def test_ablations_sweep_five_seeds_without_early_stopping(override, expected_sw
     assert cfg.test.knowledge_gain == (override == "+experiment=cross_task_transfer")
 
 
-def test_grid_is_the_appendix_grid():
-    cfg = compose_train("hparams_search=grid")
-    grid = sweep(cfg)
-    assert grid["scorer.tau"] == ["2.0", "1.0", "0.5", "0.1"]
-    assert [float(x) for x in grid["optim.lr"]] == [1e-4, 8e-5, 5e-5, 1e-5]
+def test_hparams_axes_are_the_appendix_grid_one_axis_at_a_time():
+    """The paper's reading of its grid: each axis searched alone, the others at the optimum: 29 runs, not the
+    27,648 of the cartesian product."""
+    axes = {}
+    for name in AXES:
+        cfg = compose_train(f"hparams_search={name}")
+        ((key, values),) = sweep(cfg).items()
+        axes[key] = [float(v) for v in values]
+        assert (cfg.scorer.name, cfg.loss.name, list(cfg.test.tasks), cfg.export.select) == ("softmax", "mtm", [], "last")
+        assert cfg.validation.every_n_steps is None and cfg.trainer.max_steps == 600
+        assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert axes["scorer.tau"] == [2.0, 1.0, 0.5, 0.1]
+    assert axes["optim.lr"] == [1e-4, 8e-5, 5e-5, 1e-5]
     for graph in "JVA":
-        assert [float(x) for x in grid[f"loss.alpha.{graph}"]] == [0.0, 0.5, 1.0]
-        assert [float(x) for x in grid[f"loss.tau.{graph}"]] == [0.01, 0.02, 0.05, 0.1]
-    assert math.prod(len(v) for v in grid.values()) == 4 * 3**3 * 4 * 4**3 == 27_648
-    assert (cfg.trainer.max_steps, cfg.validation.every_n_steps, list(cfg.test.tasks)) == (600, 600, [])
+        assert axes[f"loss.alpha.{graph}"] == [0.0, 0.5, 1.0]
+        assert axes[f"loss.tau.{graph}"] == [0.01, 0.02, 0.05, 0.1]
+    assert sum(len(v) for v in axes.values()) == 29
+    assert math.prod(len(v) for v in axes.values()) == 27_648  # what the old cartesian grid would have run
+
+
+def test_optuna_search_covers_the_same_axes():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = compose_train("hparams_search=optuna", "hydra/launcher=joblib")
+    params = dict(cfg.hydra.sweeper.params)
+    assert set(params) == {"scorer.tau", "loss.alpha.J", "loss.alpha.V", "loss.alpha.A", "optim.lr", "loss.tau.J",
+                           "loss.tau.V", "loss.tau.A"}
+    assert cfg.hydra.sweeper.direction == "maximize" and list(cfg.test.tasks) == []
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("override", ALL_FILES)
+def test_every_experiment_composes_with_every_scale(override, scale):
+    """``scale`` changes sizes only: the method (scorer, loss, its tau / alpha, schedule, augmentation) is the
+    experiment's; the sizes are the scale's (an experiment may pin its own, as cpu_minilm does)."""
+    paper, scaled = compose_train(override), compose_train(override, f"scale={scale}")
+    assert scaled.scale.name == scale
+    for key in ("scorer", "loss", "optim", "data.augment_p", "data.graphs", "train", "export", "test.tasks",
+                "test.knowledge_gain", "validation.tasks"):
+        assert OmegaConf.select(scaled, key) == OmegaConf.select(paper, key), key
+    if override != "+experiment=cpu_minilm":
+        assert scaled.data.skills_per_step == scaled.scale.skills_per_step
+        assert scaled.trainer.max_steps in scaled.scale.steps.values()
+        assert scaled.model.name == ("minilm" if scale == "cpu" else "mpnet")
 
 
 @pytest.mark.parametrize("override", ALL_FILES)

@@ -335,9 +335,15 @@ def finish_wandb(loggers: list) -> None:
 
 
 def objective(summary: dict[str, Any]) -> float | None:
-    """The value a sweeper optimises: test macro MAP, else the best validation macro MAP."""
-    if summary.get("test_macro"):
-        return float(summary["test_macro"]["map"])
+    """What a sweeper optimises: the best validation macro MAP (never a test number: test sets are for the
+    final evaluation only). A job that trained nothing (every loss weight 0) returns ``-inf``, so a search
+    ranks it last instead of failing; ``None`` when there was no validation.
+
+    >>> objective({"skipped": "every loss weight 0"}), objective({"best_val": {"val/macro_map": 0.5}})
+    (-inf, 0.5)
+    """
+    if summary.get("skipped"):
+        return float("-inf")
     best = summary.get("best_val")
     value = best.get(VAL_MONITOR) if best else None
     return float(value) if value is not None and math.isfinite(value) else None
