@@ -19,11 +19,13 @@ def compose_with_hydra(*overrides: str):
 
 
 def test_multirun_jobs_share_a_group_and_are_named_by_their_overrides(tmp_path):
-    one = compose_with_hydra("+experiment=ablation_loss", "loss=mtm", "seed=1")
-    two = compose_with_hydra("+experiment=ablation_loss", "loss=infonce", "seed=0")
+    # The jobs of one `-m` invocation share the sweep dir Hydra resolved at launch.
+    sweep_dir = f"hydra.sweep.dir={tmp_path / 'multiruns' / '2026-12-01_10-00-00'}"
+    one = compose_with_hydra("+experiment=ablation_loss", "loss=mtm", "seed=1", sweep_dir)
+    two = compose_with_hydra("+experiment=ablation_loss", "loss=infonce", "seed=0", sweep_dir)
     ids = [wandb_identity(cfg, cfg.hydra, tmp_path) for cfg in (one, two)]
     assert [i["name"] for i in ids] == ["loss=mtm,seed=1", "loss=infonce,seed=0"]
-    assert ids[0]["group"] == ids[1]["group"] and ids[0]["group"].startswith("ablation_loss/")
+    assert ids[0]["group"] == ids[1]["group"] == "ablation_loss/2026-12-01_10-00-00"
     assert ids[0]["tags"][:2] == ["ablation_loss", "multirun"] and ids[0]["job_type"] == "train"
     single = compose_with_hydra("seed=3")
     identity = wandb_identity(single, single.hydra, tmp_path)
