@@ -274,7 +274,7 @@ def test_evaluate_cli_checks_max_queries_before_the_model(tmp_path):
     from uwe_lightning.cli.evaluate import run
 
     cfg = _evaluate_cfg(tmp_path, "model=minilm", f"paths.model_dir={tmp_path / 'no-models'}", "max_queries=0")
-    with pytest.raises(ConfigError, match="max_queries must be a whole number >= 1, or null"):
+    with pytest.raises(ConfigError, match="max_queries must be a whole number >= 1 or null"):
         run(cfg)
 
 

@@ -139,7 +139,7 @@ def test_non_utf8_pack_file_names_the_line(tmp_path):
 
 
 CLI_CASES = {  # through the real CLI (a subprocess each; the value checks below run in-process)
-    "trainer.max_steps=abc": "trainer.max_steps='abc'",
+    "trainer.max_steps=abc": "trainer.max_steps must be a whole number >= 1, got 'abc'",
     "validation.max_querys=5": "max_querys",
 }
 

@@ -26,6 +26,22 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key (``trainer.max_steps``) and what to do."""
 
 
+def check_whole_number(value: Any, key: str, optional: bool = False, what: str = "") -> None:
+    """A config value that must be a whole number >= 1 (``optional``: or null); else a ConfigError naming ``key``.
+
+    >>> check_whole_number(3, "k"); check_whole_number(None, "max_queries", optional=True)
+    >>> check_whole_number(2.7, "k")
+    Traceback (most recent call last):
+    ...
+    uwe_lightning.io.ConfigError: k must be a whole number >= 1, got 2.7 (e.g. k=10)
+    """
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        allowed = "a whole number >= 1" + (" or null" if optional else "")
+        raise ConfigError(f"{key} must be {allowed}{what}, got {value!r} (e.g. {key}=10)")
+
+
 class ModelNotFoundError(FileNotFoundError):
     """A model name or directory that does not resolve; the message says what would."""
 

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
-from uwe_lightning.io import ConfigError, DataError, atomic_write_text
+from uwe_lightning.io import ConfigError, DataError, atomic_write_text, check_whole_number
 from uwe_lightning.paths import CONF_DIR, resolve_cache_dir
 from uwe_lightning.ranking.texts import is_blank
 from uwe_lightning.workbench.report import strict_json
@@ -108,21 +108,12 @@ def collect_queries(queries, queries_file) -> list[str]:
     return texts
 
 
-def _positive_int(cfg: DictConfig, key: str, optional: bool = False) -> None:
-    value = cfg.get(key)
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "a whole number >= 1" + (" or null" if optional else "")
-        raise ConfigError(f"{key} must be {allowed}, got {value!r} (e.g. {key}=10)")
-
-
 def check_config(cfg: DictConfig) -> None:
     """Reject bad settings before the model loads and the target space is encoded (minutes, not seconds)."""
-    _positive_int(cfg, "k")
-    _positive_int(cfg, "batch_size")
-    _positive_int(cfg, "max_length", optional=True)
-    _positive_int(cfg, "threads", optional=True)
+    check_whole_number(cfg.get("k"), "k")
+    check_whole_number(cfg.get("batch_size"), "batch_size")
+    check_whole_number(cfg.get("max_length"), "max_length", optional=True)
+    check_whole_number(cfg.get("threads"), "threads", optional=True)
     if cfg.direction and cfg.direction not in DIRECTIONS:
         raise ConfigError(f"direction must be one of {sorted(DIRECTIONS)} or null, got {cfg.direction!r}")
     source = DIRECTIONS.get(cfg.direction, cfg.targets) if cfg.direction else cfg.targets

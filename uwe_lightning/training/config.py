@@ -15,7 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from uwe_lightning.io import ConfigError
+from uwe_lightning.io import ConfigError, check_whole_number
 
 
 @dataclass
@@ -119,22 +119,12 @@ def check_sections(cfg: DictConfig) -> None:
         OmegaConf.merge(base, cfg[name])  # type errors name the key
 
 
-def _whole(cfg: DictConfig, key: str, allow_none: bool = False, minimum: int = 1) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        what = f"an integer >= {minimum}" + (" or null" if allow_none else "")
-        raise ConfigError(f"{key}={value!r}: must be {what}")
-
-
 def check_values(cfg: DictConfig) -> None:
     """Values the schema cannot type (the ``trainer`` / ``data`` groups) or bound: one line naming the key."""
-    _whole(cfg, "trainer.max_steps")
-    _whole(cfg, "data.skills_per_step")
-    _whole(cfg, "validation.every_n_steps", allow_none=True)
-    _whole(cfg, "validation.max_queries", allow_none=True)
-    _whole(cfg, "test.max_queries", allow_none=True)
+    for key in ("trainer.max_steps", "data.skills_per_step"):
+        check_whole_number(OmegaConf.select(cfg, key), key)
+    for key in ("validation.every_n_steps", "validation.max_queries", "test.max_queries"):
+        check_whole_number(OmegaConf.select(cfg, key), key, optional=True)
     if cfg.export.select not in ("best", "last"):
         raise ConfigError(f"export.select={cfg.export.select!r}: must be 'best' or 'last'")
 

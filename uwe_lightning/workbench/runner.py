@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from uwe_lightning.io import ConfigError
+from uwe_lightning.io import check_whole_number
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.metrics import RankingMetrics, macro_average
 from uwe_lightning.workbench.registry import get_task
@@ -93,10 +93,7 @@ def load_tasks(
 
 def check_max_queries(max_queries: Any, key: str = "max_queries") -> None:
     """``max_queries`` must be null (every query) or a whole number >= 1: 0 would score nothing (a NaN MAP)."""
-    if max_queries is None:
-        return
-    if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
-        raise ConfigError(f"{key} must be a whole number >= 1, or null for every query; got {max_queries!r}")
+    check_whole_number(max_queries, key, optional=True, what=" (null: every query)")
 
 
 def subsample(dataset: RankingDataset, max_queries: int | None, seed: int = 0) -> RankingDataset:
