@@ -54,7 +54,8 @@ def last_job(cfg: DictConfig) -> list[str]:
 
 
 def test_every_expected_file_exists():
-    assert EXPERIMENTS == ["ablation_late_interaction", "ablation_loss", "cpu_minilm", "cross_task_transfer", "uwe"]
+    assert EXPERIMENTS == ["ablation_late_interaction", "ablation_loss", "cpu_minilm", "cross_task_transfer",
+                           "temperature", "uwe"]
     assert SEARCHES == ["alpha_a", "alpha_j", "alpha_v", "loss_tau_a", "loss_tau_j", "loss_tau_v", "lr", "optuna",
                         "scorer_tau"]
     assert SCALES == ["cpu", "paper"]
@@ -101,6 +102,16 @@ def test_ablations_sweep_five_seeds_without_early_stopping(override, expected_sw
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert (cfg.trainer.max_steps, cfg.scorer.name, cfg.export.select) == (steps, scorer, "last")
     assert cfg.test.knowledge_gain == (override == "+experiment=cross_task_transfer")
+
+
+def test_temperature_curve_is_figure_4():
+    cfg = compose_train("+experiment=temperature")
+    assert sweep(cfg) == {"scorer": ["softmax", "softmax_ymean"], "scorer.tau": ["2.0", "1.0", "0.5", "0.1"],
+                          "seed": ["0", "1", "2", "3", "4"]}
+    assert (cfg.loss.name, cfg.export.select, cfg.trainer.max_steps) == ("mtm", "last", 600)
+    maxsim = compose_train("+experiment=temperature", "scorer=maxsim", "scorer.tau=null")
+    assert maxsim.scorer.name == "maxsim" and maxsim.scorer.tau is None
+    assert sweep(compose_train("+experiment=temperature", "scale=cpu"))["seed"] == ["0"]
 
 
 def test_hparams_axes_are_the_appendix_grid_one_axis_at_a_time():
