@@ -8,7 +8,9 @@ fault); every result, checkpoint and cache file is published atomically (tempora
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -95,14 +97,62 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def first_undecodable_line(path: Path, encoding: str = "utf-8") -> str:
-    """``"line N"`` (1-based, header included) of the first line that is not valid ``encoding``."""
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                raw.decode(encoding)
-            except UnicodeDecodeError:
-                return f"line {number}"
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy ``source`` onto ``path`` atomically (publishing a result next to where it was written)."""
+    with atomic_write_path(path, suffix=Path(path).suffix) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(path)
+
+
+def atomic_save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """``fig.savefig`` (a matplotlib figure, as PNG) published atomically."""
+    with atomic_write_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return Path(path)
+
+
+def finite_or_none(data: Any) -> Any:
+    """``data`` with every non-finite float (NaN, +-inf) replaced by None, in nested dicts/lists/tuples.
+
+    >>> finite_or_none({"map": float("nan"), "rows": [1.0, float("inf")], "n": 3})
+    {'map': None, 'rows': [1.0, None], 'n': 3}
+    """
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_none(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_none(value) for value in data]
+    return data
+
+
+def strict_json(data: Any, **dumps_kwargs: Any) -> str:
+    """``json.dumps`` that never writes NaN/Infinity (they become null); non-JSON values through ``str``."""
+    dumps_kwargs.setdefault("default", str)
+    return json.dumps(finite_or_none(data), allow_nan=False, **dumps_kwargs)
+
+
+def line_of_byte(data: bytes, position: int) -> int:
+    """The 1-based line of byte ``position`` in ``data``; ``\\r\\n``, ``\\r`` and ``\\n`` each end a line.
+
+    >>> line_of_byte(b"a\\r\\nb\\rc\\xff", 6)
+    3
+    """
+    return data[:position].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
+
+
+def first_line_of_byte(path: Path, encoding: str = "utf-8") -> str:
+    """``"line N"`` (1-based, header included) of the first byte that is not valid ``encoding``."""
+    data = Path(path).read_bytes()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as err:
+        return f"line {line_of_byte(data, err.start)}"
     return "somewhere"
 
 
@@ -132,7 +182,7 @@ def read_csv_checked(
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: malformed CSV row: {err}") from err
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}: {first_undecodable_line(path)}: not UTF-8 text ({err.reason}); re-save the file "
+        raise DataError(f"{path}: {first_line_of_byte(path)}: not UTF-8 text ({err.reason}); re-save the file "
                         "as UTF-8") from err
     except pd.errors.EmptyDataError as err:
         raise DataError(f"{path}: unreadable CSV: {err}") from err

@@ -15,6 +15,8 @@ from uwe_lightning.io import DataError
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
 CONF_DIR = PACKAGE_DIR / "conf"
+#: What a training run records about itself, in its run directory (written by ``training.provenance``).
+RUN_INFO_FILE = "run_info.json"
 
 #: Every file a WorkBench task or the open training protocol reads, with what provides it.
 DATA_FILES: dict[str, str] = {

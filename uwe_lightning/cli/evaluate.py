@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
-from uwe_lightning.io import atomic_write_path
+from uwe_lightning.io import atomic_copy
 from uwe_lightning.model.pretrained import ModelSpec, UWEModel
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.ranking.ranker import Ranker
@@ -59,9 +58,7 @@ def publish(dest: Path, files: tuple[Path, ...]) -> list[Path]:
     for path in files:
         target = dest / path.name
         keep_previous(target)  # logs the rename
-        with atomic_write_path(target) as tmp:
-            shutil.copyfile(path, tmp)
-        copied.append(target)
+        copied.append(atomic_copy(path, target))
     return copied
 
 

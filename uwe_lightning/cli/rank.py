@@ -18,10 +18,16 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
-from uwe_lightning.io import ConfigError, DataError, atomic_write_text, check_whole_number
+from uwe_lightning.io import (
+    ConfigError,
+    DataError,
+    atomic_write_text,
+    check_whole_number,
+    line_of_byte,
+    strict_json,
+)
 from uwe_lightning.paths import CONF_DIR, resolve_cache_dir
 from uwe_lightning.ranking.texts import is_blank
-from uwe_lightning.workbench.report import strict_json
 
 TARGET_SOURCES = ("esco_skills", "esco_occupations", "file")
 DIRECTIONS = {"job2skill": "esco_skills", "skill2job": "esco_occupations"}
@@ -48,7 +54,7 @@ def read_numbered_lines(path: str | Path, what: str) -> list[tuple[int, str]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = _newlines(data[: err.start]) + 1
+        line = line_of_byte(data, err.start)
         raise DataError(f"{what} {path}: line {line}: not valid UTF-8 (byte 0x{data[err.start]:02x}); "
                         "save the file as UTF-8") from err
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -56,11 +62,6 @@ def read_numbered_lines(path: str | Path, what: str) -> list[tuple[int, str]]:
     if not numbered:
         raise DataError(f"{what} {path} holds no text (one text a line)")
     return numbered
-
-
-def _newlines(data: bytes) -> int:
-    """Line breaks in ``data`` counted like :func:`read_numbered_lines` splits (\\r\\n, \\r or \\n)."""
-    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n")
 
 
 def read_lines(path: str | Path, what: str) -> list[str]:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
-from uwe_lightning.io import atomic_write_path, atomic_write_text
+from uwe_lightning.io import atomic_copy, atomic_save_figure, atomic_write_text
 from uwe_lightning.paths import REPO_DIR
 
 
@@ -203,8 +202,7 @@ def plot_growth(result: dict, path: Path) -> Path | None:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     try:
-        with atomic_write_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
+        atomic_save_figure(fig, path)
     finally:
         plt.close(fig)
     return path
@@ -236,7 +234,6 @@ def publish(out_dir: Path, dest: Path, model_name: str) -> list[Path]:
             text = source.read_text().replace(root, "").replace("(latency_vs_targets.png)", f"({plot})")
             atomic_write_text(path, text)
         else:
-            with atomic_write_path(path, suffix=path.suffix) as tmp:
-                shutil.copyfile(source, tmp)
+            atomic_copy(source, path)
         copied.append(path)
     return copied

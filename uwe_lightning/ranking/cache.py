@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from uwe_lightning.io import atomic_write_path
+from uwe_lightning.io import atomic_write_bytes, atomic_write_path
 
 #: 2: the header holds payload checksums (files of format 1 are rebuilt, never trusted unchecked).
 FORMAT_VERSION = 2
@@ -126,7 +126,7 @@ def model_fingerprint(model_dir: str | os.PathLike, memo_dir: str | os.PathLike 
         if memo_path:
             on_disk[str(root)] = {"stamp": stamp, "sha256": fingerprint}
             try:
-                _atomic_write_bytes(memo_path, json.dumps(on_disk, indent=1).encode())
+                atomic_write_bytes(memo_path, json.dumps(on_disk, indent=1).encode())
             except OSError as err:  # a read-only cache: the memo is an optimisation only
                 warn_unwritable(memo_path.parent, err)
     _memo[str(root)] = (stamp, fingerprint)
@@ -148,11 +148,6 @@ def _read_json(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_write_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 _warned_unwritable: set[str] = set()

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from uwe_lightning.model.encoder import Encoder
 from uwe_lightning.model.pretrained import UWEModel
-from uwe_lightning.model.scoring import ScorerSpec, get_scorer
+from uwe_lightning.model.scoring import ScorerSpec
 from uwe_lightning.ranking import cache as cache_lib
 from uwe_lightning.ranking.packed import Bucket, EncodedTexts
 from uwe_lightning.ranking.texts import is_blank
@@ -75,7 +75,7 @@ class Ranker:
     def __init__(
         self,
         encoder: Encoder,
-        scorer: str = "mean",
+        scorer: str | ScorerSpec = "mean",
         tau: float | None = None,
         batch_size: int = 128,
         max_length: int | None = None,
@@ -89,13 +89,10 @@ class Ranker:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be >= 1 or None, got {max_length}")
         self.device = auto_device(device)
-        self.encoder = encoder.to(self.device).eval()
-        self.spec: ScorerSpec = get_scorer(scorer, tau)
+        # What is ranked with (encoder, scorer, token limit) is a UWEModel; the rest here is how.
+        self.model = UWEModel(encoder.to(self.device).eval(), scorer, tau, max_length=max_length)
         self.batch_size = batch_size
-        self.max_length = max_length
         self.compute_dtype = compute_dtype or torch.float32
         self.max_elements = max_elements
         self.bucket_min_size = bucket_min_size
@@ -126,7 +123,7 @@ class Ranker:
     def from_model(cls, model: UWEModel, **kw) -> Ranker:
         """A ranker with ``model``'s encoder, scorer and token limit (``kw``: the other settings)."""
         kw.setdefault("max_length", model.max_length)
-        ranker = cls(model.encoder, scorer=model.scorer.name, tau=model.scorer.tau, **kw)
+        ranker = cls(model.encoder, scorer=model.scorer, **kw)
         ranker.model_dir = model.source_dir
         return ranker
 
@@ -141,6 +138,18 @@ class Ranker:
         other = Ranker(self.encoder, scorer=scorer, tau=tau, **{**settings, **kw})
         other.model_dir, other.display_name = self.model_dir, self.display_name
         return other
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.model.encoder
+
+    @property
+    def spec(self) -> ScorerSpec:
+        return self.model.scorer
+
+    @property
+    def max_length(self) -> int | None:
+        return self.model.max_length
 
     # -- identity --------------------------------------------------------------------------------------------
 
@@ -161,7 +170,7 @@ class Ranker:
         return None
 
     def effective_max_length(self) -> int:
-        return int(self.max_length or self.encoder.model_max_length())
+        return self.model.effective_max_length()
 
     def pooled(self, side: Side) -> bool:
         if side not in SIDES:
@@ -181,8 +190,7 @@ class Ranker:
         texts = list(texts)
         if not texts:
             return []
-        return self.encoder.encode(texts, batch_size=self.batch_size, max_length=self.max_length,
-                                   show_progress=show_progress)
+        return self.model.embed(texts, batch_size=self.batch_size, show_progress=show_progress)
 
     def pack(self, token_list: Sequence[Tensor], side: Side) -> EncodedTexts:
         """Pack token embeddings of one side; mean-pools them when the scorer pools that side."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from uwe_lightning.io import atomic_write_path
+from uwe_lightning.io import atomic_save_figure
 from uwe_lightning.studies.aggregate import METRIC_NAMES, METRICS, TAU_KEY
 
 MAXSIM = "maxsim"
@@ -28,8 +28,7 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    with atomic_write_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+    atomic_save_figure(fig, path)
     _pyplot().close(fig)
     return path
 

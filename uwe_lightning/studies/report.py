@@ -13,18 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from uwe_lightning.io import ConfigError, atomic_write_text
-from uwe_lightning.paths import REPO_DIR
+from uwe_lightning.paths import REPO_DIR, RUN_INFO_FILE
 from uwe_lightning.studies import plots, tables
 from uwe_lightning.studies.aggregate import aggregate, choose_kind
 from uwe_lightning.studies.runs import (
     REPLICATE_KEY,
-    RESULTS_FILE,
-    RUN_INFO_FILE,
     Run,
     find_run_dirs,
     group_runs,
     load_runs,
 )
+from uwe_lightning.workbench.report import RESULTS_FILE
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 

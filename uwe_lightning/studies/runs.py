@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from uwe_lightning.io import ConfigError
+from uwe_lightning.paths import RUN_INFO_FILE
+from uwe_lightning.workbench.report import RESULTS_FILE
 
-RUN_INFO_FILE = "run_info.json"  # as uwe_lightning.training.provenance writes it
-RESULTS_FILE = "results.json"  # as uwe_lightning.workbench.report writes it
 REPLICATE_KEY = "seed"
 #: Keys that differ between runs of one design without being a factor of it.
 RUN_CONTROL_KEYS = frozenset({REPLICATE_KEY, "resume", "overwrite"})

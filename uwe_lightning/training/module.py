@@ -32,7 +32,7 @@ from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.encoder import Encoder, TokenEmbeddings
 from uwe_lightning.model.pairwise import pairwise_scores
 from uwe_lightning.model.pretrained import UWEModel
-from uwe_lightning.model.scoring import ScorerSpec, get_scorer
+from uwe_lightning.model.scoring import ScorerSpec
 from uwe_lightning.training.optim import decay_groups, linear_warmup_decay, warmup_steps_for
 
 
@@ -108,7 +108,11 @@ class UWEModule(pl.LightningModule):
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         if not isinstance(loss, GraphLoss):
             loss = GraphLoss(**dict(loss or {"name": "mtm"}), graphs=graphs)
-        spec = scorer if isinstance(scorer, ScorerSpec) else get_scorer(scorer, scorer_tau)
+        encoder = Encoder.from_pretrained(backbone, model_dir)
+        self.model = UWEModel(encoder, scorer, scorer_tau, train_max_length=train_max_length,
+                              provenance={"backbone": backbone})
+        self.model.train()  # from_pretrained returns eval mode; training uses the backbone's dropout
+        spec = self.model.scorer
         self.save_hyperparameters(
             {
                 "backbone": backbone,
@@ -130,9 +134,6 @@ class UWEModule(pl.LightningModule):
         )
         self.loss_fn = loss
         self.graphs = loss.active_graphs  # graphs with weight 0 are neither encoded nor scored
-        encoder = Encoder.from_pretrained(backbone, model_dir)
-        self.model = UWEModel(encoder, spec, train_max_length=train_max_length, provenance={"backbone": backbone})
-        self.model.train()  # from_pretrained returns eval mode; training uses the backbone's dropout
 
     @property
     def encoder(self) -> Encoder:

@@ -15,9 +15,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from uwe_lightning.io import atomic_write_json
-from uwe_lightning.paths import REPO_DIR
+from uwe_lightning.paths import REPO_DIR, RUN_INFO_FILE
 
-RUN_INFO_FILE = "run_info.json"
 VERSIONED_PACKAGES = (
     "uwe_lightning",
     "torch",
@@ -66,17 +65,23 @@ def plain_config(cfg: DictConfig) -> dict[str, Any]:
     return data
 
 
-def add_summary(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """Merge the run's summary into ``run_info.json``; returns the summary."""
-    path = run_dir / RUN_INFO_FILE
-    atomic_write_json(path, {**json.loads(path.read_text()), "summary": summary})
-    return summary
-
-
 def add_info(run_dir: Path, **fields: Any) -> None:
     """Merge top-level ``fields`` into ``run_info.json`` (e.g. the W&B run id, so a resume reuses it)."""
     path = run_dir / RUN_INFO_FILE
     atomic_write_json(path, {**json.loads(path.read_text()), **fields})
+
+
+def add_summary(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Merge the run's summary into ``run_info.json``; returns the summary."""
+    add_info(run_dir, summary=summary)
+    return summary
+
+
+def current_hydra_config() -> Any | None:
+    """The running Hydra app's config (its ``overrides``, ``mode``, ``sweep``), or None outside one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
 
 
 def record_start(

@@ -35,6 +35,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from uwe_lightning.data.datamodule import UWEDataModule
+from uwe_lightning.io import atomic_write_text
 from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.pretrained import ModelSpec
 from uwe_lightning.ranking.ranker import Ranker
@@ -49,7 +50,13 @@ from uwe_lightning.training.checkpointing import (
 )
 from uwe_lightning.training.config import check_sections, check_values
 from uwe_lightning.training.module import NonFiniteError, UWEModule
-from uwe_lightning.training.provenance import add_info, add_summary, plain_config, record_start
+from uwe_lightning.training.provenance import (
+    add_info,
+    add_summary,
+    current_hydra_config,
+    plain_config,
+    record_start,
+)
 from uwe_lightning.training.rundir import EXIT_STATUS, prepare_run_dir, resume_command
 from uwe_lightning.training.tracking import log_test_table, wandb_identity
 from uwe_lightning.workbench.report import knowledge_gain, knowledge_gain_markdown, write_results
@@ -68,6 +75,7 @@ def build_loss(cfg: DictConfig) -> GraphLoss:
 
 
 def build_module(cfg: DictConfig, loss: GraphLoss | None = None) -> UWEModule:
+    """The LightningModule of the config (``loss``: the run's already built :func:`build_loss`)."""
     spec: ModelSpec = hydra.utils.instantiate(cfg.model)
     if spec.kind != "encoder":
         raise ValueError(f"model={spec.name} (kind {spec.kind}) cannot be trained; use an encoder model")
@@ -95,15 +103,14 @@ def build_datamodule(cfg: DictConfig) -> UWEDataModule:
     return hydra.utils.instantiate(cfg.data, _recursive_=True)
 
 
-def skip_reason(cfg: DictConfig) -> str | None:
-    """Why a configured run has nothing to train (a grid point with every loss weight 0), else None."""
+def loss_or_skip_reason(cfg: DictConfig) -> tuple[GraphLoss | None, str | None]:
+    """The run's loss, or why the run has nothing to train (a grid point with every loss weight 0)."""
     try:
-        build_loss(cfg)
+        return build_loss(cfg), None
     except InstantiationException as err:
         if isinstance(err.__cause__, ValueError) and "weight 0" in str(err.__cause__):
-            return str(err.__cause__)
+            return None, str(err.__cause__)
         raise
-    return None
 
 
 def validation_enabled(cfg: DictConfig) -> bool:
@@ -151,17 +158,11 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> tuple[list[pl.loggers.Logge
         if node is None or "_target_" not in node:
             continue
         if node["_target_"].endswith("WandbLogger"):
-            identity = wandb_identity(cfg, _hydra_config(), run_dir)
+            identity = wandb_identity(cfg, current_hydra_config(), run_dir)
             loggers.append(hydra.utils.instantiate(node, **identity))
         else:
             loggers.append(hydra.utils.instantiate(node))
     return loggers, identity
-
-
-def _hydra_config() -> Any | None:
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get() if HydraConfig.initialized() else None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -171,9 +172,7 @@ def _hydra_config() -> Any | None:
 
 def select_and_export(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, run_dir: Path) -> dict[str, Any]:
     """Load the selected weights (best checkpoint, or the final model) and save them as ``best_model/``."""
-    select = cfg.export.select
-    if select not in ("best", "last"):
-        raise ValueError(f"export.select must be 'best' or 'last', got {select!r}")
+    select = cfg.export.select  # "best" or "last" (check_values)
     ckpt_cb = find_checkpoint_callback(trainer)
     best_path = ckpt_cb.best_model_path if ckpt_cb is not None else ""
     source, step, val_metric = "final in-memory model", trainer.global_step, None
@@ -214,7 +213,7 @@ def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict
         results["knowledge_gain"] = knowledge_gain(results, base_results)
     write_results(results, run_dir, title=f"{cfg.task_name}: {model_dir.name} on the test split")
     if t.knowledge_gain:
-        (run_dir / "knowledge_gain.md").write_text(knowledge_gain_markdown(results["knowledge_gain"]))
+        atomic_write_text(run_dir / "knowledge_gain.md", knowledge_gain_markdown(results["knowledge_gain"]))
     return results
 
 
@@ -231,24 +230,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = prepare_run_dir(run_dir, bool(cfg.resume), bool(cfg.overwrite))
     pl.seed_everything(cfg.seed, workers=True)
 
-    skip = skip_reason(cfg)
+    loss, skip = loss_or_skip_reason(cfg)
     if skip:
         log.warning("skipping this run: %s", skip)
         record_start(run_dir, cfg, None, 0)
         return add_summary(run_dir, {"skipped": skip})
-    module = build_module(cfg)
+    module = build_module(cfg, loss)
     datamodule = build_datamodule(cfg)
     datamodule.set_tokenizer(module.encoder.tokenizer)
     datamodule.setup("fit")  # graphs load here, so bad data fails before anything is written
-    for name, counts in datamodule.graph_report().items():
+    graph_report = datamodule.graph_report()
+    for name, counts in graph_report.items():
         log.info("graph %s: %s", name, counts)
     task_options = datamodule.source.task_options()
     start_step = checkpoint_step(ckpt_path) if ckpt_path else 0
     if ckpt_path is not None:
         datamodule.set_start_step(start_step)
         log.info("resuming from %s at step %d", ckpt_path, start_step)
-    record_start(run_dir, cfg, ckpt_path, start_step, data={**datamodule.source.describe(),
-                                                           "graphs": datamodule.graph_report()})
+    record_start(run_dir, cfg, ckpt_path, start_step, data={**datamodule.source.describe(), "graphs": graph_report})
 
     loggers, wandb_run = build_loggers(cfg, run_dir)
     if wandb_run is not None:
@@ -277,11 +276,11 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
     except NonFiniteError as err:
         raise NonFiniteError(f"{err}. Training stopped; {last_checkpoint_note(run_dir)}") from err
     except SIGTERMException as err:  # Lightning exits with status 0 here; a stopped run is not a success
-        signal_name = stop.received or "SIGTERM"
+        signal_name, command = stop.received or "SIGTERM", resume_command(run_dir)
         log.error("stopped by %s at step %d (last.ckpt saved); continue with:\n  %s", signal_name,
-                  trainer.global_step, resume_command(run_dir))
-        print(f"[train] stopped by {signal_name} at step {trainer.global_step}; continue with:\n  "
-              f"{resume_command(run_dir)}", file=sys.stderr, flush=True)
+                  trainer.global_step, command)
+        print(f"[train] stopped by {signal_name} at step {trainer.global_step}; continue with:\n  {command}",
+              file=sys.stderr, flush=True)
         raise SystemExit(EXIT_STATUS[signal_name]) from err
 
     summary: dict[str, Any] = {"final_step": trainer.global_step, "data": datamodule.source.describe()}

@@ -7,14 +7,16 @@ import shutil
 from pathlib import Path
 
 from uwe_lightning.io import ConfigError
+from uwe_lightning.paths import RUN_INFO_FILE
 from uwe_lightning.training.checkpointing import LAST_CHECKPOINT, remove_partial_files
-from uwe_lightning.training.provenance import RUN_INFO_FILE
+from uwe_lightning.training.provenance import current_hydra_config
+from uwe_lightning.workbench.report import RESULTS_FILE
 
 log = logging.getLogger("uwe_lightning.train")
 
 EXIT_STATUS = {"SIGTERM": 128 + 15, "SIGINT": 128 + 2}  # the shell convention for "terminated by <signal>"
 #: What a run writes into its directory (``overwrite=true`` removes exactly these).
-RUN_OUTPUTS = ("checkpoints", "best_model", "val_history.jsonl", "results.json", "results.md", "knowledge_gain.md",
+RUN_OUTPUTS = ("checkpoints", "best_model", "val_history.jsonl", RESULTS_FILE, "results.md", "knowledge_gain.md",
                "csv", "wandb", RUN_INFO_FILE)
 
 
@@ -66,10 +68,9 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> Path | None
 
 def resume_command(run_dir: Path) -> str:
     """The command that continues this run (the original overrides when Hydra knows them)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
-    except ValueError:  # not inside a Hydra app
+    hydra_cfg = current_hydra_config()
+    if hydra_cfg is None:  # not inside a Hydra app
         overrides = ["<the same overrides>"]
+    else:
+        overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "hydra.run.dir="))]
     return " ".join(["python -m uwe_lightning.train", *overrides, f"hydra.run.dir={run_dir}", "resume=true"])

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from uwe_lightning.training.provenance import RUN_INFO_FILE
+from uwe_lightning.paths import RUN_INFO_FILE
 
 #: Override keys that say where a run writes, not what it is.
 NAME_EXCLUDED_PREFIXES = ("hydra.", "paths.", "resume=", "overwrite=", "logger", "experiment=", "trainer.enable_")

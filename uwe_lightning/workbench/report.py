@@ -8,37 +8,17 @@ the new one under its modification time (``results.20261201T213000.json``) and t
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from uwe_lightning.io import atomic_write_text
+from uwe_lightning.io import atomic_write_text, strict_json
+
+RESULTS_FILE = "results.json"
 
 log = logging.getLogger(__name__)
-
-
-def finite_or_none(data: Any) -> Any:
-    """``data`` with every non-finite float (NaN, +-inf) replaced by None, in nested dicts/lists/tuples.
-
-    >>> finite_or_none({"map": float("nan"), "rows": [1.0, float("inf")], "n": 3})
-    {'map': None, 'rows': [1.0, None], 'n': 3}
-    """
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {key: finite_or_none(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [finite_or_none(value) for value in data]
-    return data
-
-
-def strict_json(data: Any, **dumps_kwargs: Any) -> str:
-    """``json.dumps`` that never writes NaN/Infinity (they become null); non-JSON values through ``str``."""
-    dumps_kwargs.setdefault("default", str)
-    return json.dumps(finite_or_none(data), allow_nan=False, **dumps_kwargs)
 
 
 def keep_previous(path: str | os.PathLike) -> Path | None:
@@ -95,7 +75,7 @@ def write_results(results: dict, out_dir, title: str) -> tuple[Path, Path]:
     """Write results.json (strict JSON) and results.md atomically into ``out_dir``; files already there are
     kept under their modification time (:func:`keep_previous`), not overwritten."""
     out = Path(out_dir)
-    json_path, md_path = out / "results.json", out / "results.md"
+    json_path, md_path = out / RESULTS_FILE, out / "results.md"
     text, markdown = strict_json(results, indent=2), results_markdown(results, title)  # fail before renaming
     for path, content in ((json_path, text), (md_path, markdown)):
         keep_previous(path)
