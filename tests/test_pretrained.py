@@ -87,3 +87,32 @@ def test_package_root_exports(tiny_model_dir):
     assert set(uwe.__all__) <= set(dir(uwe))
     for name in uwe.__all__:
         getattr(uwe, name)
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ([], ("softmax", 0.3)),                      # a saved model: the scorer it was trained with
+    (["scorer=mean"], ("mean", None)),           # an explicit scorer wins
+    (["scorer=softmax", "scorer.tau=0.7"], ("softmax", 0.7)),
+])
+def test_evaluate_uses_the_saved_scorer_unless_told(tiny_model_dir, tmp_path, overrides, expected):
+    from hydra import compose, initialize_config_dir
+
+    from uwe_lightning.cli.evaluate import build_ranking_model
+    from uwe_lightning.paths import CONF_DIR
+
+    out = UWEModel.from_pretrained(tiny_model_dir, scorer="softmax", tau=0.3).save_pretrained(tmp_path / "m")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["model=trained", f"model.backbone='{out}'", *overrides])
+    spec = build_ranking_model(cfg).ranker.spec
+    assert (spec.name, spec.tau) == expected
+
+
+def test_evaluate_backbone_defaults_to_mean(tiny_model_dir):
+    from hydra import compose, initialize_config_dir
+
+    from uwe_lightning.cli.evaluate import build_ranking_model
+    from uwe_lightning.paths import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["model=trained", f"model.backbone='{tiny_model_dir}'"])
+    assert build_ranking_model(cfg).ranker.spec.name == "mean"

@@ -17,18 +17,24 @@ from uwe_lightning.workbench.runner import EncoderRankingModel, check_max_querie
 
 
 def build_ranking_model(cfg: DictConfig):
-    """The model named by ``cfg.model`` (+ ``cfg.scorer``) wrapped for the WorkBench runner."""
+    """The model named by ``cfg.model`` (+ ``cfg.scorer``) wrapped for the WorkBench runner.
+
+    Without ``scorer=...`` a saved UWE model is evaluated with the scorer it was trained with (its ``uwe.json``),
+    a backbone with mean pooling.
+    """
     spec: ModelSpec = hydra.utils.instantiate(cfg.model)
     if spec.kind == "lexical":
         from uwe_lightning.model.lexical import TfidfRankingModel
 
         return TfidfRankingModel()
+    scorer = cfg.get("scorer")
     model = UWEModel.from_pretrained(
-        str(spec.backbone), scorer=cfg.scorer.name, tau=cfg.scorer.tau, max_length=cfg.max_length,
+        str(spec.backbone), scorer=scorer.name if scorer else None, tau=scorer.tau if scorer else None,
+        max_length=cfg.max_length,
         model_dir=cfg.paths.model_dir,
     )
     ranker = Ranker.from_model(model, batch_size=cfg.batch_size, device=cfg.device, model_id=spec.name)
-    return EncoderRankingModel(ranker, name=f"{spec.name}/{cfg.scorer.name}")
+    return EncoderRankingModel(ranker, name=f"{spec.name}/{model.scorer.name}")
 
 
 def run(cfg: DictConfig) -> dict:
