@@ -62,6 +62,9 @@ def test_fast_dev_run_exports_and_tests(tmp_path, tiny_model_dir):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["split"] == "test" and sorted(results["tasks"]) == ["JobNorm", "SkillNorm"]
     assert (tmp_path / "results.md").is_file() and (tmp_path / "knowledge_gain.md").is_file()
+    card = (tmp_path / "best_model" / "README.md").read_text()  # the model card, rewritten with the test table
+    assert "scorer: `softmax`, tau: `0.1`" in card and "## Test results" in card and "| JobNorm |" in card
+    assert "EdgeFileSource, graphs J/V/A" in card
     # The one step ran at LR 0 (linear warm-up starts at 0), so the trained weights equal the base model's
     # and every knowledge gain is exactly 0.
     gains = results["knowledge_gain"]

@@ -25,9 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from uwe_lightning.io import atomic_write_text
 from uwe_lightning.model.backbones import resolve_backbone
+from uwe_lightning.model.card import CARD_FILE, render_card
 from uwe_lightning.model.encoder import Encoder, TokenEmbeddings
 from uwe_lightning.model.scoring import ScorerSpec, get_scorer
+from uwe_lightning.model.st_format import write_sentence_transformers_files
 
 UWE_CONFIG_FILE = "uwe.json"
 FORMAT_VERSION = 1
@@ -156,10 +159,13 @@ class UWEModel(nn.Module):
         }
 
     def save_pretrained(self, out_dir: str | Path, **provenance: Any) -> Path:
-        """Write weights, tokenizer and ``uwe.json`` to ``out_dir``, replacing it atomically.
+        """Write weights, tokenizer, ``uwe.json``, the sentence-transformers files and a model card to
+        ``out_dir``, replacing it atomically.
 
         ``provenance`` entries are merged into the saved provenance. The directory is staged beside
-        ``out_dir`` and renamed into place, so a reader never sees half a model.
+        ``out_dir`` and renamed into place, so a reader never sees half a model. ``SentenceTransformer(out_dir)``
+        then loads it without guessing (mean pooling + normalize at our inference token limit; see
+        :mod:`~uwe_lightning.model.st_format`).
         """
         self.provenance.update(provenance)
         out = Path(out_dir)
@@ -168,7 +174,10 @@ class UWEModel(nn.Module):
         staging.mkdir(parents=True)
         self.encoder.backbone.save_pretrained(staging)
         self.encoder.tokenizer.save_pretrained(staging)
-        (staging / UWE_CONFIG_FILE).write_text(json.dumps(self.config(), indent=2, default=str) + "\n")
+        config = self.config()
+        (staging / UWE_CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
+        write_sentence_transformers_files(staging, self.encoder.hidden_size, self.effective_max_length(), config)
+        (staging / CARD_FILE).write_text(render_card(config), encoding="utf-8")
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -198,6 +207,13 @@ class UWEModel(nn.Module):
     def __repr__(self) -> str:
         return (f"UWEModel(backbone={self.encoder.name!r}, scorer={self.scorer.name!r}, tau={self.scorer.tau}, "
                 f"max_length={self.max_length})")
+
+
+def write_model_card(model_dir: str | Path, test_markdown: str | None = None) -> Path:
+    """(Re)write the model card of a saved model from its ``uwe.json``, with its test table when given."""
+    path = Path(model_dir) / CARD_FILE
+    atomic_write_text(path, render_card(read_uwe_config(model_dir), test_markdown))
+    return path
 
 
 def _one(tokens: torch.Tensor) -> TokenEmbeddings:

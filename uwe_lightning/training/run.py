@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from uwe_lightning.data.datamodule import UWEDataModule
 from uwe_lightning.io import atomic_write_text
 from uwe_lightning.losses import GraphLoss
-from uwe_lightning.model.pretrained import ModelSpec
+from uwe_lightning.model.pretrained import ModelSpec, write_model_card
 from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.training.callbacks import VAL_MONITOR, TrainThroughput, WorkBenchValidation
 from uwe_lightning.training.checkpointing import (
@@ -59,7 +59,12 @@ from uwe_lightning.training.provenance import (
 )
 from uwe_lightning.training.rundir import EXIT_STATUS, prepare_run_dir, resume_command
 from uwe_lightning.training.tracking import log_test_table, wandb_identity
-from uwe_lightning.workbench.report import knowledge_gain, knowledge_gain_markdown, write_results
+from uwe_lightning.workbench.report import (
+    knowledge_gain,
+    knowledge_gain_markdown,
+    results_markdown,
+    write_results,
+)
 from uwe_lightning.workbench.runner import evaluate_ranker
 
 log = logging.getLogger("uwe_lightning.train")
@@ -185,10 +190,16 @@ def select_and_export(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, r
         log.warning("no best checkpoint (validation off or fast_dev_run); exporting the final model")
     module.model.cpu()
     provenance = {"backbone": str(cfg.model.backbone), "step": int(step), "val_metric": val_metric,
-                  "source_checkpoint": source}
+                  "source_checkpoint": source, "data": data_description(cfg)}
     out = module.model.save_pretrained(run_dir / "best_model", **provenance)
     log.info("exported %s (step %d) to %s", source, step, out)
     return {"dir": str(out), **module.model.config()}
+
+
+def data_description(cfg: DictConfig) -> str:
+    """The training data in a few words, for the model card: the source class and the graphs."""
+    source = str(OmegaConf.select(cfg, "data.source._target_", default="") or "unknown source").rsplit(".", 1)[-1]
+    return f"{source}, graphs {'/'.join(cfg.data.graphs)}, {cfg.data.skills_per_step} skills per step"
 
 
 def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict) -> dict[str, Any] | None:
@@ -212,6 +223,7 @@ def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict
         results["step0"] = {"tasks": base_results["tasks"], "macro": base_results["macro"]}
         results["knowledge_gain"] = knowledge_gain(results, base_results)
     write_results(results, run_dir, title=f"{cfg.task_name}: {model_dir.name} on the test split")
+    write_model_card(model_dir, results_markdown(results, title="test split"))
     if t.knowledge_gain:
         atomic_write_text(run_dir / "knowledge_gain.md", knowledge_gain_markdown(results["knowledge_gain"]))
     return results

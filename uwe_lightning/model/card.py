@@ -1,0 +1,106 @@
+"""The model card (``README.md``) of a saved UWE model: what it is, how to load it, where it came from.
+
+Written by :meth:`~uwe_lightning.model.pretrained.UWEModel.save_pretrained` from ``uwe.json``; the training run
+rewrites it with the test table once the exported model has been tested. The YAML front matter is what model
+hubs index (library, pipeline, tags).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CARD_FILE = "README.md"
+
+_TOKEN_LEVEL = {
+    "maxsim": "MaxSim late interaction (each query token's best-matching target token, averaged)",
+    "softmax": "two-sided soft late interaction (softmax-weighted token matches, both directions, temperature tau)",
+    "softmax_ymean": "soft late interaction against the mean-pooled target (temperature tau)",
+}
+
+
+def _value(value: Any) -> str:
+    return "-" if value is None else f"`{value}`"
+
+
+def scorer_text(scorer: str, tau: float | None) -> str:
+    """One sentence on how the model scores a (query, target) pair.
+
+    >>> scorer_text("mean", None)
+    'cosine of the mean-pooled token embeddings (`mean`)'
+    >>> scorer_text("softmax", 0.1)[:40]
+    'two-sided soft late interaction (softmax'
+    """
+    if scorer == "mean":
+        return "cosine of the mean-pooled token embeddings (`mean`)"
+    what = _TOKEN_LEVEL.get(scorer, f"scorer `{scorer}`")
+    return f"{what} (`{scorer}`" + (f", tau = {tau:g})" if tau is not None else ")")
+
+
+def render_card(config: dict[str, Any], test_markdown: str | None = None) -> str:
+    """The card's markdown for a model whose ``uwe.json`` is ``config``; ``test_markdown``: its test table.
+
+    >>> card = render_card({"scorer": "softmax", "tau": 0.1, "provenance": {"backbone": "minilm", "step": 600}})
+    >>> "scorer: `softmax`" in card and "mean-pooled approximation" in card
+    True
+    """
+    scorer, tau = config.get("scorer", "mean"), config.get("tau")
+    prov = dict(config.get("provenance") or {})
+    val = prov.get("val_metric") or {}
+    token_level = scorer != "mean"
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "pipeline_tag: sentence-similarity",
+        "tags: [uwe_lightning, unified-work-embeddings, esco, skills, job-titles, sentence-transformers]",
+        "language: [en]",
+        "---",
+        "",
+        f"# UWE model ({prov.get('backbone', 'unknown backbone')})",
+        "",
+        "A unified work encoder: one encoder for job titles, vacancy sentences and ESCO skills, trained with "
+        "uwe_lightning (Unified Work Embeddings) to rank skills for jobs, jobs for skills, and to normalise and "
+        "extract skills.",
+        "",
+        "## Scoring",
+        f"- scorer: `{scorer}`" + (f", tau: `{tau:g}`" if tau is not None else ""),
+        f"- how it scores a pair: {scorer_text(scorer, tau)}",
+        f"- inference token limit: {_value(config.get('max_length')) if config.get('max_length') else 'the backbone limit'}"
+        f"; trained with {_value(config.get('train_max_length'))} tokens per text",
+        "",
+        "## Load it",
+        "```python",
+        "from uwe_lightning import Ranker, UWEModel",
+        "ranker = Ranker.from_pretrained(\"<this dir>\")          # the model's own scorer (uwe.json)",
+        "space = ranker.index([\"Python\", \"nursing\", \"drive a truck\"])",
+        "scores, ids = ranker.rank([\"data engineer\"], space, k=2)",
+        "UWEModel.from_pretrained(\"<this dir>\").score([\"data engineer\"], [\"Python\"])",
+        "```",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "SentenceTransformer(\"<this dir>\").encode([\"data engineer\"])  # mean pooling + normalize, cosine",
+        "```",
+        ("sentence-transformers gives the **mean-pooled approximation** of this model: its scorer "
+         f"`{scorer}` works on token embeddings, which only `Ranker` / `UWEModel` (or a late-interaction "
+         "library) use. Rank with `Ranker` to get the numbers below."
+         if token_level else
+         "sentence-transformers gives exactly this model's embeddings (mean pooling + normalize, cosine)."),
+        "",
+        "## Where it came from",
+        f"- backbone: {_value(prov.get('backbone'))}",
+        f"- training data protocol: {_value(prov.get('data'))}",
+        f"- exported step: {_value(prov.get('step'))}"
+        + (f", selected on {_value(val.get('name'))} = {val['value']:.4f}" if val.get("value") is not None else ""),
+        f"- source checkpoint: {_value(prov.get('source_checkpoint'))}",
+        f"- uwe_lightning format: {_value(config.get('uwe_format'))}",
+        "",
+    ]
+    if test_markdown:
+        lines += ["## Test results (WorkBench)", "", test_markdown.strip(), ""]
+    lines += [
+        "## Limits",
+        "- English only, ESCO skill vocabulary (1.2.0); other taxonomies need re-indexing and were not tested.",
+        "- Numbers depend on the evaluation protocol (open-protocol splits); see the uwe_lightning README.",
+        "- A model trained at CPU scale (few steps, small batches) is a research artefact, not a product model.",
+        "",
+    ]
+    return "\n".join(lines)
