@@ -27,9 +27,11 @@ def compose_train(*overrides: str, tmp_path=None):
 
 @pytest.mark.parametrize("name", GROUPS["model"])
 def test_model_group(name):
-    extra = ["model.backbone=some/dir"] if name == "trained" else []
+    extra = {"trained": ["model.backbone=some/dir"], "sentence_transformers": ["model.name=some/dir"]}.get(name, [])
     spec = instantiate(compose_train(f"model={name}", *extra).model)
-    assert isinstance(spec, ModelSpec) and spec.name == name
+    assert isinstance(spec, ModelSpec) and spec.name == ("some/dir" if name == "sentence_transformers" else name)
+    if name == "sentence_transformers":
+        assert (spec.kind, spec.backbone) == ("sentence_transformers", "some/dir")
 
 
 @pytest.mark.parametrize("name", GROUPS["scorer"])

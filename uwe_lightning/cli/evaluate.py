@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
 from uwe_lightning.io import atomic_copy
-from uwe_lightning.model.pretrained import ModelSpec, UWEModel
+from uwe_lightning.model.pretrained import ModelSpec, load_model
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.workbench.report import keep_previous, write_results
@@ -28,11 +28,8 @@ def build_ranking_model(cfg: DictConfig):
 
         return TfidfRankingModel()
     scorer = cfg.get("scorer")
-    model = UWEModel.from_pretrained(
-        str(spec.backbone), scorer=scorer.name if scorer else None, tau=scorer.tau if scorer else None,
-        max_length=cfg.max_length,
-        model_dir=cfg.paths.model_dir,
-    )
+    model = load_model(spec, scorer=scorer.name if scorer else None, tau=scorer.tau if scorer else None,
+                       max_length=cfg.max_length, model_dir=cfg.paths.model_dir)
     ranker = Ranker.from_model(model, batch_size=cfg.batch_size, device=cfg.device, model_id=spec.name)
     return EncoderRankingModel(ranker, name=f"{spec.name}/{model.scorer.name}")
 

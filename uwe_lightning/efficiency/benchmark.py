@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -41,6 +42,7 @@ from uwe_lightning.efficiency.spaces import (
     encode_task_spaces,
 )
 from uwe_lightning.io import DataError
+from uwe_lightning.model.pretrained import ModelSpec, load_model
 from uwe_lightning.paths import resolve_cache_dir
 from uwe_lightning.ranking.packed import memory_bytes
 from uwe_lightning.ranking.ranker import Ranker
@@ -203,10 +205,15 @@ def run(cfg: DictConfig, out_dir: str | Path, datasets: dict[str, RankingDataset
     out_dir.mkdir(parents=True, exist_ok=True)
     log = _logger(cfg.verbose)
 
-    base = Ranker.from_pretrained(
-        str(cfg.model.backbone), scorer="mean", model_dir=cfg.paths.model_dir, batch_size=cfg.batch_size,
-        device=cfg.device, **({"max_length": cfg.max_length} if cfg.max_length else {}),
+    spec: ModelSpec = hydra.utils.instantiate(cfg.model)
+    base = Ranker.from_model(
+        load_model(spec, scorer="mean", max_length=cfg.max_length or None, model_dir=cfg.paths.model_dir),
+        batch_size=cfg.batch_size, device=cfg.device,
     )
+    base.display_name = str(spec.backbone)
+    if spec.kind == "sentence_transformers" and set(cfg.scorers) != {"mean"}:
+        raise ValueError(f"scorers={list(cfg.scorers)}: model={spec.name} (sentence-transformers) gives one vector "
+                         "per text; use scorers=[mean]")
     device = base.device
     machine = machine_info(device)
     taus = dict(cfg.get("taus") or {})

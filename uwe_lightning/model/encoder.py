@@ -154,8 +154,12 @@ class Encoder(nn.Module):
         max_length: int | None = None,
         show_progress: bool = False,
         desc: str = "encode",
+        side: str = "target",
     ) -> list[torch.Tensor]:
         """Token embeddings of each text (``[n_tokens, H]``, padding removed), in input order, on CPU.
+
+        ``side`` (query / target) is accepted for the encoder interface and ignored: a backbone embeds a text
+        the same way on both sides (see :mod:`~uwe_lightning.model.st_encoder` for one that does not).
 
         Texts are batched sorted by length so that padding stays small; the caller keeps one entry per
         distinct text (see :class:`uwe_lightning.workbench.runner.EmbeddingCache`).

@@ -38,23 +38,50 @@ FORMAT_VERSION = 1
 _LEGACY_PROVENANCE = ("backbone", "step", "val_metric", "source_checkpoint")
 
 
-MODEL_KINDS = ("encoder", "lexical")
+MODEL_KINDS = ("encoder", "lexical", "sentence_transformers")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """What the ``model`` config group names: a neural encoder (``backbone``: a name of
-    :mod:`~uwe_lightning.model.backbones`, a saved model or HF directory, a hub id) or the lexical TF-IDF floor."""
+    :mod:`~uwe_lightning.model.backbones`, a saved model or HF directory, a hub id), any sentence-transformers
+    model (``kind: sentence_transformers``, ``backbone``: its directory or hub id; ``query_prompt`` /
+    ``target_prompt`` replace its own prompts) or the lexical TF-IDF floor."""
 
     name: str
     kind: str = "encoder"
     backbone: str | None = None
+    query_prompt: str | None = None
+    target_prompt: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"model.kind must be one of {MODEL_KINDS}, got {self.kind!r}")
-        if self.kind == "encoder" and not self.backbone:
+        if self.kind != "lexical" and not self.backbone:
             raise ValueError(f"model={self.name} needs model.backbone (a backbone name or a model directory)")
+
+
+def load_model(spec: ModelSpec, scorer: str | None = None, tau: float | None = None,
+               max_length: int | None = None, model_dir: str | Path | None = None) -> UWEModel:
+    """The :class:`UWEModel` a ``model`` config names, for evaluate, rank and bench.
+
+    ``scorer=None``: a saved UWE model's own scorer (``uwe.json``), else ``mean``. A sentence-transformers model
+    gives one vector per text, so it ranks with ``mean`` (its own cosine) only.
+    """
+    if spec.kind == "lexical":
+        raise ValueError(f"model={spec.name} is lexical (TF-IDF): it has no encoder to load")
+    if spec.kind == "sentence_transformers":
+        if scorer not in (None, "mean"):
+            raise ValueError(f"scorer={scorer}: model={spec.name} (sentence-transformers) gives one vector per "
+                             "text; use scorer=mean (the model's own cosine similarity)")
+        from uwe_lightning.model.st_encoder import load_sentence_transformer
+
+        encoder = load_sentence_transformer(str(spec.backbone), spec.query_prompt, spec.target_prompt)
+        model = UWEModel(encoder, "mean", max_length=max_length)  # type: ignore[arg-type]
+        model.source_dir = Path(spec.backbone) if Path(str(spec.backbone)).is_dir() else None
+        return model
+    return UWEModel.from_pretrained(str(spec.backbone), scorer=scorer, tau=tau, max_length=max_length,
+                                    model_dir=model_dir)
 
 
 def read_uwe_config(model_dir: str | Path) -> dict[str, Any]:
@@ -191,17 +218,20 @@ class UWEModel(nn.Module):
     def effective_max_length(self) -> int:
         return int(self.max_length or self.encoder.model_max_length())
 
-    def embed(self, texts: Sequence[str], batch_size: int = 128, show_progress: bool = False) -> list[torch.Tensor]:
-        """Token embeddings ``[n_tokens, H]`` per text (fp32, CPU), at the inference token limit."""
+    def embed(self, texts: Sequence[str], batch_size: int = 128, show_progress: bool = False,
+              side: str = "target") -> list[torch.Tensor]:
+        """Token embeddings ``[n_tokens, H]`` per text (fp32, CPU), at the inference token limit; ``side``
+        (query / target) matters only for encoders with side prompts (sentence-transformers models)."""
         return self.encoder.encode(
-            list(texts), batch_size=batch_size, max_length=self.effective_max_length(), show_progress=show_progress
+            list(texts), batch_size=batch_size, max_length=self.effective_max_length(), show_progress=show_progress,
+            side=side,
         )
 
     @torch.inference_mode()
     def score(self, queries: Sequence[str], targets: Sequence[str]) -> torch.Tensor:
         """All-pairs scores ``[len(queries), len(targets)]`` (small inputs; rank big target spaces with a Ranker)."""
-        q = TokenEmbeddings.pad_cat([_one(t) for t in self.embed(queries)])
-        y = TokenEmbeddings.pad_cat([_one(t) for t in self.embed(targets)])
+        q = TokenEmbeddings.pad_cat([_one(t) for t in self.embed(queries, side="query")])
+        y = TokenEmbeddings.pad_cat([_one(t) for t in self.embed(targets, side="target")])
         return self.scorer.fn(q, y).float()
 
     def __repr__(self) -> str:

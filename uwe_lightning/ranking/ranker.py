@@ -161,13 +161,16 @@ class Ranker:
     def checkpoint_id(self, memo_dir: str | Path | None = None, allow_state_hash: bool = True) -> str | None:
         """Identity of the weights for cache keys: file sha256 (directory), else the given id, else the
         sha256 of the in-memory parameters (``None`` when ``allow_state_hash`` is False)."""
+        tag = getattr(self.encoder, "cache_tag", None)  # e.g. the target prompt of a sentence-transformers model
         if self.model_dir is not None:
-            return "sha256:" + cache_lib.model_fingerprint(self.model_dir, memo_dir)
-        if self._given_model_id:
-            return "id:" + self._given_model_id
-        if allow_state_hash:
-            return "state-sha256:" + cache_lib.state_fingerprint(self.encoder)
-        return None
+            identity = "sha256:" + cache_lib.model_fingerprint(self.model_dir, memo_dir)
+        elif self._given_model_id:
+            identity = "id:" + self._given_model_id
+        elif allow_state_hash:
+            identity = "state-sha256:" + cache_lib.state_fingerprint(self.encoder)
+        else:
+            return None
+        return f"{identity}+{tag}" if tag else identity
 
     def effective_max_length(self) -> int:
         return self.model.effective_max_length()
@@ -179,8 +182,9 @@ class Ranker:
 
     # -- encoding --------------------------------------------------------------------------------------------
 
-    def embed(self, texts: Sequence[str], show_progress: bool = False) -> list[Tensor]:
-        """Raw token embeddings ``[n_tokens, H]`` (fp32, CPU) per text, in input order.
+    def embed(self, texts: Sequence[str], show_progress: bool = False, side: Side = "target") -> list[Tensor]:
+        """Raw token embeddings ``[n_tokens, H]`` (fp32, CPU) per text, in input order; ``side`` picks the
+        prompt of an encoder that has side prompts (:attr:`side_dependent`).
 
         Lenient on purpose (an empty text is just its special tokens): :meth:`rank` and :meth:`index` are
         where user input is checked.
@@ -190,7 +194,13 @@ class Ranker:
         texts = list(texts)
         if not texts:
             return []
-        return self.model.embed(texts, batch_size=self.batch_size, show_progress=show_progress)
+        return self.model.embed(texts, batch_size=self.batch_size, show_progress=show_progress, side=side)
+
+    @property
+    def side_dependent(self) -> bool:
+        """Whether a text embeds differently as a query and as a target (a sentence-transformers model with a
+        query prompt): then a text is embedded once per side, never shared between them."""
+        return bool(getattr(self.encoder, "side_dependent", False))
 
     def pack(self, token_list: Sequence[Tensor], side: Side) -> EncodedTexts:
         """Pack token embeddings of one side; mean-pools them when the scorer pools that side."""
@@ -199,7 +209,7 @@ class Ranker:
         )
 
     def encode(self, texts: Sequence[str], side: Side, show_progress: bool = False) -> EncodedTexts:
-        return self.pack(self.embed(texts, show_progress=show_progress), side)
+        return self.pack(self.embed(texts, show_progress=show_progress, side=side), side)
 
     def cache_key(self, texts: Sequence[str], memo_dir: str | Path | None = None) -> cache_lib.CacheKey:
         """The cache key of ``texts`` as this ranker's target space."""

@@ -50,8 +50,12 @@ class EncoderRankingModel:
 
     def prepare(self, texts: Sequence[str], show_progress: bool = False) -> None:
         texts = list(dict.fromkeys(texts))
-        tokens = self.ranker.embed(texts, show_progress=show_progress)
         self._row = {t: i for i, t in enumerate(texts)}
+        if getattr(self.ranker, "side_dependent", False):  # side prompts: a text embeds once per side
+            self._query_side = self.ranker.encode(texts, "query", show_progress=show_progress)
+            self._target_side = self.ranker.encode(texts, "target", show_progress=show_progress)
+            return
+        tokens = self.ranker.embed(texts, show_progress=show_progress)
         self._query_side = self.ranker.pack(tokens, "query")
         # Packing depends only on whether a side is pooled: share it when both sides agree (halves memory).
         same = self.ranker.pooled("query") == self.ranker.pooled("target")
