@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install models test test-slow test-all lint evaluate-zero-shot train-cpu bench clean
+.PHONY: install models test test-slow test-all lint evaluate-zero-shot train-cpu bench pylate-check clean
 
 install: ## venv + CPU torch (pinned: a looser range pulls a multi-GB CUDA build) + package + encoders
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ train-cpu: ## a small real training run with MiniLM on CPU
 
 bench: ## latency / FLOPs / throughput tables (Table 3 protocol), minilm on CPU
 	$(PY) -m uwe_lightning.bench
+
+pylate-check: ## PyLate parity of a maxsim export, in its own venv (PyLate pins its own sentence-transformers)
+	test -x $(VENV)-pylate/bin/python || $(PYTHON) -m venv $(VENV)-pylate
+	$(VENV)-pylate/bin/pip install -q torch==2.13.0 pylate
+	$(PY) experiments/pylate_parity.py export $(or $(MODEL),minilm) outputs/pylate/$(or $(MODEL),minilm)
+	$(VENV)-pylate/bin/python experiments/pylate_parity.py check outputs/pylate/$(or $(MODEL),minilm)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -74,3 +74,32 @@ def test_card_is_rewritten_with_the_test_table(trained_dir):
     card = (trained_dir / "README.md").read_text()
     assert "## Test results (WorkBench)" in card and "| JobNorm | 12.34 |" in card
     assert UWEModel.from_pretrained(trained_dir).scorer.name == "softmax"  # uwe.json untouched
+
+
+def test_pylate_format_for_maxsim_models(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from uwe_lightning.model.st_format import DENSE_DIR
+
+    model = UWEModel.from_pretrained(tiny_model_dir, scorer="maxsim")
+    out = model.save_pretrained(tmp_path / "pylate", format="pylate")
+    config = json.loads((out / ST_MODEL_CONFIG_FILE).read_text())
+    assert config["similarity_fn_name"] == "MaxSim"
+    assert (config["query_prefix"], config["document_prefix"], config["do_query_expansion"],
+            config["skiplist_words"]) == ("", "", False, [])
+    assert config["query_length"] == config["document_length"] == model.effective_max_length()
+    modules = json.loads((out / MODULES_FILE).read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Dense"]
+    assert torch.equal(load_file(str(out / DENSE_DIR / "model.safetensors"))["linear.weight"], torch.eye(32))
+    assert "library_name: PyLate" in (out / "README.md").read_text()
+    loaded = UWEModel.from_pretrained(out)  # still our model format too
+    assert loaded.scorer.name == "maxsim"
+    texts = ["data engineer", "nurse"]
+    assert torch.equal(loaded.score(texts, texts), model.score(texts, texts))
+
+
+def test_pylate_format_refuses_other_scorers(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="format='pylate' scores with MaxSim"):
+        UWEModel.from_pretrained(tiny_model_dir, scorer="softmax").save_pretrained(tmp_path / "x", format="pylate")
+    with pytest.raises(ValueError, match="format must be one of"):
+        UWEModel.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "y", format="onnx")

@@ -36,8 +36,9 @@ def scorer_text(scorer: str, tau: float | None) -> str:
     return f"{what} (`{scorer}`" + (f", tau = {tau:g})" if tau is not None else ")")
 
 
-def render_card(config: dict[str, Any], test_markdown: str | None = None) -> str:
-    """The card's markdown for a model whose ``uwe.json`` is ``config``; ``test_markdown``: its test table.
+def render_card(config: dict[str, Any], test_markdown: str | None = None, pylate: bool = False) -> str:
+    """The card's markdown for a model whose ``uwe.json`` is ``config``; ``test_markdown``: its test table;
+    ``pylate``: the directory is in PyLate's (ColBERT) format.
 
     >>> card = render_card({"scorer": "softmax", "tau": 0.1, "provenance": {"backbone": "minilm", "step": 600}})
     >>> "scorer: `softmax`" in card and "mean-pooled approximation" in card
@@ -49,7 +50,7 @@ def render_card(config: dict[str, Any], test_markdown: str | None = None) -> str
     token_level = scorer != "mean"
     lines = [
         "---",
-        "library_name: sentence-transformers",
+        f"library_name: {'PyLate' if pylate else 'sentence-transformers'}",
         "pipeline_tag: sentence-similarity",
         "tags: [uwe_lightning, unified-work-embeddings, esco, skills, job-titles, sentence-transformers]",
         "language: [en]",
@@ -75,11 +76,18 @@ def render_card(config: dict[str, Any], test_markdown: str | None = None) -> str
         "scores, ids = ranker.rank([\"data engineer\"], space, k=2)",
         "UWEModel.from_pretrained(\"<this dir>\").score([\"data engineer\"], [\"Python\"])",
         "```",
-        "```python",
-        "from sentence_transformers import SentenceTransformer",
-        "SentenceTransformer(\"<this dir>\").encode([\"data engineer\"])  # mean pooling + normalize, cosine",
-        "```",
-        ("sentence-transformers gives the **mean-pooled approximation** of this model: its scorer "
+        *(["```python",
+            "from pylate import models",
+            "model = models.ColBERT(\"<this dir>\")  # MaxSim; divide by the query length to get our maxsim",
+            "```",
+            "PyLate settings written for exact parity: identity projection, no prefixes, no query expansion, "
+            "query and document length = our token limit, empty skiplist."] if pylate else
+          ["```python",
+           "from sentence_transformers import SentenceTransformer",
+           "SentenceTransformer(\"<this dir>\").encode([\"data engineer\"])  # mean pooling + normalize, cosine",
+           "```"]),
+        ("" if pylate else
+         "sentence-transformers gives the **mean-pooled approximation** of this model: its scorer "
          f"`{scorer}` works on token embeddings, which only `Ranker` / `UWEModel` (or a late-interaction "
          "library) use. Rank with `Ranker` to get the numbers below."
          if token_level else

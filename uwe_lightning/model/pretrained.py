@@ -30,7 +30,7 @@ from uwe_lightning.model.backbones import resolve_backbone
 from uwe_lightning.model.card import CARD_FILE, render_card
 from uwe_lightning.model.encoder import Encoder, TokenEmbeddings
 from uwe_lightning.model.scoring import ScorerSpec, get_scorer
-from uwe_lightning.model.st_format import write_sentence_transformers_files
+from uwe_lightning.model.st_format import DENSE_DIR, FORMATS, write_sentence_transformers_files
 
 UWE_CONFIG_FILE = "uwe.json"
 FORMAT_VERSION = 1
@@ -185,15 +185,21 @@ class UWEModel(nn.Module):
             "provenance": self.provenance,
         }
 
-    def save_pretrained(self, out_dir: str | Path, **provenance: Any) -> Path:
+    def save_pretrained(self, out_dir: str | Path, format: str = "sentence-transformers", **provenance: Any) -> Path:
         """Write weights, tokenizer, ``uwe.json``, the sentence-transformers files and a model card to
         ``out_dir``, replacing it atomically.
 
         ``provenance`` entries are merged into the saved provenance. The directory is staged beside
         ``out_dir`` and renamed into place, so a reader never sees half a model. ``SentenceTransformer(out_dir)``
         then loads it without guessing (mean pooling + normalize at our inference token limit; see
-        :mod:`~uwe_lightning.model.st_format`).
+        :mod:`~uwe_lightning.model.st_format`); ``format="pylate"`` writes the PyLate (ColBERT) variant of a
+        ``maxsim`` model instead. Either way the directory loads here with :meth:`from_pretrained`.
         """
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        if format == "pylate" and self.scorer.name != "maxsim":
+            raise ValueError(f"format='pylate' scores with MaxSim, but this model's scorer is {self.scorer.name!r}: "
+                             "load it with scorer='maxsim' first if that approximation is what you want")
         self.provenance.update(provenance)
         out = Path(out_dir)
         staging = out.with_name(f".{out.name}.partial")
@@ -203,8 +209,9 @@ class UWEModel(nn.Module):
         self.encoder.tokenizer.save_pretrained(staging)
         config = self.config()
         (staging / UWE_CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
-        write_sentence_transformers_files(staging, self.encoder.hidden_size, self.effective_max_length(), config)
-        (staging / CARD_FILE).write_text(render_card(config), encoding="utf-8")
+        write_sentence_transformers_files(staging, self.encoder.hidden_size, self.effective_max_length(), config,
+                                          format=format)
+        (staging / CARD_FILE).write_text(render_card(config, pylate=format == "pylate"), encoding="utf-8")
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -242,7 +249,8 @@ class UWEModel(nn.Module):
 def write_model_card(model_dir: str | Path, test_markdown: str | None = None) -> Path:
     """(Re)write the model card of a saved model from its ``uwe.json``, with its test table when given."""
     path = Path(model_dir) / CARD_FILE
-    atomic_write_text(path, render_card(read_uwe_config(model_dir), test_markdown))
+    pylate = (Path(model_dir) / DENSE_DIR).is_dir()
+    atomic_write_text(path, render_card(read_uwe_config(model_dir), test_markdown, pylate=pylate))
     return path
 
 

@@ -10,6 +10,10 @@ sentence-transformers model as well (the format sentence-transformers 3 to 6 loa
 - ``config_sentence_transformers.json``: cosine similarity, the library versions, and a ``uwe`` block (scorer,
   tau, format) that tells a reader the model's own scorer.
 
+``format="pylate"`` writes the PyLate (ColBERT) variant instead, for ``maxsim`` models: Transformer -> an identity
+``Dense`` (PyLate always projects), no query/document prefixes, no query expansion, query and document length =
+our token limit and an empty skiplist, so that PyLate's MaxSim divided by the query length is our ``maxsim``.
+
 sentence-transformers gives the mean-pooled embedding; a model trained with a token-level scorer (``softmax``,
 ``maxsim``, ``softmax_ymean``) ranks with that scorer only through :class:`~uwe_lightning.ranking.ranker.Ranker`
 or :class:`~uwe_lightning.model.pretrained.UWEModel` (the model card says so).
@@ -27,6 +31,8 @@ ST_CONFIG_FILE = "sentence_bert_config.json"
 ST_MODEL_CONFIG_FILE = "config_sentence_transformers.json"
 POOLING_DIR = "1_Pooling"
 NORMALIZE_DIR = "2_Normalize"
+DENSE_DIR = "1_Dense"
+FORMATS = ("sentence-transformers", "pylate")
 
 #: The three modules of the classic format, in order (the type paths every release since 2.0 resolves).
 MODULES = [
@@ -81,28 +87,59 @@ def model_config(uwe: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def pylate_config(uwe: dict[str, Any], max_length: int) -> dict[str, Any]:
+    """The PyLate keys that make its ColBERT scoring our ``maxsim`` (see the module docstring).
+
+    >>> cfg = pylate_config({"scorer": "maxsim"}, 128)
+    >>> cfg["query_prefix"], cfg["do_query_expansion"], cfg["skiplist_words"], cfg["query_length"]
+    ('', False, [], 128)
+    """
+    return {**model_config(uwe), "similarity_fn_name": "MaxSim", "query_prefix": "", "document_prefix": "",
+            "query_length": int(max_length), "document_length": int(max_length),
+            "do_query_expansion": False, "attend_to_expansion_tokens": False, "skiplist_words": []}
+
+
 def write_sentence_transformers_files(
-    model_dir: str | Path, hidden_size: int, max_seq_length: int, uwe: dict[str, Any], lowercase: bool = False
+    model_dir: str | Path, hidden_size: int, max_seq_length: int, uwe: dict[str, Any],
+    format: str = "sentence-transformers",
 ) -> list[Path]:
-    """Write the classic sentence-transformers files into ``model_dir`` (a directory being staged).
+    """Write the sentence-transformers (or PyLate) files into ``model_dir`` (a directory being staged).
 
     Args:
         model_dir: the saved model's directory (weights and tokenizer already there).
         hidden_size: the backbone's embedding width.
         max_seq_length: the token limit used at inference (what ``Ranker`` cuts at).
         uwe: the content of ``uwe.json`` (scorer, tau, ...), copied into the ``uwe`` block.
-        lowercase: whether sentence-transformers should lower-case inputs (the tokenizer already does it for
-            uncased models, so ``False``).
+        format: ``sentence-transformers`` (mean pooling + normalize) or ``pylate`` (identity Dense, MaxSim).
     """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     out = Path(model_dir)
-    written = {
-        out / MODULES_FILE: MODULES,
-        out / ST_CONFIG_FILE: {"max_seq_length": int(max_seq_length), "do_lower_case": bool(lowercase)},
-        out / POOLING_DIR / "config.json": pooling_config(hidden_size),
-        out / ST_MODEL_CONFIG_FILE: model_config(uwe),
-    }
+    st_config = {"max_seq_length": int(max_seq_length), "do_lower_case": False}  # the tokenizer lower-cases
+    if format == "pylate":
+        written = {
+            out / MODULES_FILE: [MODULES[0], {"idx": 1, "name": "1", "path": DENSE_DIR,
+                                              "type": "sentence_transformers.models.Dense"}],
+            out / DENSE_DIR / "config.json": {"in_features": int(hidden_size), "out_features": int(hidden_size),
+                                              "bias": False,
+                                              "activation_function": "torch.nn.modules.linear.Identity"},
+            out / ST_MODEL_CONFIG_FILE: pylate_config(uwe, max_seq_length),
+        }
+    else:
+        written = {
+            out / MODULES_FILE: MODULES,
+            out / POOLING_DIR / "config.json": pooling_config(hidden_size),
+            out / ST_MODEL_CONFIG_FILE: model_config(uwe),
+        }
+    written[out / ST_CONFIG_FILE] = st_config
     for path, content in written.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-    (out / NORMALIZE_DIR).mkdir(exist_ok=True)
+    if format == "pylate":
+        import torch
+        from safetensors.torch import save_file
+
+        save_file({"linear.weight": torch.eye(int(hidden_size))}, str(out / DENSE_DIR / "model.safetensors"))
+    else:
+        (out / NORMALIZE_DIR).mkdir(exist_ok=True)
     return list(written)
