@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -10,7 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from uwe_lightning.data.datamodule import GraphBatch, UWEBatch, UWEDataModule, UWETrainDataset
+from uwe_lightning.data.datamodule import (
+    GraphBatch,
+    UWEBatch,
+    UWEDataModule,
+    UWETrainDataset,
+    leave_signals_to_main,
+)
 from uwe_lightning.data.edges import EdgeFileSource, load_edges
 from uwe_lightning.data.graphs import load_vocabulary, normalize_text
 from uwe_lightning.data.sampling import augment_texts
@@ -343,3 +350,19 @@ def test_open_protocol_batch_of_512(real_data_dir, tokenizer):
     for part in batch.graphs.values():
         assert part.pos_mask.shape == (512, part.pair_index.numel())
         assert part.pos_mask[part.pair_index, torch.arange(part.pair_index.numel())].all()
+
+
+class _SignalProbe(torch.utils.data.IterableDataset):
+    """Yields, from inside a worker, what that worker does on SIGTERM / SIGINT."""
+
+    def __iter__(self):
+        yield (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+
+
+def test_workers_leave_sigterm_and_sigint_to_the_main_process():
+    """A signal sent to the whole process group (a scheduler, pkill, Ctrl-C) must not kill the workers: the main
+    process checkpoints and stops them, so the run stays resumable (and a multirun does not move on)."""
+    loader = torch.utils.data.DataLoader(_SignalProbe(), batch_size=None, num_workers=1,
+                                         worker_init_fn=leave_signals_to_main)
+    assert [tuple(handlers) for handlers in loader] == [(signal.SIG_IGN, signal.SIG_IGN)]
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # the main process keeps its own handling

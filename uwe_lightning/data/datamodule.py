@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -198,6 +199,21 @@ class UWETrainDataset(IterableDataset):
             yield self.batch(step)
 
 
+def leave_signals_to_main(worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM / SIGINT: the main process checkpoints the step and stops them.
+
+    A scheduler (or ``pkill``, or Ctrl-C) signals the whole process group; a worker that died of it would turn a
+    clean, resumable stop into a crashed job, and in a Hydra multirun into the next job starting. Lightning's own
+    worker seeding (``seed_everything(workers=True)``) still runs.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", "0")):
+        from lightning.fabric.utilities.seed import pl_worker_init_function
+
+        pl_worker_init_function(worker_id)
+
+
 def _identity(batch: UWEBatch) -> UWEBatch:
     return batch
 
@@ -304,6 +320,7 @@ class UWEDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=_identity,
             persistent_workers=False,
+            worker_init_fn=leave_signals_to_main if self.num_workers > 0 else None,
         )
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
