@@ -6,9 +6,11 @@ the loopback tests."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,8 +23,10 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402  (fastapi's test client needs it too)
 from fastapi.testclient import TestClient  # noqa: E402
 
+from tests.helpers.configs import tool_cfg  # noqa: E402
 from tests.helpers.paths import MINI_DATA  # noqa: E402
 from uwe_lightning.cli.rank import DIRECTIONS, load_targets  # noqa: E402
+from uwe_lightning.paths import REPO_DIR  # noqa: E402
 from uwe_lightning.ranking.ranker import Ranker  # noqa: E402
 from uwe_lightning.service.app import ServedSpace, create_app  # noqa: E402
 from uwe_lightning.service.batching import MicroBatcher  # noqa: E402
@@ -324,3 +328,56 @@ def test_page_shows_a_ranking_in_headless_chromium(live_server, tmp_path):
     dom = proc.stdout
     assert 'class="query">python developer<' in dom and 'class="query">nurse<' in dom, proc.stderr[-2000:]
     assert "use python" in dom and 'class="score">' in dom and 'class="error"' not in dom
+
+
+# ---------------------------------------------------------------------------------------------------------
+# python -m uwe_lightning.serve: the config
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _serve_cfg(model_dir: Path, tmp_path: Path, *extra: str):
+    return tool_cfg("serve", model_dir, tmp_path, f"paths.data_dir={MINI_DATA}", *extra)
+
+
+def test_serve_config_builds_the_app_from_the_rank_cache(tiny_model_dir, tmp_path, capsys):
+    from uwe_lightning.cli.serve import build_app
+
+    cfg = _serve_cfg(tiny_model_dir, tmp_path, "targets=[esco_skills,esco_occupations]", "scorer=maxsim")
+    app = build_app(cfg)
+    assert "esco_skills: 12 targets encoded" in capsys.readouterr().out
+    assert list(app.state.spaces) == ["esco_skills", "esco_occupations"]
+    again = build_app(cfg)  # the second start loads both spaces from the cache
+    assert all(space.cache_hit for space in again.state.spaces.values())
+    with TestClient(again) as client:
+        answer = client.post("/rank", json={"queries": ["software engineer"], "k": 3}).json()
+    space = again.state.spaces["esco_skills"]
+    assert_same(answer, expected(again.state.ranker, space, ["software engineer"], 3), space)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("targets=[skills]", "targets: 'skills' is not one of"),
+    ("targets=[]", "targets is empty"),
+    ("targets=[esco_skills,esco_skills]", "targets lists a target space twice"),
+    ("targets=[file]", "targets=[file] needs targets_file"),
+    ("default_target=esco_occupations", "default_target 'esco_occupations' is not in targets"),
+    ("port=70000", "port must be a whole number 0..65535"),
+    ("limits.max_queries=0", "limits.max_queries must be a whole number >= 1"),
+    ("limits.max_queries=100", "batching.max_queries (64) must be >= limits.max_queries (100)"),
+    ("batching.max_wait_ms=-1", "batching.max_wait_ms must be a number >= 0"),
+    ("log_level=loud", "log_level must be one of"),
+])
+def test_serve_config_errors_name_the_key(tmp_path, override, message):
+    from uwe_lightning.cli.serve import build_app
+    from uwe_lightning.io import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        build_app(_serve_cfg(tmp_path / "no-model-here", tmp_path, override))  # checked before the model loads
+
+
+def test_serve_cli_user_error_is_one_line_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "uwe_lightning.serve", "targets=[skills]",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO_DIR, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("[serve] error:")]
+    assert errors == ["[serve] error: targets: 'skills' is not one of ['esco_skills', 'esco_occupations', 'file']"]
