@@ -143,7 +143,8 @@ def create_app(
         yield
         await batcher.close()
 
-    app = FastAPI(title="UWE ranking service", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # No /docs: Swagger UI loads its assets from a CDN; the schema is at /openapi.json.
+    app = FastAPI(title="UWE ranking service", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher, app.state.ranker, app.state.spaces = batcher, ranker, spaces
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
