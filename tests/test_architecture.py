@@ -1,8 +1,8 @@
 """The package's layering: no import cycle, no upward import, modules of a readable size.
 
 Layers, bottom to top (an import may only go to a strictly lower layer, or stay inside its own part):
-io -> paths -> esco -> data, model -> losses, workbench -> ranking -> protocol -> training, efficiency -> cli
--> the ``python -m`` shims -> the package root. Every import counts, also one inside a function (a lazy import
+io -> paths -> esco -> data, model -> losses, workbench -> ranking -> protocol -> training, efficiency, service
+-> cli -> the ``python -m`` shims -> the package root. Every import counts, also one inside a function (a lazy import
 is still a dependency); only ``if TYPE_CHECKING:`` imports are left out.
 """
 
@@ -29,12 +29,14 @@ LAYERS = {
     "training": 7,
     "efficiency": 7,
     "studies": 7,
+    "service": 7,
     "cli": 8,
     "train": 9,
     "evaluate": 9,
     "rank": 9,
     "bench": 9,
     "report": 9,
+    "serve": 9,
     "": 10,  # the package root
 }
 MAX_LINES = 400
@@ -161,6 +163,6 @@ def test_module_size(name):
 
 def test_entry_point_shims_are_thin():
     """``python -m uwe_lightning.<name>`` stays a shim over ``uwe_lightning.cli.<name>``."""
-    for shim in ("train", "evaluate", "rank", "bench"):
+    for shim in ("train", "evaluate", "rank", "bench", "serve"):
         assert f"{ROOT}.cli.{shim}" in GRAPH[f"{ROOT}.{shim}"]
         assert len(MODULES[f"{ROOT}.{shim}"].read_text().splitlines()) <= 25

@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tests.helpers.configs import rank_cfg as _rank_cfg
 from tests.helpers.paths import MINI_DATA
 from uwe_lightning.io import ConfigError, DataError, ModelNotFoundError, atomic_write_text
 from uwe_lightning.model.backbones import resolve_backbone
@@ -156,17 +157,6 @@ def test_read_only_cache_dir_with_chmod(ranker, tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # 3. rank: arguments checked before any work; invisible queries; non-UTF-8 target files
 # ---------------------------------------------------------------------------------------------------------
-
-
-def _rank_cfg(backbone, tmp_path: Path, *extra: str):
-    from hydra import compose, initialize_config_dir
-
-    from uwe_lightning.paths import CONF_DIR
-
-    overrides = [f"model.backbone={backbone}", f"paths.output_dir={tmp_path / 'run'}",
-                 f"paths.cache_dir={tmp_path / 'cache'}", "device=cpu", "show_progress=false", *extra]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="rank", overrides=overrides)
 
 
 @pytest.fixture

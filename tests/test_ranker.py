@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers.configs import rank_cfg as _rank_cfg
 from tests.helpers.models import build_tiny_model
 from uwe_lightning.model.encoder import TokenEmbeddings
 from uwe_lightning.model.scoring import get_scorer
@@ -394,17 +395,6 @@ def test_scorer_spec_matches_ranker_pooling(tiny_ranker):
 # ---------------------------------------------------------------------------------------------------------
 # python -m uwe_lightning.rank
 # ---------------------------------------------------------------------------------------------------------
-
-
-def _rank_cfg(tiny_model_dir: Path, tmp_path: Path, *extra: str):
-    from hydra import compose, initialize_config_dir
-
-    from uwe_lightning.paths import CONF_DIR
-
-    overrides = [f"model.backbone={tiny_model_dir}", f"paths.output_dir={tmp_path / 'run'}",
-                 f"paths.cache_dir={tmp_path / 'cache'}", "device=cpu", "show_progress=false", *extra]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="rank", overrides=overrides)
 
 
 def test_rank_cli_file_targets_writes_json_and_caches(tiny_model_dir, tmp_path, capsys):

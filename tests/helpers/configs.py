@@ -54,3 +54,17 @@ def base_overrides(
 def make_cfg(out_dir: Path, model_dir: Path, *extra: str, steps: int = 4, every: int = 2):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=[*base_overrides(out_dir, model_dir, steps, every), *extra])
+
+
+def tool_cfg(config_name: str, backbone: Path | str, tmp_path: Path, *extra: str):
+    """A composed config of a command-line tool (``rank``, ``serve``) on ``backbone``: CPU, no progress bars,
+    run directory and caches under ``tmp_path``."""
+    overrides = [f"model.backbone={backbone}", f"paths.output_dir={tmp_path / 'run'}",
+                 f"paths.cache_dir={tmp_path / 'cache'}", "device=cpu", "show_progress=false", *extra]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def rank_cfg(backbone: Path | str, tmp_path: Path, *extra: str):
+    """The ``rank`` config for ``backbone`` (see :func:`tool_cfg`)."""
+    return tool_cfg("rank", backbone, tmp_path, *extra)

@@ -1,9 +1,9 @@
 """User errors on the command line: one line naming the key, file, row or field and what to do, exit status 2.
 
-Bad input is the user's to fix, so ``train``, ``evaluate``, ``rank`` and ``bench`` print ``[<tool>] error: ...``
-instead of a traceback. ``HYDRA_FULL_ERROR=1`` (Hydra's own switch), ``UWE_DEBUG=1`` or a ``--debug`` argument
-keep the full traceback. Anything else (a bug) still raises. Hydra's own composition errors (an unknown key, a
-malformed override) are one line already; their exit status becomes 2 as well.
+Bad input is the user's to fix, so ``train``, ``evaluate``, ``rank``, ``bench`` and ``serve`` print
+``[<tool>] error: ...`` instead of a traceback. ``HYDRA_FULL_ERROR=1`` (Hydra's own switch), ``UWE_DEBUG=1`` or a
+``--debug`` argument keep the full traceback. Anything else (a bug) still raises. Hydra's own composition errors
+(an unknown key, a malformed override) are one line already; their exit status becomes 2 as well.
 """
 
 from __future__ import annotations

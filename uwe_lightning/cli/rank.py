@@ -4,14 +4,20 @@
 loads the encoded target space from the cache (or encodes and caches it), ranks, prints the top k per query
 and writes ``rankings.json`` into the run directory. Which list is the target space is the direction:
 ``esco_skills`` ranks skills for job titles, ``esco_occupations`` occupations for skills, ``file`` any list.
+``out=rankings.jsonl`` (or ``.csv``) writes one row per query x rank (query, rank, id, label, score) and shows a
+progress bar instead of printing every query: the batch mode for many queries.
 """
 
 from __future__ import annotations
 
 import codecs
+import csv
+import io
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import torch
@@ -27,10 +33,17 @@ from uwe_lightning.io import (
     strict_json,
 )
 from uwe_lightning.paths import CONF_DIR, resolve_cache_dir
+from uwe_lightning.ranking.results import ROW_FIELDS, top_rows
 from uwe_lightning.ranking.texts import is_blank
+
+if TYPE_CHECKING:
+    from uwe_lightning.ranking.packed import EncodedTexts
+    from uwe_lightning.ranking.ranker import Ranker
 
 TARGET_SOURCES = ("esco_skills", "esco_occupations", "file")
 DIRECTIONS = {"job2skill": "esco_skills", "skill2job": "esco_occupations"}
+#: What ``out=`` may end in: one row per query x rank either way.
+OUT_FORMATS = (".jsonl", ".csv")
 
 
 @dataclass
@@ -122,6 +135,42 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"targets must be one of {list(TARGET_SOURCES)}, got {source!r}")
     if source == "file" and not cfg.targets_file:
         raise ConfigError("targets=file needs targets_file=<path> (one target text a line)")
+    out = cfg.get("out")
+    if out is not None and (not isinstance(out, str) or Path(out).suffix.lower() not in OUT_FORMATS):
+        raise ConfigError(f"out must be a file ending in {' or '.join(OUT_FORMATS)} (one row per query x rank), "
+                          f"got {out!r}; e.g. out=rankings.jsonl")
+
+
+def write_rows(path: str | Path, queries: list[str], ranked: list[list[dict]]) -> int:
+    """One row per query x rank (``query`` then :data:`ROW_FIELDS`) as JSONL or CSV, written atomically."""
+    rows = [{"query": q, **row} for q, top in zip(queries, ranked, strict=True) for row in top]
+    if Path(path).suffix.lower() == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["query", *ROW_FIELDS], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    else:
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    atomic_write_text(path, text)
+    return len(rows)
+
+
+def rank_with_progress(
+    ranker: Ranker, queries: list[str], space: EncodedTexts, k: int, chunk: int, show: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:meth:`Ranker.rank` over ``queries`` in chunks of ``chunk``, with a progress bar (batch mode)."""
+    from tqdm.auto import tqdm
+
+    scores, index = [], []
+    with tqdm(total=len(queries), unit="query", desc="rank", disable=not show) as bar:
+        for start in range(0, len(queries), chunk):
+            part = queries[start : start + chunk]
+            s, i = ranker.rank(part, space, k=k)
+            scores.append(s)
+            index.append(i)
+            bar.update(len(part))
+    return torch.cat(scores), torch.cat(index)
 
 
 def format_ranking(query: str, scores: list[float], texts: list[str]) -> str:
@@ -158,18 +207,27 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
                          show_progress=cfg.show_progress)
     index_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    scores, index = ranker.rank(queries, space, k=cfg.k)
+    out_file = cfg.get("out")
+    if out_file:
+        scores, index = rank_with_progress(ranker, queries, space, cfg.k, cfg.batch_size, cfg.show_progress)
+    else:
+        scores, index = ranker.rank(queries, space, k=cfg.k)
     rank_s = time.perf_counter() - t1
 
-    results = []
-    for query, row_scores, row_index in zip(queries, scores.tolist(), index.tolist(), strict=True):
-        texts = [targets.texts[i] for i in row_index]
-        print(format_ranking(query, row_scores, texts), flush=True)
-        results.append({
-            "query": query,
-            "top": [{"rank": r, "index": i, "id": targets.ids[i], "text": targets.texts[i], "score": s}
-                    for r, (i, s) in enumerate(zip(row_index, row_scores, strict=True), 1)],
-        })
+    if out_file:  # batch mode: the rows go to the file, rankings.json keeps the summary
+        written = write_rows(out_file, queries, top_rows(scores, index, targets.ids, targets.texts))
+        listed: dict = {"out": {"path": str(out_file), "rows": written}}
+    else:
+        results = []
+        for query, row_scores, row_index in zip(queries, scores.tolist(), index.tolist(), strict=True):
+            texts = [targets.texts[i] for i in row_index]
+            print(format_ranking(query, row_scores, texts), flush=True)
+            results.append({
+                "query": query,
+                "top": [{"rank": r, "index": i, "id": targets.ids[i], "text": targets.texts[i], "score": s}
+                        for r, (i, s) in enumerate(zip(row_index, row_scores, strict=True), 1)],
+            })
+        listed = {"results": results}
     report = {
         "model": ranker.model_id,
         "scorer": ranker.spec.name,
@@ -183,14 +241,16 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         },
         "k": int(scores.shape[1]),
         "seconds": {"target_space": round(index_s, 3), "rank": round(rank_s, 3)},
-        "results": results,
+        "n_queries": len(queries),
+        **listed,
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "rankings.json", strict_json(report, indent=1, ensure_ascii=False))
     hit = "loaded from cache" if ranker.last_index_hit else "encoded"
+    wrote = f"{out_file} ({listed['out']['rows']} rows) and {out / 'rankings.json'}" if out_file else out / "rankings.json"
     print(f"[rank] {len(targets.texts)} targets ({targets.source}) {hit} in {index_s:.1f}s; "
-          f"{len(queries)} queries ranked in {rank_s:.2f}s; wrote {out / 'rankings.json'}", flush=True)
+          f"{len(queries)} queries ranked in {rank_s:.2f}s; wrote {wrote}", flush=True)
     return report
 
 
