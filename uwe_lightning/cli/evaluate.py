@@ -8,10 +8,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
+from uwe_lightning.cli.loading import model_spec, ranker_from_config
 from uwe_lightning.io import atomic_copy
-from uwe_lightning.model.pretrained import ModelSpec, load_model
 from uwe_lightning.paths import CONF_DIR
-from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.workbench.report import keep_previous, write_results
 from uwe_lightning.workbench.runner import EncoderRankingModel, check_max_queries, evaluate
 
@@ -22,16 +21,13 @@ def build_ranking_model(cfg: DictConfig):
     Without ``scorer=...`` a saved UWE model is evaluated with the scorer it was trained with (its ``uwe.json``),
     a backbone with mean pooling.
     """
-    spec: ModelSpec = hydra.utils.instantiate(cfg.model)
+    spec = model_spec(cfg)
     if spec.kind == "lexical":
         from uwe_lightning.model.lexical import TfidfRankingModel
 
         return TfidfRankingModel()
-    scorer = cfg.get("scorer")
-    model = load_model(spec, scorer=scorer.name if scorer else None, tau=scorer.tau if scorer else None,
-                       max_length=cfg.max_length, model_dir=cfg.paths.model_dir)
-    ranker = Ranker.from_model(model, batch_size=cfg.batch_size, device=cfg.device, model_id=spec.name)
-    return EncoderRankingModel(ranker, name=f"{spec.name}/{model.scorer.name}")
+    ranker = ranker_from_config(cfg, "evaluate", spec)
+    return EncoderRankingModel(ranker, name=f"{spec.name}/{ranker.spec.name}")
 
 
 def run(cfg: DictConfig) -> dict:

@@ -181,8 +181,7 @@ def format_ranking(query: str, scores: list[float], texts: list[str]) -> str:
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Everything the CLI does, given a composed config and a run directory; returns what it writes."""
-    from uwe_lightning.model.pretrained import load_model
-    from uwe_lightning.ranking.ranker import Ranker
+    from uwe_lightning.cli.loading import model_spec, ranker_from_config
 
     check_config(cfg)
     queries = collect_queries(
@@ -193,13 +192,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         torch.set_num_threads(int(cfg.threads))
     source = DIRECTIONS.get(cfg.direction, cfg.targets) if cfg.direction else cfg.targets
     targets = load_targets(source, cfg.paths.data_dir, cfg.targets_file, cfg.esco_version)
-    spec = hydra.utils.instantiate(cfg.model)
-    if spec.kind == "lexical":
-        raise ValueError(f"rank needs an encoder model, got model.kind={spec.kind!r}")
-    scorer = cfg.get("scorer")
-    model = load_model(spec, scorer=scorer.name if scorer else None, tau=scorer.tau if scorer else None,
-                       max_length=cfg.max_length or None, model_dir=cfg.paths.model_dir)
-    ranker = Ranker.from_model(model, batch_size=cfg.batch_size, device=cfg.device)
+    spec = model_spec(cfg)
+    ranker = ranker_from_config(cfg, "rank", spec)
     ranker.display_name = str(spec.backbone)
     t0 = time.perf_counter()
     cache_dir = resolve_cache_dir(cfg.paths.cache_dir) / "targets" if cfg.cache and not cfg.cache_file else None

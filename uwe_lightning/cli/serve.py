@@ -72,7 +72,7 @@ def check_config(cfg: DictConfig) -> list[str]:
 
 def build_app(cfg: DictConfig) -> FastAPI:
     """The service app for a composed config: model loaded, every target space encoded (or loaded from cache)."""
-    from uwe_lightning.ranking.ranker import Ranker
+    from uwe_lightning.cli.loading import model_spec, ranker_from_config
     from uwe_lightning.service.app import ServedSpace, create_app
     from uwe_lightning.service.requests import Limits
 
@@ -80,15 +80,9 @@ def build_app(cfg: DictConfig) -> FastAPI:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     targets = {name: load_targets(name, cfg.paths.data_dir, cfg.targets_file, cfg.esco_version) for name in names}
-    spec = hydra.utils.instantiate(cfg.model)
-    if spec.kind != "encoder":
-        raise ConfigError(f"serve needs an encoder model, got model.kind={spec.kind!r}")
-    scorer = cfg.get("scorer")
-    ranker = Ranker.from_pretrained(
-        str(spec.backbone), scorer=scorer.name if scorer else None, tau=scorer.tau if scorer else None,
-        model_dir=cfg.paths.model_dir, batch_size=cfg.batch_size, device=cfg.device,
-        **({"max_length": cfg.max_length} if cfg.max_length else {}),
-    )
+    spec = model_spec(cfg)
+    ranker = ranker_from_config(cfg, "serve", spec)
+    ranker.display_name = str(spec.backbone)
     cache_dir = resolve_cache_dir(cfg.paths.cache_dir) / "targets" if cfg.cache else None
     spaces = {}
     for name, target in targets.items():
