@@ -1,9 +1,9 @@
 """The package's layering: no import cycle, no upward import, modules of a readable size.
 
 Layers, bottom to top (an import may only go to a strictly lower layer, or stay inside its own part):
-io -> paths -> esco -> data, model -> losses, workbench -> ranking -> protocol -> training, efficiency, service
--> cli -> the ``python -m`` shims -> the package root. Every import counts, also one inside a function (a lazy import
-is still a dependency); only ``if TYPE_CHECKING:`` imports are left out.
+io -> paths -> esco -> data, model -> losses, workbench -> ranking -> protocol, integrations -> training,
+efficiency, service -> cli -> the ``python -m`` shims -> the package root. Every import counts, also one inside a
+function (a lazy import is still a dependency); only ``if TYPE_CHECKING:`` imports are left out.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ LAYERS = {
     "workbench": 4,
     "ranking": 5,
     "protocol": 6,
+    "integrations": 6,  # bridges to other tools (WorkRB): a model + runner over ranking / workbench
     "training": 7,
     "efficiency": 7,
     "studies": 7,

@@ -64,10 +64,12 @@ def results_markdown(results: dict, title: str) -> str:
     for name, r in results.get("no_queries", {}).items():
         lines.append(f"- {name}: no queries ({r.get('reason', 'empty split')}); left out of the macro average")
     s = results.get("seconds", {})
-    if s:
+    if "encode_distinct_texts" in s:
         lines.append(f"- Encoding {s.get('n_distinct_texts', 0):,} distinct texts once: "
                      f"{s.get('encode_distinct_texts', 0):.1f} s; total {s.get('total', 0):.1f} s. "
                      "Per-task seconds = scoring + metrics only.")
+    elif "total" in s:  # a runner that encodes per task (WorkRB)
+        lines.append(f"- Total {s['total']:.1f} s; per-task seconds include encoding.")
     return "\n".join(lines) + "\n"
 
 

@@ -100,13 +100,23 @@ def check_max_queries(max_queries: Any, key: str = "max_queries") -> None:
     check_whole_number(max_queries, key, optional=True, what=" (null: every query)")
 
 
+def subsample_indices(n_queries: int, max_queries: int | None, seed: int = 0) -> list[int] | None:
+    """The sorted rows of a fixed random subset of ``max_queries`` of ``n_queries`` queries (None: keep all).
+
+    One rule for every runner (WorkBench, the WorkRB bridge), so a seed names the same subset everywhere.
+    """
+    check_max_queries(max_queries)
+    if max_queries is None or n_queries <= max_queries:
+        return None
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_queries, size=max_queries, replace=False)).tolist()
+
+
 def subsample(dataset: RankingDataset, max_queries: int | None, seed: int = 0) -> RankingDataset:
     """A fixed random subset of queries (same for every model with the same seed); targets unchanged."""
-    check_max_queries(max_queries)
-    if max_queries is None or dataset.n_queries <= max_queries:
+    keep = subsample_indices(dataset.n_queries, max_queries, seed)
+    if keep is None:
         return dataset
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(dataset.n_queries, size=max_queries, replace=False)).tolist()
     return RankingDataset(
         task=dataset.task,
         split=dataset.split,
