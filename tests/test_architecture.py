@@ -35,6 +35,7 @@ LAYERS = {
     "rank": 9,
     "bench": 9,
     "report": 9,
+    "export": 9,
     "": 10,  # the package root
 }
 MAX_LINES = 400
@@ -161,6 +162,6 @@ def test_module_size(name):
 
 def test_entry_point_shims_are_thin():
     """``python -m uwe_lightning.<name>`` stays a shim over ``uwe_lightning.cli.<name>``."""
-    for shim in ("train", "evaluate", "rank", "bench"):
+    for shim in ("train", "evaluate", "rank", "bench", "export"):
         assert f"{ROOT}.cli.{shim}" in GRAPH[f"{ROOT}.{shim}"]
         assert len(MODULES[f"{ROOT}.{shim}"].read_text().splitlines()) <= 25

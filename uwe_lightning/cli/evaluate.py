@@ -20,7 +20,7 @@ def build_ranking_model(cfg: DictConfig):
     """The model named by ``cfg.model`` (+ ``cfg.scorer``) wrapped for the WorkBench runner.
 
     Without ``scorer=...`` a saved UWE model is evaluated with the scorer it was trained with (its ``uwe.json``),
-    a backbone with mean pooling.
+    a backbone with mean pooling. ``query_backend=onnx`` encodes the queries with the model's ONNX export.
     """
     spec: ModelSpec = hydra.utils.instantiate(cfg.model)
     if spec.kind == "lexical":
@@ -33,8 +33,11 @@ def build_ranking_model(cfg: DictConfig):
         max_length=cfg.max_length,
         model_dir=cfg.paths.model_dir,
     )
-    ranker = Ranker.from_model(model, batch_size=cfg.batch_size, device=cfg.device, model_id=spec.name)
-    return EncoderRankingModel(ranker, name=f"{spec.name}/{model.scorer.name}")
+    backend = cfg.get("query_backend") or "torch"
+    ranker = Ranker.from_model(model, batch_size=cfg.batch_size, device=cfg.device, model_id=spec.name,
+                               query_backend=backend)
+    suffix = "" if backend == "torch" else f"+{backend}-queries"
+    return EncoderRankingModel(ranker, name=f"{spec.name}/{model.scorer.name}{suffix}")
 
 
 def run(cfg: DictConfig) -> dict:

@@ -9,6 +9,10 @@ Scoring never pads the whole target space to its longest text: the targets are s
 scored in chunks sized so that the scorer's ``[queries, targets, Lq, Ly]`` intermediates stay under
 ``max_elements``; the bucket's scores are scattered into their columns. Queries of a block are bucketed the same
 way. Which list is the target space decides the direction (jobs -> skills, or skills -> jobs).
+
+The query side may run on another backend (``query_backend="onnx"``: the model's ONNX export under ONNX
+Runtime, :mod:`uwe_lightning.model.onnx`); the target space is always encoded (and cached) by torch, and the
+query embeddings are the same token embeddings, so every scorer works unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from uwe_lightning.io import ConfigError
 from uwe_lightning.model.encoder import Encoder
 from uwe_lightning.model.pretrained import UWEModel
 from uwe_lightning.model.scoring import ScorerSpec
@@ -29,6 +34,7 @@ from uwe_lightning.ranking.texts import is_blank
 
 Side = Literal["query", "target"]
 SIDES: tuple[str, ...] = ("query", "target")
+QUERY_BACKENDS: tuple[str, ...] = ("torch", "onnx")
 
 
 class CacheMismatchError(ValueError):
@@ -69,7 +75,8 @@ class Ranker:
     place and reuse its caches). ``compute_dtype`` defaults to fp32 (CPU and GPU); fp16/bf16 is fine on GPU.
     ``max_elements`` bounds the per-call ``[queries, targets, Lq, Ly]`` intermediates of the token scorers;
     ``target_chunk_elements`` the target values per scorer call (cache-sized chunks); buckets: see
-    :func:`plan_buckets`.
+    :func:`plan_buckets`. ``query_backend="onnx"`` encodes queries with ``onnx_file`` under ONNX Runtime
+    (:meth:`from_pretrained` finds ``<model dir>/onnx/model.onnx`` itself).
     """
 
     def __init__(
@@ -86,6 +93,8 @@ class Ranker:
         bucket_min_size: int = 32,
         bucket_max_padding: float = 0.0,
         target_chunk_elements: int = 1 << 19,
+        query_backend: str = "torch",
+        onnx_file: str | Path | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -103,6 +112,25 @@ class Ranker:
         self.display_name: str | None = None
         self.last_index_hit = False
         self.last_index_path: Path | None = None
+        self.set_query_backend(query_backend, onnx_file)
+
+    def set_query_backend(self, backend: str, onnx_file: str | Path | None = None) -> None:
+        """Encode queries with ``torch`` (the encoder itself) or ``onnx`` (``onnx_file``, default
+        ``<model dir>/onnx/model.onnx``; see :func:`~uwe_lightning.model.onnx.load_onnx_encoder`)."""
+        if backend not in QUERY_BACKENDS:
+            raise ConfigError(f"query_backend={backend!r}: must be one of {', '.join(QUERY_BACKENDS)}")
+        self.query_encoder: Encoder = self.encoder
+        self.query_backend = "torch"
+        if backend == "onnx":
+            from uwe_lightning.model.onnx import load_onnx_encoder
+
+            if onnx_file is None and self.model_dir is None:
+                raise ConfigError("query_backend=onnx needs onnx_file=... (or Ranker.from_pretrained(<model dir>, "
+                                  "query_backend='onnx'), which finds <model dir>/onnx/model.onnx)")
+
+            weights = (lambda: cache_lib.model_fingerprint(self.model_dir)) if self.model_dir else None
+            self.query_encoder = load_onnx_encoder(self.encoder, onnx_file, self.model_dir, weights)
+            self.query_backend = backend
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, scorer: str | None = None, tau: float | None = None, **kw) -> Ranker:
@@ -123,8 +151,10 @@ class Ranker:
     def from_model(cls, model: UWEModel, **kw) -> Ranker:
         """A ranker with ``model``'s encoder, scorer and token limit (``kw``: the other settings)."""
         kw.setdefault("max_length", model.max_length)
+        backend, onnx_file = kw.pop("query_backend", "torch"), kw.pop("onnx_file", None)
         ranker = cls(model.encoder, scorer=model.scorer, **kw)
         ranker.model_dir = model.source_dir
+        ranker.set_query_backend(backend, onnx_file)
         return ranker
 
     def with_scorer(self, scorer: str, tau: float | None = None, **kw) -> Ranker:
@@ -137,6 +167,7 @@ class Ranker:
         )
         other = Ranker(self.encoder, scorer=scorer, tau=tau, **{**settings, **kw})
         other.model_dir, other.display_name = self.model_dir, self.display_name
+        other.query_encoder, other.query_backend = self.query_encoder, self.query_backend  # one session
         return other
 
     @property
@@ -179,8 +210,9 @@ class Ranker:
 
     # -- encoding --------------------------------------------------------------------------------------------
 
-    def embed(self, texts: Sequence[str], show_progress: bool = False) -> list[Tensor]:
-        """Raw token embeddings ``[n_tokens, H]`` (fp32, CPU) per text, in input order.
+    def embed(self, texts: Sequence[str], show_progress: bool = False, side: Side = "target") -> list[Tensor]:
+        """Raw token embeddings ``[n_tokens, H]`` (fp32, CPU) per text, in input order, by the encoder of
+        ``side`` (the query backend for ``query``).
 
         Lenient on purpose (an empty text is just its special tokens): :meth:`rank` and :meth:`index` are
         where user input is checked.
@@ -190,6 +222,9 @@ class Ranker:
         texts = list(texts)
         if not texts:
             return []
+        if side == "query" and self.query_encoder is not self.encoder:
+            return self.query_encoder.encode(texts, batch_size=self.batch_size, show_progress=show_progress,
+                                             max_length=self.effective_max_length())
         return self.model.embed(texts, batch_size=self.batch_size, show_progress=show_progress)
 
     def pack(self, token_list: Sequence[Tensor], side: Side) -> EncodedTexts:
@@ -199,7 +234,7 @@ class Ranker:
         )
 
     def encode(self, texts: Sequence[str], side: Side, show_progress: bool = False) -> EncodedTexts:
-        return self.pack(self.embed(texts, show_progress=show_progress), side)
+        return self.pack(self.embed(texts, show_progress=show_progress, side=side), side)
 
     def cache_key(self, texts: Sequence[str], memo_dir: str | Path | None = None) -> cache_lib.CacheKey:
         """The cache key of ``texts`` as this ranker's target space."""

@@ -52,6 +52,10 @@ class EncoderRankingModel:
         texts = list(dict.fromkeys(texts))
         tokens = self.ranker.embed(texts, show_progress=show_progress)
         self._row = {t: i for i, t in enumerate(texts)}
+        if getattr(self.ranker, "query_backend", "torch") != "torch":  # queries by their own backend (ONNX)
+            self._query_side = self.ranker.pack(self.ranker.embed(texts, show_progress, side="query"), "query")
+            self._target_side = self.ranker.pack(tokens, "target")
+            return
         self._query_side = self.ranker.pack(tokens, "query")
         # Packing depends only on whether a side is pooled: share it when both sides agree (halves memory).
         same = self.ranker.pooled("query") == self.ranker.pooled("target")
