@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 from uwe_lightning.cli import export as export_cli  # noqa: E402
 from uwe_lightning.io import ConfigError, ModelNotFoundError  # noqa: E402
 from uwe_lightning.model.encoder import Encoder  # noqa: E402
-from uwe_lightning.model.onnx import EXPORT_INFO_FILE, OnnxEncoder, default_onnx_path  # noqa: E402
+from uwe_lightning.model.onnx import EXPORT_INFO_FILE, OnnxEncoder, default_onnx_path, export_onnx  # noqa: E402
 from uwe_lightning.ranking.cache import model_fingerprint  # noqa: E402
 from uwe_lightning.ranking.ranker import Ranker  # noqa: E402
 from uwe_lightning.workbench.runner import EncoderRankingModel  # noqa: E402
@@ -150,3 +150,29 @@ def test_export_cli_bad_input_is_one_line(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("[export] error: ") and "absent" in err[0]
+
+
+def test_export_worse_than_tolerance_is_not_published(encoders, tmp_path):
+    encoder, _ = encoders
+    out = tmp_path / "onnx" / "model.onnx"
+    with pytest.raises(ValueError, match=r"differs from torch by .* not written to"):
+        export_onnx(encoder, out, tolerance=-1.0)
+    assert not list(out.parent.iterdir())
+
+
+def test_evaluate_query_backend_onnx(exported, tiny_model_dir):
+    from hydra import compose, initialize_config_dir
+
+    from uwe_lightning.cli.evaluate import build_ranking_model
+    from uwe_lightning.paths import CONF_DIR
+
+    def build(model_dir: Path):
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("evaluate", overrides=["model=trained", f"model.backbone='{model_dir}'",
+                                                 "query_backend=onnx", "device=cpu"])
+        return build_ranking_model(cfg)
+
+    model = build(exported)
+    assert model.ranker.query_backend == "onnx" and model.name.endswith("+onnx-queries")
+    with pytest.raises(ModelNotFoundError, match="make it with `python -m uwe_lightning.export onnx"):
+        build(tiny_model_dir)
