@@ -38,6 +38,7 @@ LAYERS = {
     "bench": 9,
     "report": 9,
     "serve": 9,
+    "export": 9,
     "": 10,  # the package root
 }
 MAX_LINES = 400
@@ -164,6 +165,6 @@ def test_module_size(name):
 
 def test_entry_point_shims_are_thin():
     """``python -m uwe_lightning.<name>`` stays a shim over ``uwe_lightning.cli.<name>``."""
-    for shim in ("train", "evaluate", "rank", "bench", "serve"):
+    for shim in ("train", "evaluate", "rank", "bench", "serve", "export"):
         assert f"{ROOT}.cli.{shim}" in GRAPH[f"{ROOT}.{shim}"]
         assert len(MODULES[f"{ROOT}.{shim}"].read_text().splitlines()) <= 25

@@ -48,6 +48,10 @@ class ModelNotFoundError(FileNotFoundError):
     """A model name or directory that does not resolve; the message says what would."""
 
 
+class MissingDependencyError(ImportError):
+    """An optional package a requested feature needs is not installed; the message names the pip extra."""
+
+
 @contextmanager
 def atomic_write_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; once written it is fsynced and ``os.replace``-d onto ``path``.

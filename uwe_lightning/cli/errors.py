@@ -1,6 +1,6 @@
 """User errors on the command line: one line naming the key, file, row or field and what to do, exit status 2.
 
-Bad input is the user's to fix, so ``train``, ``evaluate``, ``rank``, ``bench`` and ``serve`` print
+Bad input is the user's to fix, so ``train``, ``evaluate``, ``rank``, ``bench``, ``serve`` and ``export`` print
 ``[<tool>] error: ...`` instead of a traceback. ``HYDRA_FULL_ERROR=1`` (Hydra's own switch), ``UWE_DEBUG=1`` or a
 ``--debug`` argument keep the full traceback. Anything else (a bug) still raises. Hydra's own composition errors
 (an unknown key, a malformed override) are one line already; their exit status becomes 2 as well.
@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 from hydra.errors import InstantiationException
 from omegaconf.errors import OmegaConfBaseException
 
-from uwe_lightning.io import ConfigError, DataError, ModelNotFoundError
+from uwe_lightning.io import ConfigError, DataError, MissingDependencyError, ModelNotFoundError
 
 T = TypeVar("T")
 USER_ERROR_EXIT = 2
 #: What counts as the user's input being wrong (files, data, config values, models, caches).
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, DataError, ModelNotFoundError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-    PermissionError, OmegaConfBaseException,
+    ConfigError, DataError, ModelNotFoundError, MissingDependencyError, FileNotFoundError, NotADirectoryError,
+    IsADirectoryError, PermissionError, OmegaConfBaseException,
 )
 _state = {"internal_error": False}
 

@@ -25,7 +25,7 @@ def build_ranking_model(cfg: DictConfig):
     """The model named by ``cfg.model`` (+ ``cfg.scorer``) wrapped for the WorkBench runner.
 
     Without ``scorer=...`` a saved UWE model is evaluated with the scorer it was trained with (its ``uwe.json``),
-    a backbone with mean pooling.
+    a backbone with mean pooling. ``query_backend=onnx`` encodes the queries with the model's ONNX export.
     """
     spec = model_spec(cfg)
     if spec.kind == "lexical":
@@ -33,7 +33,9 @@ def build_ranking_model(cfg: DictConfig):
 
         return TfidfRankingModel()
     ranker = ranker_from_config(cfg, "evaluate", spec)
-    return EncoderRankingModel(ranker, name=f"{spec.name}/{ranker.spec.name}")
+    backend = ranker.query_backend
+    suffix = "" if backend == "torch" else f"+{backend}-queries"
+    return EncoderRankingModel(ranker, name=f"{spec.name}/{ranker.spec.name}{suffix}")
 
 
 def run(cfg: DictConfig) -> dict:

@@ -25,4 +25,5 @@ def ranker_from_config(cfg: DictConfig, tool: str, spec: ModelSpec | None = None
     scorer = cfg.get("scorer")
     model = load_model(spec, scorer=scorer.name if scorer else None, tau=scorer.tau if scorer else None,
                        max_length=cfg.get("max_length") or None, model_dir=cfg.paths.model_dir)
-    return Ranker.from_model(model, batch_size=cfg.batch_size, device=cfg.device, model_id=spec.name)
+    return Ranker.from_model(model, batch_size=cfg.batch_size, device=cfg.device, model_id=spec.name,
+                             query_backend=cfg.get("query_backend") or "torch")

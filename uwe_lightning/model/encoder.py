@@ -135,15 +135,21 @@ class Encoder(nn.Module):
         """
         kwargs = {}
         if self._needs_position_ids(attention_mask):
-            kwargs["position_ids"] = (attention_mask.long().cumsum(1) - 1).clamp_min(0)
+            kwargs["position_ids"] = positions_from_mask(attention_mask)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return TokenEmbeddings(out.last_hidden_state, attention_mask.bool())
 
     def _needs_position_ids(self, attention_mask: torch.Tensor) -> bool:
-        if getattr(self.backbone.config, "model_type", "") in _POSITIONS_FROM_INPUT_IDS:
-            return False
         if not bool((~attention_mask[:, 0].bool()).any()):
             return False  # no row starts with padding: default positions are right
+        return self.counts_positions_from_mask()
+
+    def counts_positions_from_mask(self) -> bool:
+        """Whether left-padded rows need ``position_ids`` from the mask (see :meth:`forward`); the ONNX export
+        always passes them then, since they equal the default positions on every real token of a right-padded
+        row."""
+        if getattr(self.backbone.config, "model_type", "") in _POSITIONS_FROM_INPUT_IDS:
+            return False
         return "position_ids" in inspect.signature(self.backbone.forward).parameters
 
     @torch.inference_mode()
@@ -179,6 +185,11 @@ class Encoder(nn.Module):
                 out[i] = emb[row][mask[row]].clone()  # the real tokens in order, wherever the padding is
         self.train(was_training)
         return out  # type: ignore[return-value]
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids counted from each row's first real token (padding before it gets 0)."""
+    return (attention_mask.long().cumsum(1) - 1).clamp_min(0)
 
 
 #: Model types that compute position ids from the input ids (skipping pad tokens) when none are given.

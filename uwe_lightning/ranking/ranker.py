@@ -9,6 +9,10 @@ Scoring never pads the whole target space to its longest text: the targets are s
 scored in chunks sized so that the scorer's ``[queries, targets, Lq, Ly]`` intermediates stay under
 ``max_elements``; the bucket's scores are scattered into their columns. Queries of a block are bucketed the same
 way. Which list is the target space decides the direction (jobs -> skills, or skills -> jobs).
+
+The query side may run on another backend (``query_backend="onnx"``: the model's ONNX export under ONNX
+Runtime, :mod:`uwe_lightning.model.onnx`); the target space is always encoded (and cached) by torch, and the
+query embeddings are the same token embeddings, so every scorer works unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from uwe_lightning.io import ConfigError
 from uwe_lightning.model.encoder import Encoder
 from uwe_lightning.model.pretrained import UWEModel
 from uwe_lightning.model.scoring import ScorerSpec
@@ -29,6 +34,7 @@ from uwe_lightning.ranking.texts import is_blank
 
 Side = Literal["query", "target"]
 SIDES: tuple[str, ...] = ("query", "target")
+QUERY_BACKENDS: tuple[str, ...] = ("torch", "onnx")
 
 
 class CacheMismatchError(ValueError):
@@ -69,7 +75,8 @@ class Ranker:
     place and reuse its caches). ``compute_dtype`` defaults to fp32 (CPU and GPU); fp16/bf16 is fine on GPU.
     ``max_elements`` bounds the per-call ``[queries, targets, Lq, Ly]`` intermediates of the token scorers;
     ``target_chunk_elements`` the target values per scorer call (cache-sized chunks); buckets: see
-    :func:`plan_buckets`.
+    :func:`plan_buckets`. ``query_backend="onnx"`` encodes queries with ``onnx_file`` under ONNX Runtime
+    (:meth:`from_pretrained` finds ``<model dir>/onnx/model.onnx`` itself).
     """
 
     def __init__(
@@ -86,6 +93,8 @@ class Ranker:
         bucket_min_size: int = 32,
         bucket_max_padding: float = 0.0,
         target_chunk_elements: int = 1 << 19,
+        query_backend: str = "torch",
+        onnx_file: str | Path | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -103,6 +112,21 @@ class Ranker:
         self.display_name: str | None = None
         self.last_index_hit = False
         self.last_index_path: Path | None = None
+        self.set_query_backend(query_backend, onnx_file)
+
+    def set_query_backend(self, backend: str, onnx_file: str | Path | None = None) -> None:
+        """Encode queries with ``torch`` (the encoder itself) or ``onnx`` (``onnx_file``, default
+        ``<model dir>/onnx/model.onnx``; see :func:`~uwe_lightning.model.onnx.load_onnx_encoder`)."""
+        if backend not in QUERY_BACKENDS:
+            raise ConfigError(f"query_backend={backend!r}: must be one of {', '.join(QUERY_BACKENDS)}")
+        self.query_encoder: Encoder = self.encoder
+        self.query_backend = "torch"
+        if backend == "onnx":
+            from uwe_lightning.model.onnx import load_onnx_encoder
+
+            weights = (lambda: cache_lib.model_fingerprint(self.model_dir)) if self.model_dir else None
+            self.query_encoder = load_onnx_encoder(self.encoder, onnx_file, self.model_dir, weights)
+            self.query_backend = backend
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, scorer: str | None = None, tau: float | None = None, **kw) -> Ranker:
@@ -123,8 +147,10 @@ class Ranker:
     def from_model(cls, model: UWEModel, **kw) -> Ranker:
         """A ranker with ``model``'s encoder, scorer and token limit (``kw``: the other settings)."""
         kw.setdefault("max_length", model.max_length)
+        backend, onnx_file = kw.pop("query_backend", "torch"), kw.pop("onnx_file", None)
         ranker = cls(model.encoder, scorer=model.scorer, **kw)
         ranker.model_dir = model.source_dir
+        ranker.set_query_backend(backend, onnx_file)
         return ranker
 
     def with_scorer(self, scorer: str, tau: float | None = None, **kw) -> Ranker:
@@ -137,6 +163,7 @@ class Ranker:
         )
         other = Ranker(self.encoder, scorer=scorer, tau=tau, **{**settings, **kw})
         other.model_dir, other.display_name = self.model_dir, self.display_name
+        other.query_encoder, other.query_backend = self.query_encoder, self.query_backend  # one session
         return other
 
     @property
@@ -151,8 +178,6 @@ class Ranker:
     def max_length(self) -> int | None:
         return self.model.max_length
 
-    # -- identity --------------------------------------------------------------------------------------------
-
     @property
     def model_id(self) -> str:
         """A readable name of the model (the given id, the name it was loaded by, or the encoder's name)."""
@@ -161,16 +186,15 @@ class Ranker:
     def checkpoint_id(self, memo_dir: str | Path | None = None, allow_state_hash: bool = True) -> str | None:
         """Identity of the weights for cache keys: file sha256 (directory), else the given id, else the
         sha256 of the in-memory parameters (``None`` when ``allow_state_hash`` is False)."""
-        tag = getattr(self.encoder, "cache_tag", None)  # e.g. the target prompt of a sentence-transformers model
+        tag = getattr(self.encoder, "cache_tag", "")  # e.g. the target prompt of a sentence-transformers model
         if self.model_dir is not None:
             identity = "sha256:" + cache_lib.model_fingerprint(self.model_dir, memo_dir)
-        elif self._given_model_id:
-            identity = "id:" + self._given_model_id
-        elif allow_state_hash:
-            identity = "state-sha256:" + cache_lib.state_fingerprint(self.encoder)
+        elif self._given_model_id or allow_state_hash:
+            identity = (f"id:{self._given_model_id}" if self._given_model_id
+                        else "state-sha256:" + cache_lib.state_fingerprint(self.encoder))
         else:
             return None
-        return f"{identity}+{tag}" if tag else identity
+        return identity + (f"+{tag}" if tag else "")
 
     def effective_max_length(self) -> int:
         return self.model.effective_max_length()
@@ -180,11 +204,9 @@ class Ranker:
             raise ValueError(f"side must be one of {SIDES}, got {side!r}")
         return self.spec.pool_query if side == "query" else self.spec.pool_target
 
-    # -- encoding --------------------------------------------------------------------------------------------
-
     def embed(self, texts: Sequence[str], show_progress: bool = False, side: Side = "target") -> list[Tensor]:
-        """Raw token embeddings ``[n_tokens, H]`` (fp32, CPU) per text, in input order; ``side`` picks the
-        prompt of an encoder that has side prompts (:attr:`side_dependent`).
+        """Raw token embeddings ``[n_tokens, H]`` (fp32, CPU) per text, in input order, as ``side`` embeds it:
+        the query backend (ONNX) for queries, and the side's prompt for encoders that have them.
 
         Lenient on purpose (an empty text is just its special tokens): :meth:`rank` and :meth:`index` are
         where user input is checked.
@@ -194,13 +216,15 @@ class Ranker:
         texts = list(texts)
         if not texts:
             return []
+        if side == "query" and self.query_encoder is not self.encoder:
+            return self.query_encoder.encode(texts, batch_size=self.batch_size, show_progress=show_progress,
+                                             max_length=self.effective_max_length())
         return self.model.embed(texts, batch_size=self.batch_size, show_progress=show_progress, side=side)
 
     @property
     def side_dependent(self) -> bool:
-        """Whether a text embeds differently as a query and as a target (a sentence-transformers model with a
-        query prompt): then a text is embedded once per side, never shared between them."""
-        return bool(getattr(self.encoder, "side_dependent", False))
+        """Whether queries are embedded apart from targets (a query backend, or side prompts)."""
+        return self.query_encoder is not self.encoder or bool(getattr(self.encoder, "side_dependent", False))
 
     def pack(self, token_list: Sequence[Tensor], side: Side) -> EncodedTexts:
         """Pack token embeddings of one side; mean-pools them when the scorer pools that side."""

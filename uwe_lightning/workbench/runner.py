@@ -51,7 +51,7 @@ class EncoderRankingModel:
     def prepare(self, texts: Sequence[str], show_progress: bool = False) -> None:
         texts = list(dict.fromkeys(texts))
         self._row = {t: i for i, t in enumerate(texts)}
-        if getattr(self.ranker, "side_dependent", False):  # side prompts: a text embeds once per side
+        if getattr(self.ranker, "side_dependent", False):  # side prompts or a query backend (ONNX)
             self._query_side = self.ranker.encode(texts, "query", show_progress=show_progress)
             self._target_side = self.ranker.encode(texts, "target", show_progress=show_progress)
             return

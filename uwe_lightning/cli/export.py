@@ -1,0 +1,69 @@
+"""``python -m uwe_lightning.export onnx <model dir or backbone name> [--out DIR] [--opset N]``.
+
+Exports the encoder's backbone to ``<out>/model.onnx`` (default ``<model dir>/onnx/``) with torch's dynamo
+exporter, dynamic batch and sequence axes, and writes ``export_info.json`` beside it (source and its weights'
+sha256, opset, versions, parity vs torch measured at export time); see :mod:`uwe_lightning.model.onnx`. The
+export is what ``Ranker.from_pretrained(dir, query_backend="onnx")`` and ``evaluate query_backend=onnx`` load.
+Plain argparse rather than Hydra: one positional model and two options need no config tree or run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from uwe_lightning.cli.errors import run_reporting_user_errors, take_debug_flag
+from uwe_lightning.io import ConfigError
+from uwe_lightning.model.backbones import resolve_backbone
+from uwe_lightning.model.encoder import Encoder
+from uwe_lightning.model.onnx import (
+    DEFAULT_OPSET,
+    DEFAULT_TOLERANCE,
+    EXPORT_INFO_FILE,
+    ONNX_DIR,
+    ONNX_FILE,
+    export_onnx,
+)
+from uwe_lightning.ranking.cache import model_fingerprint
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m uwe_lightning.export", description=__doc__.splitlines()[0])
+    formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    onnx = formats.add_parser("onnx", help="the encoder backbone as ONNX (dynamo exporter, dynamic axes)")
+    onnx.add_argument("model", help="a saved UWE model / HF directory, or a backbone name (minilm, mpnet)")
+    onnx.add_argument("--out", type=Path, default=None, help=f"output directory (default <model dir>/{ONNX_DIR})")
+    onnx.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    onnx.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                      help=f"max abs diff vs torch allowed at export time (default {DEFAULT_TOLERANCE:g})")
+    return p
+
+
+def export(model: str, out: Path | None = None, opset: int = DEFAULT_OPSET,
+           tolerance: float = DEFAULT_TOLERANCE) -> dict:
+    """Export ``model`` to ``<out>/model.onnx``; returns what ``export_info.json`` records (+ ``path``)."""
+    if opset < 14:
+        raise ConfigError(f"--opset {opset}: the dynamo exporter needs opset >= 14 (default {DEFAULT_OPSET})")
+    path = Path(resolve_backbone(model))
+    if out is None and not path.is_dir():
+        raise ConfigError(f"model {model!r} is not a local directory: give --out DIR for the export")
+    out_file = (out if out is not None else path / ONNX_DIR) / ONNX_FILE
+    encoder = Encoder.from_pretrained(str(path)).eval()
+    info = {"source": model, "source_path": str(path.resolve()) if path.is_dir() else str(path)}
+    if path.is_dir():
+        info["source_sha256"] = model_fingerprint(path)
+    record = export_onnx(encoder, out_file, opset=opset, tolerance=tolerance, info=info)
+    return {**record, "path": str(out_file)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    take_debug_flag(argv)
+    args = parser().parse_args(argv)
+    record = run_reporting_user_errors("export", lambda: export(args.model, args.out, args.opset, args.tolerance))
+    parity = record["parity"]
+    print(f"[export] wrote {record['path']} (opset {record['opset']}; max abs diff vs torch "
+          f"{parity['max_abs_diff']:.2g} over {len(parity['per_shape'])} shapes) and "
+          f"{Path(record['path']).with_name(EXPORT_INFO_FILE)}")
+    return record
