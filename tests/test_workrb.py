@@ -46,10 +46,10 @@ def embedding_memo() -> dict:
 def _memoized(ranker: Ranker, memo: dict) -> Ranker:
     real = ranker.model.embed
 
-    def embed(texts, batch_size=128, show_progress=False):
+    def embed(texts, batch_size=128, show_progress=False, side="target"):  # a plain backbone: side-independent
         missing = [t for t in dict.fromkeys(texts) if t not in memo]
         if missing:
-            memo.update(zip(missing, real(missing, batch_size=batch_size), strict=True))
+            memo.update(zip(missing, real(missing, batch_size=batch_size, side=side), strict=True))
         return [memo[t] for t in texts]
 
     ranker.model.embed = embed
