@@ -117,6 +117,8 @@ def test_minilm_package_gives_our_numbers(tmp_path):
     theirs = uwe.Ranker.from_model(load_model(ModelSpec("st", "sentence_transformers", path),
                                               max_length=ours.effective_max_length()), device="cpu")
     kw = {"tasks": ["JobNorm", "SkillExtr-H"], "split": "test", "max_queries": 100}
-    a, b = uwe.evaluate_ranker(ours, **kw), uwe.evaluate_ranker(theirs, **kw)
+    from uwe_lightning.workbench.runner import evaluate_ranker
+
+    a, b = evaluate_ranker(ours, **kw), evaluate_ranker(theirs, **kw)
     for task in kw["tasks"]:
         assert a["tasks"][task]["map"] == pytest.approx(b["tasks"][task]["map"], abs=1e-4)
