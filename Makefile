@@ -39,7 +39,7 @@ train-cpu: ## a small real training run with MiniLM on CPU
 bench: ## latency / FLOPs / throughput tables (Table 3 protocol), minilm on CPU
 	$(PY) -m uwe_lightning.bench
 
-pylate-check: ## PyLate parity of a maxsim export, in its own venv (PyLate pins its own sentence-transformers)
+pylate-check: ## PyLate parity of a maxsim export, in its own venv (see experiments/results/pylate/parity.md if pip cannot resolve)
 	test -x $(VENV)-pylate/bin/python || $(PYTHON) -m venv $(VENV)-pylate
 	$(VENV)-pylate/bin/pip install -q torch==2.13.0 pylate
 	$(PY) experiments/pylate_parity.py export $(or $(MODEL),minilm) outputs/pylate/$(or $(MODEL),minilm)
