@@ -206,14 +206,14 @@ def run(cfg: DictConfig, out_dir: str | Path, datasets: dict[str, RankingDataset
     log = _logger(cfg.verbose)
 
     spec: ModelSpec = hydra.utils.instantiate(cfg.model)
+    if spec.kind == "sentence_transformers" and set(cfg.scorers) != {"mean"}:
+        raise ValueError(f"scorers={list(cfg.scorers)}: model={spec.name} (sentence-transformers) gives one vector "
+                         "per text; use scorers=[mean]")
     base = Ranker.from_model(
         load_model(spec, scorer="mean", max_length=cfg.max_length or None, model_dir=cfg.paths.model_dir),
         batch_size=cfg.batch_size, device=cfg.device,
     )
     base.display_name = str(spec.backbone)
-    if spec.kind == "sentence_transformers" and set(cfg.scorers) != {"mean"}:
-        raise ValueError(f"scorers={list(cfg.scorers)}: model={spec.name} (sentence-transformers) gives one vector "
-                         "per text; use scorers=[mean]")
     device = base.device
     machine = machine_info(device)
     taus = dict(cfg.get("taus") or {})
