@@ -424,3 +424,16 @@ def test_enrich_output_trains_with_open_enriched(tmp_path, tiny_model_dir):
                                           "data.sampling=per_graph"])
     summary = train(cfg)
     assert summary["final_step"] == 2
+
+
+def test_enrich_config_composes_and_saves_no_copy_of_itself(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from uwe_lightning.paths import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("enrich", overrides=["command=titles", f"out_dir={tmp_path}"], return_hydra_config=True)
+    assert cfg.hydra.output_subdir is None  # no .hydra/config.yaml that could hold endpoint.api_key
+    assert "FileHandler" not in str(cfg.hydra.job_logging)  # logs go to stdout only
+    assert cfg.endpoint.api_key is None and cfg.paraphrases.examples[1] == ["show initiative", "initiate action"]
+    assert (cfg.titles.n, cfg.paraphrases.n, cfg.sentences.n, cfg.merge.threshold) == (20, 20, 10, 0.7)

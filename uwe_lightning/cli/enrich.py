@@ -51,9 +51,9 @@ def _generator(name: str, cfg: DictConfig, cache, client, guard) -> Generator:
     params = request_params(e.temperature, e.max_tokens, e.response_format, e.seed, name,
                             OmegaConf.to_container(e.extra_body) if e.extra_body else None)  # type: ignore[arg-type]
     section = OmegaConf.to_container(cfg[name])
+    for key in ("n", "max_rounds", "min_words"):
+        check_whole_number(section.get(key, 1), f"{name}.{key}")  # type: ignore[union-attr]
     settings = default_settings(name, section)  # type: ignore[arg-type]
-    check_whole_number(settings.n, f"{name}.n")
-    check_whole_number(settings.max_rounds, f"{name}.max_rounds")
     return Generator(KINDS[name], settings, str(e.model), params, cache, client, guard)
 
 
@@ -122,19 +122,19 @@ def enrich(cfg: DictConfig) -> dict[str, Any]:
                else ""))
     elif generated:
         log("warning: leakage.enabled=false: generated texts are NOT checked against the evaluation queries")
-    client = ChatClient(endpoint)
     info = {"model": str(e.model), "base_url": endpoint.base_url, "skills_spec": str(cfg.skills),
             "max_skills": cfg.max_skills, "guard_splits": guard.split_names if guard else None}
     results: dict[str, Any] = {}
     for step in steps:
         if step == "merge":
             real, existing = _real_titles(cfg)
-            merge_info = {"encoder": hydra.utils.instantiate(cfg.model).name, "real_titles_spec": str(cfg.merge.real_titles)}
+            spec = hydra.utils.instantiate(cfg.model)
+            merge_info = {"encoder": spec.name, "backbone": spec.backbone, "real_titles_spec": str(cfg.merge.real_titles)}
             results[step] = run_merge(out_dir, _ranker(cfg), real, float(cfg.merge.threshold),
                                       [float(t) for t in cfg.merge.thresholds], cfg.merge.max_matches, existing, log,
                                       merge_info)
             continue
-        generator = _generator(step, cfg, cache, client, guard)
+        generator = _generator(step, cfg, cache, ChatClient(endpoint), guard)  # a client per step: its own counts
         step_info = {**info, "params": generator.params, "settings": {"n": generator.settings.n,
                      "max_rounds": generator.settings.max_rounds, "min_words": generator.settings.min_words}}
         results[step] = generate_kind(step, skills, generator, out_dir, int(cfg.concurrency), bool(cfg.show_progress),

@@ -7,7 +7,7 @@ Choices this module makes explicit:
 
 * A skill without a neighbour in G contributes no text to G, so N_G may be < S; its row of ``pos_mask``
   is all False and the loss skips it. A graph with no text at all in a step is absent from
-  ``UWEBatch.graphs``. (Open protocol, 512 skills: ~364 J and ~252 A texts; ``experiments/batch_counts.py``.)
+  ``UWEBatch.graphs``. (Open protocol, 512 skills: ~361 J and ~252 A texts; ``experiments/batch_counts.py``.)
 * ``sampling="per_graph"``: the uniform draw is topped up, per graph, with skills that graph covers until S of
   the step's skills have a neighbour in it, one text each (S texts per graph); the added skills are rows of
   every graph (each ``pos_mask`` spans all rows). With full coverage it adds nothing: the rule above.
@@ -385,7 +385,7 @@ class UWEDataModule(pl.LightningDataModule):
         """Per graph: texts, edges, skills covered, and what loading dropped or merged (for logs and run_info)."""
         if not self.graphs:
             self.setup("fit")
-        keys = ("rows", "dropped_unknown_skill", "merged_duplicate_edges")
+        keys = ("rows", "dropped_unknown_skill", "merged_duplicate_edges", "extra_edges")
         return {name: {**graph.summary(), **{k: graph.meta[k] for k in keys if k in graph.meta}}
                 for name, graph in self.graphs.items()}
 

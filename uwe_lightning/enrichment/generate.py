@@ -31,6 +31,7 @@ from uwe_lightning.enrichment.prompts import (
     Skill,
     parse_items,
 )
+from uwe_lightning.io import ConfigError
 from uwe_lightning.protocol.leakage import QueryGuard, query_key
 
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
@@ -60,7 +61,7 @@ def request_params(temperature: float | None, max_tokens: int | None, response_f
                    kind: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The sampling parameters of a payload (everything but model and messages); part of the cache key."""
     if response_format not in RESPONSE_FORMATS:
-        raise ValueError(f"endpoint.response_format must be one of {RESPONSE_FORMATS}, got {response_format!r}")
+        raise ConfigError(f"endpoint.response_format must be one of {RESPONSE_FORMATS}, got {response_format!r}")
     params: dict[str, Any] = dict(extra or {})
     if temperature is not None:
         params["temperature"] = temperature

@@ -30,7 +30,7 @@ from uwe_lightning.enrichment.cache import ResponseCache, request_key
 from uwe_lightning.enrichment.generate import Generator, Settings, SkillResult
 from uwe_lightning.enrichment.merge import merge_titles, plot_thresholds
 from uwe_lightning.enrichment.prompts import KINDS, Skill
-from uwe_lightning.io import DataError, atomic_write_json, atomic_write_text, read_table
+from uwe_lightning.io import ConfigError, DataError, atomic_write_json, atomic_write_text, read_table
 from uwe_lightning.protocol.leakage import QueryGuard
 
 if TYPE_CHECKING:
@@ -205,7 +205,12 @@ def new_cache(out_dir: Path, cache_dir: str | os.PathLike | None) -> ResponseCac
 
 
 def default_settings(name: str, cfg: Mapping[str, Any]) -> Settings:
-    examples = tuple(tuple(pair) for pair in cfg.get("examples", ())) or Settings().examples
+    """A step's :class:`Settings` from its config section (``n``, ``max_rounds``, ``min_words``, ``examples``)."""
+    pairs = list(cfg.get("examples") or ())
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise ConfigError(f"{name}.examples[{i}] must be a pair [skill, paraphrase], got {pair!r}")
+    examples = tuple(tuple(pair) for pair in pairs) or Settings().examples
     return Settings(n=int(cfg["n"]), max_rounds=int(cfg["max_rounds"]), min_words=int(cfg.get("min_words", 1)),
                     examples=examples)  # type: ignore[arg-type]
 

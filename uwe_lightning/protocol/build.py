@@ -219,6 +219,7 @@ def _build_open_protocol(data_dir: str, val_fraction: float, alt_fraction: float
             added, extra_meta[name] = _extra_candidates(name, extra_files[name], vocab, guard, on_unknown)
             candidates[name].skills += added.skills
             candidates[name].texts += added.texts
+            sources_meta[name] = {**sources_meta[name], "extra_edges": extra_meta[name]}  # into graph.meta
         kept, report = _filter_candidates(name, candidates[name], protected, sentences, unseen)
         graphs[name] = BipartiteGraph.from_pairs(name, kept.skills, kept.texts, len(vocab), sources_meta[name])
         leakage["graphs"][name] = report
