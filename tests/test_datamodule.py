@@ -419,3 +419,15 @@ def test_per_graph_batches_and_bad_sampling_name(tokenizer):
     assert module.state_dict()["sampling"] == "per_graph"
     with pytest.raises(ValueError, match="data.sampling must be one of"):
         make_module(tokenizer, sampling="uniform")
+
+
+def test_batch_counts_logged_per_step(tokenizer):
+    from uwe_lightning.training.module import batch_counts
+
+    module = make_module(tokenizer, augment_p=0.0)
+    batch = next(iter(module.train_dataloader()))
+    counts = batch_counts(batch)
+    assert counts["train/skills"] == 4
+    for name, part in batch.graphs.items():
+        assert counts[f"train/{name}/texts"] == part.pos_mask.shape[1]
+        assert counts[f"train/{name}/rows_without_positive"] == int((~part.pos_mask.any(dim=1)).sum())

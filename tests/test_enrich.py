@@ -437,3 +437,14 @@ def test_enrich_config_composes_and_saves_no_copy_of_itself(tmp_path):
     assert "FileHandler" not in str(cfg.hydra.job_logging)  # logs go to stdout only
     assert cfg.endpoint.api_key is None and cfg.paraphrases.examples[1] == ["show initiative", "initiate action"]
     assert (cfg.titles.n, cfg.paraphrases.n, cfg.sentences.n, cfg.merge.threshold) == (20, 20, 10, 0.7)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_guard_on_the_real_pack_flags_the_papers_prompt_examples(real_data_dir):
+    """The README's claims: 13 evaluation splits, and every text of the paper's paraphrase examples is a query."""
+    guard = QueryGuard.from_data_pack(real_data_dir, 0.1, 0.5)
+    assert len(guard.split_names) == 13 and len(guard) > 100_000
+    hits = {t: guard.hits(t) for pair in prompts.PARAPHRASE_EXAMPLES for t in pair}
+    assert all(hits.values()), hits
+    assert "SkillNorm@heldout/test" in hits["initiate action"] and "SkillNorm@heldout/test" in hits["manage police enquiries"]
