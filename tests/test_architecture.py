@@ -2,7 +2,7 @@
 
 Layers, bottom to top (an import may only go to a strictly lower layer, or stay inside its own part):
 io -> paths -> esco -> data, model -> losses, workbench -> ranking -> protocol, integrations -> training,
-efficiency, service -> cli -> the ``python -m`` shims -> the package root. Every import counts, also one inside a
+efficiency, service, enrichment -> cli -> the ``python -m`` shims -> the package root. Every import counts, also one inside a
 function (a lazy import is still a dependency); only ``if TYPE_CHECKING:`` imports are left out.
 """
 
@@ -31,6 +31,7 @@ LAYERS = {
     "efficiency": 7,
     "studies": 7,
     "service": 7,
+    "enrichment": 7,  # LLM-generated training data: protocol (leakage guard) + ranking (merge encoder)
     "cli": 8,
     "train": 9,
     "evaluate": 9,
@@ -39,6 +40,7 @@ LAYERS = {
     "report": 9,
     "serve": 9,
     "export": 9,
+    "enrich": 9,
     "": 10,  # the package root
 }
 MAX_LINES = 400
@@ -165,6 +167,6 @@ def test_module_size(name):
 
 def test_entry_point_shims_are_thin():
     """``python -m uwe_lightning.<name>`` stays a shim over ``uwe_lightning.cli.<name>``."""
-    for shim in ("train", "evaluate", "rank", "bench", "serve", "export"):
+    for shim in ("train", "evaluate", "rank", "bench", "serve", "export", "enrich"):
         assert f"{ROOT}.cli.{shim}" in GRAPH[f"{ROOT}.{shim}"]
         assert len(MODULES[f"{ROOT}.{shim}"].read_text().splitlines()) <= 25

@@ -366,3 +366,68 @@ def test_workers_leave_sigterm_and_sigint_to_the_main_process():
                                          worker_init_fn=leave_signals_to_main)
     assert [tuple(handlers) for handlers in loader] == [(signal.SIG_IGN, signal.SIG_IGN)]
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # the main process keeps its own handling
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data.sampling=per_graph
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_per_graph_fills_every_graph_and_keeps_exact_positives(vocab, graphs):
+    truth = raw_edges(vocab)
+    uniform = make_dataset(vocab, graphs)
+    dataset = make_dataset(vocab, graphs, sampling="per_graph")
+    grew = False
+    for step in range(100):
+        sample, base = dataset.sample(step), uniform.sample(step)
+        skills = sample.skills.tolist()
+        assert len(set(skills)) == len(skills)
+        np.testing.assert_array_equal(sample.skills[:4], base.skills)  # the uniform draw, topped up after it
+        grew |= len(skills) > 4
+        for name, part in sample.graphs.items():
+            graph = graphs[name]
+            assert len(part.texts) == min(4, graph.n_skills_covered)  # S texts per graph (fixtures cover >= 4)
+            assert len(set(part.pair_index.tolist())) == len(part.texts)  # one text per own skill
+            expected = np.array([[(int(s), normalize_text(t)) in truth[name] for t in part.texts] for s in skills],
+                                dtype=bool).reshape(len(skills), len(part.texts))
+            np.testing.assert_array_equal(part.pos_mask, expected)  # every row, also other graphs' top-ups
+            assert part.pos_mask[part.pair_index, np.arange(len(part.texts))].all()
+    assert grew, "no step needed a top-up; the fixture has partial coverage"
+
+
+def test_per_graph_is_skill_uniform_under_full_coverage(vocab):
+    from uwe_lightning.data.graphs import BipartiteGraph
+
+    full = {name: BipartiteGraph.from_pairs(name, list(range(len(vocab))) * 2,
+                                            [f"{name} text {i % 7}" for i in range(2 * len(vocab))], len(vocab))
+            for name in ("J", "A")}
+    a, b = make_dataset(vocab, full), make_dataset(vocab, full, sampling="per_graph")
+    for step in range(20):
+        x, y = a.sample(step), b.sample(step)
+        np.testing.assert_array_equal(x.skills, y.skills)
+        for name in full:
+            assert x.graphs[name].texts == y.graphs[name].texts
+
+
+def test_per_graph_batches_and_bad_sampling_name(tokenizer):
+    module = make_module(tokenizer, sampling="per_graph", skills_per_step=6)
+    batch = next(iter(module.train_dataloader()))
+    rows = batch.skill_inputs["input_ids"].shape[0]
+    assert rows >= 6
+    for part in batch.graphs.values():
+        assert part.pos_mask.shape[0] == rows
+    assert module.state_dict()["sampling"] == "per_graph"
+    with pytest.raises(ValueError, match="data.sampling must be one of"):
+        make_module(tokenizer, sampling="uniform")
+
+
+def test_batch_counts_logged_per_step(tokenizer):
+    from uwe_lightning.training.module import batch_counts
+
+    module = make_module(tokenizer, augment_p=0.0)
+    batch = next(iter(module.train_dataloader()))
+    counts = batch_counts(batch)
+    assert counts["train/skills"] == 4
+    for name, part in batch.graphs.items():
+        assert counts[f"train/{name}/texts"] == part.pos_mask.shape[1]
+        assert counts[f"train/{name}/rows_without_positive"] == int((~part.pos_mask.any(dim=1)).sum())

@@ -2,11 +2,15 @@
 
 Each step samples ``skills_per_step`` DISTINCT skills uniformly from the vocabulary and, for every enabled
 graph G (J, V, A), one neighbour text per sampled skill, uniformly among its neighbours in G: up to
-S + |G| * S texts (512 + 3 * 512 = 2,048 in the paper). Choices this module makes explicit:
+S + |G| * S texts (512 + 3 * 512 = 2,048 in the paper, where every skill has a neighbour in every graph).
+Choices this module makes explicit:
 
 * A skill without a neighbour in G contributes no text to G, so N_G may be < S; its row of ``pos_mask``
   is all False and the loss skips it. A graph with no text at all in a step is absent from
-  ``UWEBatch.graphs``.
+  ``UWEBatch.graphs``. (Open protocol, 512 skills: ~361 J and ~252 A texts; ``experiments/batch_counts.py``.)
+* ``sampling="per_graph"``: the uniform draw is topped up, per graph, with skills that graph covers until S of
+  the step's skills have a neighbour in it, one text each (S texts per graph); the added skills are rows of
+  every graph (each ``pos_mask`` spans all rows). With full coverage it adds nothing: the rule above.
 * ``pos_mask[i, j]`` is the GRAPH edge between batch skill i and batch text j, for every pair, not only the
   sampled one: a text sampled twice, or a job title linked to two batch skills, is a positive of each of
   them and never a false negative.
@@ -39,7 +43,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from uwe_lightning.data.graphs import GRAPHS, BipartiteGraph, SkillVocabulary
-from uwe_lightning.data.sampling import augment_texts, sample_contexts, sample_neighbors, step_rng
+from uwe_lightning.data.sampling import (
+    SAMPLINGS,
+    augment_texts,
+    sample_contexts,
+    sample_neighbors,
+    sample_per_graph,
+    step_rng,
+)
+from uwe_lightning.io import ConfigError
 
 AUGMENTED_GRAPH = "V"
 
@@ -112,7 +124,10 @@ class UWETrainDataset(IterableDataset):
         num_steps: int | None = None,
         start_step: int = 0,
         tokenizer=None,
+        sampling: str = "skill_uniform",
     ) -> None:
+        if sampling not in SAMPLINGS:
+            raise ConfigError(f"data.sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
         if not 0 < skills_per_step <= len(vocab):
             raise ValueError(f"skills_per_step={skills_per_step} must be in [1, {len(vocab)}] (vocabulary size)")
         if not 0.0 <= augment_p <= 1.0:
@@ -129,6 +144,7 @@ class UWETrainDataset(IterableDataset):
         self.num_steps = num_steps
         self.start_step = start_step
         self.tokenizer = tokenizer
+        self.sampling = sampling
 
     # No ``__len__`` on purpose: Lightning would treat ``num_steps - start_step`` as the epoch length and, on a
     # resume (which restores its own batch counter), end the "epoch" early and restart the stream. Training
@@ -138,9 +154,16 @@ class UWETrainDataset(IterableDataset):
         """The skills and texts of ``step`` (deterministic in (seed, step)), before tokenisation."""
         rng = step_rng(self.seed, step)
         skills = rng.choice(len(self.vocab), size=self.skills_per_step, replace=False).astype(np.int64)
+        drawn: dict[str, np.ndarray] | None = None
+        if self.sampling == "per_graph":
+            skills, drawn = sample_per_graph(self.graphs, skills, rng)
         samples = {}
         for name, graph in self.graphs.items():
-            text_ids, rows = sample_neighbors(graph, skills, rng)
+            if drawn is None:
+                text_ids, rows = sample_neighbors(graph, skills, rng)
+            else:
+                text_ids, picked = sample_neighbors(graph, skills[drawn[name]], rng)
+                rows = drawn[name][picked]
             texts = [graph.texts[t] for t in text_ids]
             contexts = np.full(text_ids.size, -1, dtype=np.int64)
             prefix = np.zeros(text_ids.size, dtype=bool)
@@ -244,8 +267,11 @@ class UWEDataModule(pl.LightningDataModule):
         num_steps: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        sampling: str = "skill_uniform",
     ) -> None:
         super().__init__()
+        if sampling not in SAMPLINGS:
+            raise ConfigError(f"data.sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
         graphs = list(graphs)
         if not graphs or len(set(graphs)) != len(graphs):
             raise ValueError(f"graphs must be a non-empty list of distinct names, got {graphs}")
@@ -260,6 +286,7 @@ class UWEDataModule(pl.LightningDataModule):
         self.num_steps = num_steps
         self.num_workers = num_workers
         self.seed = seed
+        self.sampling = sampling
         self.start_step = 0
         self._next_step: int | None = None  # step after the last batch handed to the model
         self.vocab: SkillVocabulary | None = None
@@ -303,6 +330,7 @@ class UWEDataModule(pl.LightningDataModule):
             num_steps=self.num_steps,
             start_step=self.start_step,
             tokenizer=self.tokenizer,
+            sampling=self.sampling,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -332,16 +360,16 @@ class UWEDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict:
         """Saved in Lightning checkpoints: where the stream resumes, and what defines it."""
         next_step = self._next_step if self._next_step is not None else self.start_step
-        return {"next_step": next_step, "seed": self.seed, "skills_per_step": self.skills_per_step}
+        return {"next_step": next_step, "seed": self.seed, "skills_per_step": self.skills_per_step,
+                "sampling": self.sampling}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore the stream position (Lightning calls this before creating the train dataloader)."""
-        if state_dict.get("seed", self.seed) != self.seed:
-            warnings.warn(
-                f"checkpoint was trained with data seed {state_dict['seed']}, this datamodule has seed {self.seed}: "
-                "the resumed run continues at the same step but with a different batch stream",
-                stacklevel=2,
-            )
+        for key, what in (("seed", "data seed"), ("sampling", "data.sampling")):
+            if state_dict.get(key, getattr(self, key)) != getattr(self, key):
+                warnings.warn(f"checkpoint was trained with {what} {state_dict[key]}, this datamodule has {what} "
+                              f"{getattr(self, key)}: the resumed run continues at the same step but with a "
+                              "different batch stream", stacklevel=2)
         self.set_start_step(int(state_dict.get("next_step", 0)))
 
     # -- information -------------------------------------------------------------------------------------
@@ -357,7 +385,7 @@ class UWEDataModule(pl.LightningDataModule):
         """Per graph: texts, edges, skills covered, and what loading dropped or merged (for logs and run_info)."""
         if not self.graphs:
             self.setup("fit")
-        keys = ("rows", "dropped_unknown_skill", "merged_duplicate_edges")
+        keys = ("rows", "dropped_unknown_skill", "merged_duplicate_edges", "extra_edges")
         return {name: {**graph.summary(), **{k: graph.meta[k] for k in keys if k in graph.meta}}
                 for name, graph in self.graphs.items()}
 

@@ -2,20 +2,24 @@
 
 Each step samples distinct skills, then one neighbour text per skill in every graph
 (:func:`sample_neighbors`); V texts are augmented with a sentence of an out-of-batch skill
-(:func:`augment_texts`, paper Appendix A). See :mod:`uwe_lightning.data.datamodule` for the batch contract.
+(:func:`augment_texts`, paper Appendix A). Two ways to pick the skills (:data:`SAMPLINGS`):
+``skill_uniform`` draws them uniformly from the vocabulary (the paper's rule, which assumes every skill has a
+neighbour in every graph); ``per_graph`` then tops the draw up per graph with skills that graph covers
+(:func:`sample_per_graph`), so every graph contributes a full set of texts when coverage is partial. See
+:mod:`uwe_lightning.data.datamodule` for the batch contract.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from uwe_lightning.data.graphs import BipartiteGraph
 
 _AUGMENT_TRIES = 20
-
-
+#: How a step picks its skills (``data.sampling``).
+SAMPLINGS = ("skill_uniform", "per_graph")
 
 
 
@@ -31,6 +35,35 @@ def sample_neighbors(graph: BipartiteGraph, skills: np.ndarray, rng: np.random.G
     offsets = np.floor(rng.random(rows.size) * degree[rows]).astype(np.int64)
     text_ids = graph.skill_neighbors[graph.skill_indptr[skills[rows]] + offsets]
     return text_ids, rows
+
+
+def sample_per_graph(
+    graphs: Mapping[str, BipartiteGraph], skills: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Top ``skills`` (a uniform draw) up so that every graph has ``len(skills)`` skills it covers: a graph's
+    own skills are the drawn skills it covers plus distinct skills drawn uniformly among the rest of the skills
+    it covers (all of them where it covers too few). With full coverage nothing is added, i.e. this is the
+    paper's uniform rule.
+
+    Returns (the step's skills: ``skills`` then the added ones, per graph the rows of them it samples from).
+
+    >>> g = BipartiteGraph.from_pairs("J", [0, 1], ["a", "b"], n_skills=5)
+    >>> h = BipartiteGraph.from_pairs("A", [3, 4], ["d", "e"], n_skills=5)
+    >>> out, rows = sample_per_graph({"J": g, "A": h}, np.array([0, 3]), np.random.default_rng(0))
+    >>> out.tolist(), {k: out[v].tolist() for k, v in rows.items()}
+    ([0, 3, 1, 4], {'J': [0, 1], 'A': [3, 4]})
+    """
+    out = [int(s) for s in skills]
+    rows: dict[str, np.ndarray] = {}
+    n = len(skills)
+    for name, graph in graphs.items():
+        own = np.flatnonzero(graph.skill_degree[skills] > 0)
+        need = n - own.size
+        candidates = np.setdiff1d(np.flatnonzero(graph.skill_degree > 0), np.asarray(out, dtype=np.int64))
+        added = rng.choice(candidates, size=min(need, candidates.size), replace=False) if need > 0 else []
+        rows[name] = np.concatenate([own, np.arange(len(out), len(out) + len(added))]).astype(np.int64)
+        out.extend(int(s) for s in added)
+    return np.asarray(out, dtype=np.int64), rows
 
 
 def sample_contexts(

@@ -4,7 +4,9 @@ The paper's training data (scraped vacancies, LLM titles, synthetic sentences an
 (data README, "What the pack cannot give"). This protocol rebuilds the same graph structure from public sources
 (:mod:`~uwe_lightning.protocol.sources`), with fixed splits (:mod:`~uwe_lightning.protocol.splits`), and drops
 every training edge that would leak an evaluation pair (:mod:`~uwe_lightning.protocol.leakage`).
-:class:`OpenProtocolSource` is what the data module's ``source`` config instantiates.
+:class:`OpenProtocolSource` is what the data module's ``source`` config instantiates;
+:class:`EnrichedOpenSource` (``data=open_enriched``) adds edge files (e.g. the output of
+``python -m uwe_lightning.enrich``) to its graphs, through the same filter plus the :class:`QueryGuard`.
 """
 
 from __future__ import annotations
@@ -13,17 +15,21 @@ import functools
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from uwe_lightning.data.edges import ON_UNKNOWN, load_edges
 from uwe_lightning.data.graphs import GRAPHS, BipartiteGraph, SkillVocabulary, normalize_text
 from uwe_lightning.esco import load_skills
+from uwe_lightning.io import DataError
 from uwe_lightning.paths import resolve_data_dir
 from uwe_lightning.protocol.leakage import (
     CONTAMINATED,
     QUERY_TEXTS_ALLOWED,
     REPLACED_FOR_VALIDATION,
+    QueryGuard,
     SkillResolver,
     TextSkill,
     _protected_pairs,
@@ -131,23 +137,70 @@ def _filter_candidates(
     return kept, report
 
 
+def _extra_candidates(
+    name: str, path: str, vocab: SkillVocabulary, guard: QueryGuard, on_unknown: str
+) -> tuple[_Candidates, dict]:
+    """The edges of an added edge file, less those whose text equals an evaluation query (:class:`QueryGuard`)."""
+    graph = load_edges(path, vocab, name, on_unknown)
+    kept = _Candidates()
+    dropped: dict[str, int] = defaultdict(int)
+    for skill, text_id in zip(graph.skill_index, graph.text_index, strict=True):
+        text = graph.texts[text_id]
+        hits = guard.hits(text)
+        for split in hits:
+            dropped[split] += 1
+        if not hits:
+            kept.add(int(skill), text)
+    report = {"source": path, "rows": graph.meta["rows"], "edges": graph.n_edges,
+              "dropped_unknown_skill": graph.meta["dropped_unknown_skill"],
+              "dropped_text_equal_to_query": dict(sorted(dropped.items())), "after_query_guard": len(kept.skills)}
+    return kept, report
+
+
+def _extra_key(extra_edges: Mapping[str, str | None] | None) -> tuple[tuple[str, str, int, int], ...]:
+    """(graph, path, mtime, size) of each added edge file: the cache key changes when a file is rewritten."""
+    key = []
+    for name, path in sorted((extra_edges or {}).items()):
+        if path is None:
+            continue
+        if name not in GRAPHS:
+            raise DataError(f"extra edge file for unknown graph {name!r} ({path}); the graphs are {list(GRAPHS)}")
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise DataError(f"extra edge file {file} (graph {name}) does not exist; write it with "
+                            "`python -m uwe_lightning.enrich all` or set data.source.extra_edges.{name}=null")
+        stat = file.stat()
+        key.append((name, str(file.resolve()), stat.st_mtime_ns, stat.st_size))
+    return tuple(key)
+
+
 def build_open_protocol(
     data_dir: str | os.PathLike | None = None,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     altlabel_train_fraction: float = DEFAULT_ALTLABEL_TRAIN_FRACTION,
+    extra_edges: Mapping[str, str | None] | None = None,
+    on_unknown: str = "error",
 ) -> OpenProtocol:
-    """Build (or reuse, within this process) the open protocol's J/V/A graphs. Treat the result as read-only."""
+    """Build (or reuse, within this process) the open protocol's J/V/A graphs. Treat the result as read-only.
+
+    ``extra_edges``: graph -> edge file added to that graph (generic edge format); its edges pass the
+    protocol's filter and, being generated, the :class:`QueryGuard` (counts in ``meta["extra_edges"]``).
+    """
     if not 0.0 <= val_fraction < 1.0 or not 0.0 <= altlabel_train_fraction <= 1.0:
         raise ValueError(
             f"val_fraction must be in [0, 1) and altlabel_train_fraction in [0, 1]; got {val_fraction}, "
             f"{altlabel_train_fraction}"
         )
+    if on_unknown not in ON_UNKNOWN:
+        raise ValueError(f"on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}")
     root = str(resolve_data_dir(data_dir).resolve())
-    return _build_open_protocol(root, float(val_fraction), float(altlabel_train_fraction))
+    return _build_open_protocol(root, float(val_fraction), float(altlabel_train_fraction), _extra_key(extra_edges),
+                                on_unknown)
 
 
 @functools.lru_cache(maxsize=4)
-def _build_open_protocol(data_dir: str, val_fraction: float, alt_fraction: float) -> OpenProtocol:
+def _build_open_protocol(data_dir: str, val_fraction: float, alt_fraction: float,
+                         extra: tuple[tuple[str, str, int, int], ...] = (), on_unknown: str = "error") -> OpenProtocol:
     start = time.perf_counter()
     skills = load_skills(data_dir, "v1.2.0")
     vocab = SkillVocabulary.from_frame(skills, name="esco-v1.2.0")
@@ -158,7 +211,15 @@ def _build_open_protocol(data_dir: str, val_fraction: float, alt_fraction: float
     graphs: dict[str, BipartiteGraph] = {}
     leakage: dict = {**availability, "graphs": {}}
     unseen = {task: queries for task, queries in test_queries.items() if task not in QUERY_TEXTS_ALLOWED}
+    extra_files = {name: path for name, path, _, _ in extra}
+    guard = QueryGuard.from_data_pack(data_dir, val_fraction, alt_fraction) if extra_files else None
+    extra_meta: dict = {}
     for name in GRAPHS:
+        if name in extra_files and guard is not None:
+            added, extra_meta[name] = _extra_candidates(name, extra_files[name], vocab, guard, on_unknown)
+            candidates[name].skills += added.skills
+            candidates[name].texts += added.texts
+            sources_meta[name] = {**sources_meta[name], "extra_edges": extra_meta[name]}  # into graph.meta
         kept, report = _filter_candidates(name, candidates[name], protected, sentences, unseen)
         graphs[name] = BipartiteGraph.from_pairs(name, kept.skills, kept.texts, len(vocab), sources_meta[name])
         leakage["graphs"][name] = report
@@ -178,6 +239,7 @@ def _build_open_protocol(data_dir: str, val_fraction: float, alt_fraction: float
         "query_texts_allowed": dict(QUERY_TEXTS_ALLOWED),
         "leakage": leakage,
         "counts": {name: graph.summary() for name, graph in graphs.items()},
+        "extra_edges": extra_meta,
         "build_seconds": round(time.perf_counter() - start, 2),
     }
     return OpenProtocol(graphs=graphs, vocab=vocab, meta=meta)
@@ -224,3 +286,39 @@ class OpenProtocolSource:
     def describe(self) -> dict[str, Any]:
         return {"source": "open", "val_fraction": self.val_fraction,
                 "altlabel_train_fraction": self.altlabel_train_fraction}
+
+
+class EnrichedOpenSource(OpenProtocolSource):
+    """The ``data=open_enriched`` graph source: the open protocol's graphs plus edge files per graph (the
+    output of ``python -m uwe_lightning.enrich``: ``J.csv``, ``V.csv``, ``A.csv``), filtered like the protocol's
+    own edges and by the :class:`QueryGuard`.
+
+    Args:
+        extra_edges: graph -> edge file (null: that graph gets nothing added).
+        on_unknown: ``error`` or ``drop`` rows whose skill is not an ESCO v1.2.0 skill.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
+        altlabel_train_fraction: float = DEFAULT_ALTLABEL_TRAIN_FRACTION,
+        extra_edges: Mapping[str, str | None] | None = None,
+        on_unknown: str = "error",
+    ) -> None:
+        super().__init__(data_dir, val_fraction, altlabel_train_fraction)
+        self.extra_edges = {g: str(p) for g, p in (extra_edges or {}).items() if p is not None}
+        self.on_unknown = on_unknown
+
+    def load(self, graphs: Sequence[str]) -> tuple[SkillVocabulary, dict[str, BipartiteGraph]]:
+        unknown = sorted(set(graphs) - set(GRAPHS))
+        if unknown:
+            raise ValueError(f"the open protocol has graphs {list(GRAPHS)}; got {list(graphs)}")
+        extra = {g: p for g, p in self.extra_edges.items() if g in graphs}
+        self.protocol = build_open_protocol(self.data_dir, self.val_fraction, self.altlabel_train_fraction, extra,
+                                            self.on_unknown)
+        return self.protocol.vocab, {name: self.protocol.graphs[name] for name in graphs}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "source": "open_enriched", "extra_edges": dict(self.extra_edges),
+                "on_unknown": self.on_unknown}

@@ -7,18 +7,22 @@ of a split used for validation under this protocol, are dropped (counts in ``met
 equal to a SkillExtract sentence are dropped whatever their labels. One exception is by construction: the full
 SkillNorm split holds every altLabel, so graph A's altLabels ARE SkillNorm test queries; the clean number is
 ``SkillNorm@heldout`` and the full SkillNorm is reported only beside it, marked contaminated.
+
+Generated training texts (``python -m uwe_lightning.enrich``, edge files added with ``data=open_enriched``) get
+a stricter rule, :class:`QueryGuard`: a generated text equal (case-, space-insensitive) to ANY query of a split
+the protocol reports or validates on is dropped, whatever its skill and whichever the task.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from uwe_lightning.data.graphs import SkillVocabulary, normalize_text
 from uwe_lightning.esco import load_skills
 from uwe_lightning.io import DataError
-from uwe_lightning.protocol.tasks import PROTOCOL_TASKS, SkillNormHeldout
+from uwe_lightning.protocol.tasks import PROTOCOL_TASKS, Job2SkillOpen, Skill2JobOpen, SkillNormHeldout
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.registry import Task, get_task, task_names
 
@@ -186,3 +190,55 @@ def _protected_pairs(
         if split == "test":
             test_queries[name] = {normalize_text(q) for q in dataset.queries}
     return keys, sentences, test_queries, {"unavailable_splits": unavailable}
+
+
+def query_key(text: str) -> str:
+    """The guard's comparison key: case-folded, whitespace runs collapsed and stripped.
+
+    >>> query_key("  Data   SCIENTIST ") == query_key("data scientist")
+    True
+    """
+    return " ".join(str(text).split()).casefold()
+
+
+class QueryGuard:
+    """The queries no generated training text may equal: per split (``"task/split"``), their :func:`query_key`.
+
+    Built from the data pack with :meth:`from_data_pack` (every split of :func:`_evaluation_splits`, plus the
+    ``@open`` validation splits), or from any mapping for tests and other benchmarks.
+    """
+
+    def __init__(self, queries: Mapping[str, Iterable[str]], meta: Mapping | None = None) -> None:
+        self._splits: dict[str, list[str]] = {}
+        for split, texts in queries.items():
+            for key in {query_key(t) for t in texts}:
+                self._splits.setdefault(key, []).append(split)
+        self.split_names = sorted(queries)
+        self.meta = dict(meta or {})
+
+    def __len__(self) -> int:
+        return len(self._splits)
+
+    def hits(self, text: str) -> list[str]:
+        """The splits (sorted) that hold ``text`` as a query; empty when the text may be trained on."""
+        return sorted(self._splits.get(query_key(text), ()))
+
+    @classmethod
+    def from_data_pack(
+        cls, data_dir: str | os.PathLike | None, val_fraction: float, altlabel_train_fraction: float
+    ) -> QueryGuard:
+        """Every reported test split and every split validated on under the open protocol built with these
+        fractions (absent data: listed in ``meta["unavailable_splits"]``)."""
+        splits = _evaluation_splits(altlabel_train_fraction)
+        splits += [(task.name, "val", task) for task in (Job2SkillOpen(val_fraction), Skill2JobOpen(val_fraction))]
+        queries: dict[str, list[str]] = {}
+        unavailable = []
+        for name, split, task in splits:
+            try:
+                queries[f"{name}/{split}"] = task.load(split, data_dir).queries
+            except TaskUnavailable:
+                unavailable.append(f"{name}/{split}")
+            except ValueError as err:  # e.g. no held-out title at all on a tiny pack: an empty split
+                unavailable.append(f"{name}/{split} ({err})")
+        return cls(queries, {"unavailable_splits": unavailable, "val_fraction": val_fraction,
+                             "altlabel_train_fraction": altlabel_train_fraction})

@@ -36,6 +36,16 @@ from uwe_lightning.model.scoring import ScorerSpec
 from uwe_lightning.training.optim import decay_groups, linear_warmup_decay, warmup_steps_for
 
 
+def batch_counts(batch: Any) -> dict[str, float]:
+    """What a step holds: its skill rows, and per graph its texts and the skill rows without a positive there
+    (those rows act as negatives only); logged every step as ``train/skills``, ``train/<G>/texts``, ..."""
+    counts = {"train/skills": float(batch.skill_inputs["input_ids"].shape[0])}
+    for name, part in batch.graphs.items():
+        counts[f"train/{name}/texts"] = float(part.pos_mask.shape[1])
+        counts[f"train/{name}/rows_without_positive"] = float((~part.pos_mask.any(dim=1)).sum())
+    return counts
+
+
 class NonFiniteError(FloatingPointError):
     """A NaN/inf loss or gradient; the message names the step and the graph or parameter."""
 
@@ -201,6 +211,7 @@ class UWEModule(pl.LightningModule):
         terms = {f"train/{k}": float(v) for k, v in logs.items() if k != "total"}
         self.log_dict(terms, batch_size=n_skills)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=n_skills)
+        self.log_dict(batch_counts(batch), batch_size=n_skills)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
