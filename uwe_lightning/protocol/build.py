@@ -15,11 +15,13 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from uwe_lightning.data.graphs import GRAPHS, BipartiteGraph, SkillVocabulary, normalize_text
 from uwe_lightning.esco import load_skills
-from uwe_lightning.paths import resolve_data_dir
+from uwe_lightning.paths import derived_dir, resolve_data_dir
+from uwe_lightning.protocol.derived import load_derived_protocol
 from uwe_lightning.protocol.leakage import (
     CONTAMINATED,
     QUERY_TEXTS_ALLOWED,
@@ -143,7 +145,15 @@ def build_open_protocol(
             f"{altlabel_train_fraction}"
         )
     root = str(resolve_data_dir(data_dir).resolve())
+    if derived_dir(root) is not None:  # an unpacked offline bundle: the built graphs, no raw pack
+        return _load_derived(root, float(val_fraction), float(altlabel_train_fraction))
     return _build_open_protocol(root, float(val_fraction), float(altlabel_train_fraction))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_derived(data_dir: str, val_fraction: float, alt_fraction: float) -> OpenProtocol:
+    vocab, graphs, meta = load_derived_protocol(Path(data_dir), val_fraction, alt_fraction)
+    return OpenProtocol(graphs=graphs, vocab=vocab, meta=meta)
 
 
 @functools.lru_cache(maxsize=4)
@@ -189,6 +199,7 @@ def _validation_task_names() -> list[str]:
 
 def clear_cache() -> None:
     _build_open_protocol.cache_clear()
+    _load_derived.cache_clear()
 
 
 class OpenProtocolSource:
