@@ -41,6 +41,7 @@ LAYERS = {
     "serve": 9,
     "export": 9,
     "bundle": 9,
+    "campaign": 9,
     "": 10,  # the package root
 }
 MAX_LINES = 400
