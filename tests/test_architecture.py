@@ -28,6 +28,7 @@ LAYERS = {
     "protocol": 6,
     "integrations": 6,  # bridges to other tools (WorkRB): a model + runner over ranking / workbench
     "training": 7,
+    "offline": 7,  # offline bundles: a model's fp16 parts + the protocol's derived data + wheels
     "efficiency": 7,
     "studies": 7,
     "service": 7,
@@ -41,6 +42,8 @@ LAYERS = {
     "serve": 9,
     "export": 9,
     "enrich": 9,
+    "bundle": 9,
+    "campaign": 9,
     "": 10,  # the package root
 }
 MAX_LINES = 400

@@ -17,6 +17,9 @@ REPO_DIR = PACKAGE_DIR.parent
 CONF_DIR = PACKAGE_DIR / "conf"
 #: What a training run records about itself, in its run directory (written by ``training.provenance``).
 RUN_INFO_FILE = "run_info.json"
+#: The index of a derived data directory (an unpacked offline bundle's ``data/``): the open protocol's graphs
+#: and the WorkBench splits as compact files, read in place of the raw pack (``uwe_lightning.offline``).
+DERIVED_INDEX_FILE = "uwe-derived.json"
 
 #: Every file a WorkBench task or the open training protocol reads, with what provides it.
 DATA_FILES: dict[str, str] = {
@@ -55,12 +58,24 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return path
 
 
+def derived_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """The data directory if it is a derived one (holds :data:`DERIVED_INDEX_FILE`), else None."""
+    try:
+        root = resolve_data_dir(data_dir)
+    except DataError:
+        return None
+    return root if (root / DERIVED_INDEX_FILE).is_file() else None
+
+
 def data_file(data_dir: str | os.PathLike | None, relpath: str) -> Path:
     """Path of one file of the data pack; a missing file is named together with what it provides."""
     root = resolve_data_dir(data_dir)
     path = root / relpath
     if not path.is_file():
         what = DATA_FILES.get(relpath, "a file of the uwe-data pack")
+        if (root / DERIVED_INDEX_FILE).is_file():
+            raise DataError(f"{root} is a derived data directory (an unpacked offline bundle: the open protocol's "
+                            f"graphs and the WorkBench splits only); {relpath} ({what}) needs the raw uwe-data pack")
         raise DataError(f"missing data file {path} ({what}). Is {root} a complete uwe-data pack?")
     return path
 

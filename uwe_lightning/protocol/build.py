@@ -24,7 +24,8 @@ from uwe_lightning.data.edges import ON_UNKNOWN, load_edges
 from uwe_lightning.data.graphs import GRAPHS, BipartiteGraph, SkillVocabulary, normalize_text
 from uwe_lightning.esco import load_skills
 from uwe_lightning.io import DataError
-from uwe_lightning.paths import resolve_data_dir
+from uwe_lightning.paths import derived_dir, resolve_data_dir
+from uwe_lightning.protocol.derived import load_derived_protocol
 from uwe_lightning.protocol.leakage import (
     CONTAMINATED,
     QUERY_TEXTS_ALLOWED,
@@ -194,8 +195,19 @@ def build_open_protocol(
     if on_unknown not in ON_UNKNOWN:
         raise ValueError(f"on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}")
     root = str(resolve_data_dir(data_dir).resolve())
+    if derived_dir(root) is not None:  # an unpacked offline bundle: the built graphs, no raw pack
+        if any((extra_edges or {}).values()):
+            raise DataError(f"{root} is a derived data directory (an offline bundle): it holds the protocol as "
+                            "packed; add extra edge files where the bundle is packed, not on the node")
+        return _load_derived(root, float(val_fraction), float(altlabel_train_fraction))
     return _build_open_protocol(root, float(val_fraction), float(altlabel_train_fraction), _extra_key(extra_edges),
                                 on_unknown)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_derived(data_dir: str, val_fraction: float, alt_fraction: float) -> OpenProtocol:
+    vocab, graphs, meta = load_derived_protocol(Path(data_dir), val_fraction, alt_fraction)
+    return OpenProtocol(graphs=graphs, vocab=vocab, meta=meta)
 
 
 @functools.lru_cache(maxsize=4)
@@ -251,6 +263,7 @@ def _validation_task_names() -> list[str]:
 
 def clear_cache() -> None:
     _build_open_protocol.cache_clear()
+    _load_derived.cache_clear()
 
 
 class OpenProtocolSource:

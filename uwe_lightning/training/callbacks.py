@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from uwe_lightning.io import atomic_write_text
+from uwe_lightning.io import atomic_write_json, atomic_write_text
 from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.workbench.runner import evaluate_ranker
 
@@ -222,3 +222,39 @@ class TrainThroughput(Callback):
         if torch.cuda.is_available():
             out["peak_gpu_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         return out
+
+
+PROGRESS_FILE = "progress.json"
+
+
+class RunProgress(Callback):
+    """``<run dir>/progress.json`` every ``every`` steps: step, max_steps, wall seconds of training and of
+    validation so far. What a watcher (``python -m uwe_lightning.campaign``) predicts a run's end from."""
+
+    def __init__(self, path: str, every: int = 5) -> None:
+        self.path = path
+        self.every = max(1, int(every))
+        self._start: float | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()  # before the step-0 validation, which counts as validation time
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every == 0 or trainer.global_step >= (trainer.max_steps or 0):
+            self.write(trainer)
+
+    def write(self, trainer: pl.Trainer) -> None:
+        if self._start is None or not trainer.is_global_zero:
+            return
+        validation = next((cb for cb in trainer.callbacks if isinstance(cb, WorkBenchValidation)), None)
+        history = validation.history if validation is not None else []
+        val_seconds = sum(float(h.get("val/seconds", 0.0)) for h in history)
+        elapsed = time.perf_counter() - self._start
+        atomic_write_json(Path(self.path), {
+            "step": int(trainer.global_step), "max_steps": int(trainer.max_steps or 0),
+            "elapsed_s": round(elapsed, 2), "val_s": round(val_seconds, 2), "validations": len(history),
+            "train_s": round(max(elapsed - val_seconds, 0.0), 2), "time": time.time(),
+        })

@@ -39,7 +39,13 @@ from uwe_lightning.io import atomic_write_text
 from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.pretrained import ModelSpec, write_model_card
 from uwe_lightning.ranking.ranker import Ranker
-from uwe_lightning.training.callbacks import VAL_MONITOR, TrainThroughput, WorkBenchValidation
+from uwe_lightning.training.callbacks import (
+    PROGRESS_FILE,
+    VAL_MONITOR,
+    RunProgress,
+    TrainThroughput,
+    WorkBenchValidation,
+)
 from uwe_lightning.training.checkpointing import (
     AtomicCheckpointIO,
     StopOnInterrupt,
@@ -128,7 +134,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, task_options: dict) -> list[
     Without validation the checkpoint callback monitors nothing (``best`` = the latest checkpoint).
     """
     callbacks_cfg = OmegaConf.create(OmegaConf.to_container(cfg.callbacks, resolve=True))
-    callbacks: list[pl.Callback] = [TrainThroughput()]
+    callbacks: list[pl.Callback] = [TrainThroughput(), RunProgress(str(run_dir / PROGRESS_FILE))]
     if validation_enabled(cfg):
         v = cfg.validation
         callbacks.append(

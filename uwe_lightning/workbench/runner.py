@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from uwe_lightning.io import check_whole_number
+from uwe_lightning.paths import derived_dir
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
+from uwe_lightning.workbench.derived import load_derived_split
 from uwe_lightning.workbench.metrics import RankingMetrics, macro_average
 from uwe_lightning.workbench.registry import get_task
 
@@ -87,9 +89,15 @@ def load_tasks(
     """
     datasets: dict[str, RankingDataset] = {}
     unavailable: dict[str, str] = {}
+    derived = derived_dir(data_dir)  # an unpacked offline bundle: the splits as compact files, no raw pack
     for name in tasks:
+        options = dict((task_options or {}).get(name, {}))
         try:
-            datasets[name] = get_task(name, **dict((task_options or {}).get(name, {}))).load(split, data_dir)
+            task = get_task(name, **options)  # an unknown name or option fails here, in either case
+            if derived is not None:
+                datasets[name] = load_derived_split(derived, name, split, options)
+            else:
+                datasets[name] = task.load(split, data_dir)
         except TaskUnavailable as err:
             unavailable[name] = str(err)
     return datasets, unavailable
