@@ -181,3 +181,10 @@ def test_bundle_cli_errors_are_one_line(tmp_path):
     no_bundle = run("unpack", str(tmp_path), f"target={tmp_path / 'node'}")
     assert no_bundle.returncode == 2 and "no manifest.json" in no_bundle.stderr
     assert len(no_bundle.stderr.strip().splitlines()) == 1
+
+
+def test_the_bench_draws_its_training_texts_from_a_derived_data_dir(node):
+    from uwe_lightning.efficiency.measure import training_texts
+
+    texts = training_texts(node / "data", n_skills=5, seed=0)
+    assert sorted(texts) == ["A", "J", "S", "V"] and all(len(v) == 5 and all(v) for v in texts.values())

@@ -19,6 +19,7 @@ import torch
 
 from uwe_lightning.data.graphs import GRAPHS
 from uwe_lightning.io import DataError
+from uwe_lightning.paths import derived_dir
 from uwe_lightning.ranking.packed import EncodedTexts
 from uwe_lightning.ranking.ranker import Ranker
 
@@ -181,6 +182,12 @@ def training_texts(data_dir: str | Path | None, n_skills: int, seed: int,
             "A": [alts[0] if alts else label for alts, label in zip(picked["alt_labels"], picked["label"], strict=True)],
         }
     except (DataError, FileNotFoundError):
+        if derived_dir(data_dir) is not None:  # an offline bundle: the protocol's own texts (cost only)
+            from uwe_lightning.protocol.build import build_open_protocol
+
+            protocol = build_open_protocol(data_dir)
+            pools = {"S": list(protocol.vocab.labels), **{g: protocol.graphs[g].texts for g in GRAPHS}}
+            return {k: [pool[int(i)] for i in rng.integers(0, len(pool), size=n_skills)] for k, pool in pools.items()}
         if not fallback:
             raise
         pool = list(fallback)
