@@ -51,8 +51,8 @@ _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2*
 def parse_size(value: str | int, key: str = "part_size") -> int:
     """``55MiB``, ``50MB``, ``1048576`` -> bytes.
 
-    >>> parse_size("55MiB"), parse_size("2 KB"), parse_size(10)
-    (57671680, 2000, 10)
+    >>> parse_size("55MiB"), parse_size("2 KB"), parse_size(4096)
+    (57671680, 2000, 4096)
     """
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
