@@ -15,7 +15,13 @@ from uwe_lightning.protocol.build import (
     clear_cache,
     protocol_task_options,
 )
-from uwe_lightning.protocol.leakage import CONTAMINATED, REPLACED_FOR_VALIDATION, leakage_report, leaked_pairs
+from uwe_lightning.protocol.leakage import (
+    CONTAMINATED,
+    REPLACED_FOR_VALIDATION,
+    leakage_report,
+    leaked_pairs,
+    zero_shot_overlap,
+)
 from uwe_lightning.protocol.splits import is_altlabel_training_skill, is_validation_title
 from uwe_lightning.protocol.tasks import PROTOCOL_TASKS, Job2SkillOpen, Skill2JobOpen, SkillNormHeldout
 
@@ -35,4 +41,5 @@ __all__ = [
     "leakage_report",
     "leaked_pairs",
     "protocol_task_options",
+    "zero_shot_overlap",
 ]
