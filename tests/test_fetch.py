@@ -89,7 +89,7 @@ def mini_sources(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
         data = source_file.read_bytes()
         entry = {**entry, "sha256": _sha(data), "size": len(data)}
         transform = next((s["transform"] for s in entry["sources"] if "transform" in s), None)
-        if transform:
+        if entry["kind"] == "assembled":
             entry["counts"] = counts(data, transform)
         for source in entry["sources"]:
             if "url" in source:
@@ -371,3 +371,35 @@ def test_shipped_manifest_is_what_the_pack_gives(real_data_dir):
     proc = subprocess.run([sys.executable, "experiments/make_data_manifest.py", "--pack", str(real_data_dir),
                            "--check"], capture_output=True, text=True, cwd=REPO_DIR, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_default_data_dir_is_the_user_cache_where_no_pack_is_beside(tmp_path, monkeypatch):
+    from uwe_lightning import paths
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("UWE_DATA_DIR", raising=False)
+    monkeypatch.setattr(paths, "REPO_DIR", tmp_path / "checkout")  # no ../shared/uwe-data beside it
+    assert paths.default_data_dir() == tmp_path / "cache" / "uwe_lightning" / "data"
+    (tmp_path / "shared" / "uwe-data").mkdir(parents=True)
+    assert paths.default_data_dir() == tmp_path / "shared" / "uwe-data"
+    monkeypatch.setenv("UWE_DATA_DIR", str(tmp_path / "mine"))
+    assert paths.default_data_dir() == tmp_path / "mine"  # UWE_DATA_DIR still wins
+    with pytest.raises(pack.DataError, match=r"Build it with `make data`"):
+        paths.resolve_data_dir(tmp_path / "absent")
+
+
+def test_a_wider_source_is_trimmed_to_the_pack_columns(mini_sources, tmp_path):
+    """ESCO v1.0.x occupations: SOURCE.md says "columns trimmed"; a source with more columns gives the pack's bytes."""
+    manifest_path, served = mini_sources
+    manifest = pack.load_manifest(manifest_path)
+    entry = manifest.file("esco/v1.0.x/occupations_en.csv")
+    rows = list(csv.reader(io.StringIO((MINI_DATA / entry.path).read_text(), newline="")))
+    wide = io.StringIO()
+    csv.writer(wide, lineterminator="\r\n").writerows([[*row[:3], "x" if i else "hiddenLabels", *row[3:]]
+                                                          for i, row in enumerate(rows)])
+    path = _path_of(entry.sources[0]["url"])
+    with FileServer({**served, path: wide.getvalue().encode()}) as server:
+        statuses = {s.path: s for s in pack.fetch_pack(tmp_path / "d", manifest, _options(server))}
+    assert statuses[entry.path].status == "ok"
+    assert (tmp_path / "d" / entry.path).read_bytes() == (MINI_DATA / entry.path).read_bytes()
+    assert not (tmp_path / "d" / pack.DOWNLOADS_DIR).exists()

@@ -28,6 +28,7 @@ from pathlib import Path
 from uwe_lightning.esco import split_alt_labels
 from uwe_lightning.io import DataError
 
+V10X_OCCUPATION_COLUMNS = ("conceptType", "conceptUri", "iscoGroup", "preferredLabel", "altLabels", "description")
 SKILL_COLUMNS = ("conceptType", "conceptUri", "skillType", "reuseLevel", "preferredLabel", "altLabels", "description")
 RELATION_COLUMNS = ("occupationUri", "relationType", "skillType", "skillUri")
 
@@ -92,9 +93,17 @@ def relations_to_pack(data: bytes, source: str = "occupationSkillRelations_en.cs
     return _csv_bytes(list(RELATION_COLUMNS), selected)
 
 
+def v10x_occupations_to_pack(data: bytes, source: str = "occupations_en.csv") -> bytes:
+    """An ESCO v1.0.x ``occupations_en.csv`` trimmed to the pack's six columns (its SOURCE.md: "columns trimmed");
+    a file that has exactly these columns comes out byte for byte as it went in."""
+    header, rows = _rows(data, source, V10X_OCCUPATION_COLUMNS)
+    return _csv_bytes(list(V10X_OCCUPATION_COLUMNS), _select(header, rows, V10X_OCCUPATION_COLUMNS, source))
+
+
 TRANSFORMS: dict[str, Callable[[bytes, str], bytes]] = {
     "esco_v120_skills": skills_to_pack,
     "esco_v120_relations": relations_to_pack,
+    "esco_v10x_occupations": v10x_occupations_to_pack,
 }
 
 

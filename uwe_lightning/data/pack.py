@@ -6,6 +6,7 @@ pack itself) lists every file of the pack with its sha256 and size, and the sour
 the order they are tried:
 
 * ``url``: a byte-identical public copy (a GitHub raw URL at a pinned commit); checked against the sha256;
+  with a ``transform`` (columns the pack kept), the transformed download is checked against the sha256;
 * ``archive`` + ``member``: a member of a public zip (archive checked by its published md5 and size, member by
   the sha256);
 * ``official`` + ``member`` (+ ``transform``): a member of an official download that has no fixed URL (ESCO
@@ -153,6 +154,7 @@ class _Builder:
         self.data_dir, self.manifest, self.options = data_dir, manifest, options
         self.archives: dict[str, Path] = {}
         self.failed_archives: dict[str, DataError] = {}
+        self.downloads: list[Path] = []  # source files transformed into a pack file (removed at the end)
 
     def candidates(self, entry: PackFile) -> list[dict[str, Any]]:
         first = [{"pack_url": self.options.pack_url}] if self.options.pack_url and entry.kind != "pack_doc" else []
@@ -187,6 +189,11 @@ class _Builder:
             url = f"{source['pack_url'].rstrip('/')}/{urllib.parse.quote(entry.path)}"
             self._download(url, dest, entry.path, sha256=entry.sha256, size=entry.size)
             return f"pack_url:{url}", True
+        if "url" in source and "transform" in source:  # a public file the pack took columns of
+            url = mirrored(source["url"], self.options.mirror)
+            raw = self.data_dir / DOWNLOADS_DIR / f"{Path(entry.path).name}.source"
+            self.downloads.append(self._download(url, raw, f"{entry.path} (its source)"))
+            return self._publish(entry, TRANSFORMS[source["transform"]](raw.read_bytes(), url), url, exact=True)
         if "url" in source:
             url = mirrored(source["url"], self.options.mirror)
             self._download(url, dest, entry.path, sha256=entry.sha256, size=entry.size)
@@ -233,7 +240,7 @@ class _Builder:
     def cleanup(self) -> None:
         if self.options.keep_downloads:
             return
-        for path in self.archives.values():
+        for path in [*self.archives.values(), *self.downloads]:
             path.unlink(missing_ok=True)
         downloads = self.data_dir / DOWNLOADS_DIR
         if downloads.is_dir() and not any(downloads.iterdir()):
