@@ -3,6 +3,7 @@ input, their own suite (never in the WorkBench macro average, never validated on
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -207,3 +208,20 @@ def test_zero_shot_overlap_counts_training_texts():
     assert all(row["leaked_pairs"] == 0 for row in report.values())
     every = leakage.zero_shot_overlap(protocol, MINI_DATA, "val", tasks=["JobNorm", "ONET-JobNorm"])
     assert list(every) == ["ONET-JobNorm"]
+
+
+def test_published_onet_table_is_what_its_results_give():
+    """experiments/results/onet/table.md is regenerated from the results.json files next to it, not edited."""
+    import importlib.util
+
+    from uwe_lightning.paths import REPO_DIR
+
+    spec = importlib.util.spec_from_file_location("onet_table", REPO_DIR / "experiments" / "onet_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = REPO_DIR / "experiments" / "results" / "onet"
+    assert module.main(results) == (results / "table.md").read_text()
+    for name in ("tfidf", "minilm", "mpnet"):
+        run = json.loads((results / name / "results.json").read_text())
+        assert set(run["tasks"]) == set(ONET_TASKS) and run["macro"]["covers"] == []
+        assert run["suites"]["onet"]["covers"] == ONET_TASKS and run["max_queries"] is None
