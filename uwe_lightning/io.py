@@ -67,13 +67,21 @@ def atomic_write_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator
     os.close(fd)
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        os.replace(tmp, target)
+        publish_file(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def publish_file(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Make a finished ``tmp`` file (in ``target``'s directory) the file ``target``: fsync, the mode a plain
+    ``open()`` gives, ``os.replace``. What :func:`atomic_write_path` does on success; also the last step of a
+    resumable download (whose ``.part`` name must stay fixed between runs)."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o666 & ~_current_umask())
+    os.replace(tmp, target)
+    return Path(target)
 
 
 def _current_umask() -> int:

@@ -1,7 +1,9 @@
 """Where the data pack, the local model cache and derived caches live; a missing one is named.
 
 The data pack is never copied into the project: it is found through ``UWE_DATA_DIR`` (or a config value),
-falling back to ``../shared/uwe-data`` next to the checkout. The model cache (assembled by
+falling back to ``../shared/uwe-data`` next to the checkout where that exists, else to the user cache directory
+``$XDG_CACHE_HOME/uwe_lightning/data`` (``~/.cache/uwe_lightning/data``), where ``make data`` builds it from its
+public sources. The model cache (assembled by
 ``make models``) is found through ``UWE_MODEL_DIR``, falling back to ``<repo>/models``.
 """
 
@@ -36,15 +38,27 @@ DATA_FILES: dict[str, str] = {
     "workbench/skill_extraction/tech_validation_annotations.csv": "SkillExtr-T validation (SkillSpan)",
     "workbench/skill_extraction/tech_test_annotations.csv": "SkillExtr-T test (SkillSpan)",
     "extra/skillskape/train.csv": "SkillSkape train sentences (open training protocol, V graph)",
+    "extra/onet-29.2/Occupation Data.txt": "O*NET 29.2 occupations (target space of the zero-shot O*NET tasks)",
+    "extra/onet-29.2/Alternate Titles.txt": "O*NET 29.2 alternate titles (ONET-JobNorm queries)",
+    "extra/onet-29.2/Technology Skills.txt": "O*NET 29.2 technology skills (ONET-Occ2Tech / ONET-Tech2Occ)",
+    "extra/onet-29.2/Task Statements.txt": "O*NET 29.2 task statements (ONET-Task2Occ queries)",
 }
 
 
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/uwe_lightning`` (default ``~/.cache/uwe_lightning``)."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base).expanduser() if base else Path.home() / ".cache") / "uwe_lightning"
+
+
 def default_data_dir() -> Path:
-    """``UWE_DATA_DIR`` if set, else ``../shared/uwe-data`` beside the repository."""
+    """``UWE_DATA_DIR`` if set, else ``../shared/uwe-data`` beside the repository if it exists, else
+    ``<user cache>/data`` (what ``make data`` fills)."""
     env = os.environ.get("UWE_DATA_DIR")
     if env:
         return Path(env).expanduser()
-    return REPO_DIR.parent / "shared" / "uwe-data"
+    beside = REPO_DIR.parent / "shared" / "uwe-data"
+    return beside if beside.is_dir() else user_cache_dir() / "data"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -52,8 +66,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     path = Path(data_dir).expanduser() if data_dir else default_data_dir()
     if not path.is_dir():
         raise DataError(
-            f"data directory {path} does not exist. Set UWE_DATA_DIR (or `paths.data_dir=...`) to the "
-            "uwe-data pack (see README, 'Data')."
+            f"data directory {path} does not exist. Build it with `make data` (python -m "
+            "uwe_lightning.data.fetch), or set UWE_DATA_DIR (or `paths.data_dir=...`) to a uwe-data pack "
+            "(README, 'Getting the data')."
         )
     return path
 
@@ -84,7 +99,7 @@ def _project_or_user_dir(name: str) -> Path:
     """``<repo>/<name>`` in a source checkout, ``~/.cache/uwe_lightning/<name>`` for an installed package."""
     if (REPO_DIR / "pyproject.toml").is_file():
         return REPO_DIR / name
-    return Path.home() / ".cache" / "uwe_lightning" / name.lstrip(".")
+    return user_cache_dir() / name.lstrip(".")
 
 
 def default_model_dir() -> Path:

@@ -23,6 +23,7 @@ from uwe_lightning.protocol.leakage import (
     leakage_report,
     leaked_pairs,
     query_key,
+    zero_shot_overlap,
 )
 from uwe_lightning.protocol.splits import is_altlabel_training_skill, is_validation_title
 from uwe_lightning.protocol.tasks import PROTOCOL_TASKS, Job2SkillOpen, Skill2JobOpen, SkillNormHeldout
@@ -46,4 +47,5 @@ __all__ = [
     "leaked_pairs",
     "query_key",
     "protocol_task_options",
+    "zero_shot_overlap",
 ]

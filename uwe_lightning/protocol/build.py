@@ -43,7 +43,7 @@ from uwe_lightning.protocol.splits import (
     TITLE_SALT,
 )
 from uwe_lightning.protocol.tasks import PROTOCOL_TASKS
-from uwe_lightning.workbench.registry import Task, get_task, task_names
+from uwe_lightning.workbench.registry import WORKBENCH_SUITE, Task, get_task, task_names
 
 
 @dataclass
@@ -258,7 +258,9 @@ def _build_open_protocol(data_dir: str, val_fraction: float, alt_fraction: float
 
 
 def _validation_task_names() -> list[str]:
-    return [REPLACED_FOR_VALIDATION.get(name, name) for name in task_names() if name not in PROTOCOL_TASKS]
+    """The WorkBench tasks a run under this protocol validates on (zero-shot suites never)."""
+    return [REPLACED_FOR_VALIDATION.get(name, name) for name in task_names(WORKBENCH_SUITE)
+            if name not in PROTOCOL_TASKS]
 
 
 def clear_cache() -> None:

@@ -11,20 +11,25 @@ SkillNorm split holds every altLabel, so graph A's altLabels ARE SkillNorm test 
 Generated training texts (``python -m uwe_lightning.enrich``, edge files added with ``data=open_enriched``) get
 a stricter rule, :class:`QueryGuard`: a generated text equal (case-, space-insensitive) to ANY query of a split
 the protocol reports or validates on is dropped, whatever its skill and whichever the task.
+
+Zero-shot suites (O*NET) are outside every protocol: the graphs never read their files, no split of theirs is
+protected or used for validation, so building the protocol does not depend on them. :func:`zero_shot_overlap`
+measures what a zero-shot task shares with the training texts anyway (an O*NET alternate title can also be a
+vacancy title; its O*NET label is never a training label).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from uwe_lightning.data.graphs import SkillVocabulary, normalize_text
 from uwe_lightning.esco import load_skills
 from uwe_lightning.io import DataError
 from uwe_lightning.protocol.tasks import PROTOCOL_TASKS, Job2SkillOpen, Skill2JobOpen, SkillNormHeldout
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
-from uwe_lightning.workbench.registry import Task, get_task, task_names
+from uwe_lightning.workbench.registry import WORKBENCH_SUITE, Task, get_task, is_zero_shot_only, task_names
 
 if TYPE_CHECKING:
     from uwe_lightning.protocol.build import OpenProtocol
@@ -157,7 +162,7 @@ def _evaluation_splits(alt_fraction: float) -> list[tuple[str, str, Task]]:
     variants' val pairs are the held-out graph-J pairs, added by the caller without reloading the tasks;
     their test splits are the base tests. SkillNorm@heldout/test is listed on its own: it is a subset of the
     (exempt, contaminated) SkillNorm test that must stay clean."""
-    base = [name for name in task_names() if name not in PROTOCOL_TASKS]
+    base = [name for name in task_names(WORKBENCH_SUITE) if name not in PROTOCOL_TASKS]
     splits = [(name, "test", get_task(name)) for name in base]
     splits += [(name, "val", get_task(name)) for name in base if name not in REPLACED_FOR_VALIDATION]
     heldout = SkillNormHeldout(alt_fraction)
@@ -242,3 +247,35 @@ class QueryGuard:
                 unavailable.append(f"{name}/{split} ({err})")
         return cls(queries, {"unavailable_splits": unavailable, "val_fraction": val_fraction,
                              "altlabel_train_fraction": altlabel_train_fraction})
+
+
+def zero_shot_overlap(
+    protocol: OpenProtocol, data_dir: str | os.PathLike | None = None, split: str = "test",
+    tasks: Sequence[str] | None = None, task_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, int]]:
+    """Per zero-shot task (default: every registered one), how many of its queries and targets are training texts
+    of ``protocol`` (strip + case-fold), and how many of its (query, label) pairs are training (text, skill) edges.
+
+    Zero-shot tasks are never filtered out of training (their labels are O*NET codes, not ESCO skills), so this
+    is a measurement for the report, not a guarantee; tasks whose data is absent are left out. ``task_options``:
+    per task, the options it is built with (as :func:`~uwe_lightning.workbench.runner.load_tasks`).
+    """
+    names = [n for n in (tasks if tasks is not None else task_names()) if is_zero_shot_only(n)]
+    resolve = SkillResolver(protocol.vocab, data_dir)
+    texts = {normalize_text(t) for graph in protocol.graphs.values() for t in graph.texts}
+    report: dict[str, dict[str, int]] = {}
+    for name in names:
+        try:
+            dataset = get_task(name, **dict((task_options or {}).get(name, {}))).load(split, data_dir)
+        except TaskUnavailable:
+            continue
+        queries = {normalize_text(q) for q in dataset.queries}
+        targets = {normalize_text(t) for t in dataset.targets}
+        report[name] = {
+            "n_queries": dataset.n_queries,
+            "queries_seen_as_training_text": len(queries & texts),
+            "n_targets": dataset.n_targets,
+            "targets_seen_as_training_text": len(targets & texts),
+            "leaked_pairs": len(leaked_pairs(protocol, dataset, resolve)),
+        }
+    return report

@@ -8,9 +8,8 @@ altLabels are training texts when its unit value is below ``altlabel_train_fract
 
 from __future__ import annotations
 
-import hashlib
-
 from uwe_lightning.data.graphs import normalize_text
+from uwe_lightning.workbench.tasks.builders import stable_unit
 
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_ALTLABEL_TRAIN_FRACTION = 0.5
@@ -18,14 +17,7 @@ TITLE_SALT = "uwe-open/J"
 ALTLABEL_SALT = "uwe-open/A"
 
 
-def stable_unit(key: str, salt: str) -> float:
-    """A number in [0, 1) fixed by (salt, key) on every machine and run (SHA-256, not Python's ``hash``).
-
-    >>> round(stable_unit("data engineer", TITLE_SALT), 6) == round(stable_unit("data engineer", TITLE_SALT), 6)
-    True
-    """
-    digest = hashlib.sha256(f"{salt}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
+__all__ = ["stable_unit", "is_validation_title", "is_altlabel_training_skill"]
 
 
 def is_validation_title(title: str, val_fraction: float = DEFAULT_VAL_FRACTION) -> bool:

@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from uwe_lightning.io import ConfigError, check_whole_number
+from uwe_lightning.workbench.registry import is_zero_shot_only, task_suite
 
 
 @dataclass
@@ -127,6 +128,20 @@ def check_values(cfg: DictConfig) -> None:
         check_whole_number(OmegaConf.select(cfg, key), key, optional=True)
     if cfg.export.select not in ("best", "last"):
         raise ConfigError(f"export.select={cfg.export.select!r}: must be 'best' or 'last'")
+    check_validation_tasks(list(cfg.validation.tasks or []))
+
+
+def check_validation_tasks(tasks: list[str]) -> None:
+    """No training protocol validates (or selects a checkpoint) on a zero-shot task (O*NET): its target space
+    must stay unseen. A ConfigError names the key and the task."""
+    zero_shot = [name for name in tasks if is_zero_shot_only(name)]
+    if zero_shot:
+        raise ConfigError(
+            f"validation.tasks: {zero_shot} are zero-shot tasks (suite {task_suite(zero_shot[0])!r}); no training "
+            "run may validate or select checkpoints on them. Drop them from validation.tasks and evaluate the "
+            "trained model afterwards: python -m uwe_lightning.evaluate model=trained model.backbone=<run>/"
+            f"best_model tasks=[{','.join(zero_shot)}]"
+        )
 
 
 def register_schemas() -> None:

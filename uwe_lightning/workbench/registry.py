@@ -4,6 +4,10 @@ Tasks register themselves with :func:`register_task` when their module is import
 tasks (``uwe_lightning.workbench.tasks``, one file per task as in WorkRB) on any import of
 ``uwe_lightning.workbench``, the layers above (the open protocol's variants) when they are imported, and
 ``import uwe_lightning`` imports them all. The registry itself imports no task module.
+
+Every task belongs to a *suite*: ``workbench`` (the paper's benchmark and its protocol variants: in the WorkBench
+macro average, usable for validation) or a zero-shot suite such as ``onet`` (O*NET 29.2: a target space no
+training protocol may see; never validated on, reported in its own table, never in the WorkBench macro average).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from typing import Any
 
 from uwe_lightning.workbench.dataset import RankingDataset
 
+#: The suite of the paper's benchmark (and its protocol variants); every other suite is zero-shot only.
+WORKBENCH_SUITE = "workbench"
+
 
 class Task(ABC):
     """A WorkBench (sub)task. ``group`` is its task type in the macro average (SkillExtr-H/-T share one)."""
@@ -22,6 +29,8 @@ class Task(ABC):
     name: str = ""
     group: str = ""
     description: str = ""
+    #: ``workbench``, or a zero-shot-only suite (``onet``): see the module docstring.
+    suite: str = WORKBENCH_SUITE
 
     @abstractmethod
     def load(self, split: str, data_dir: str | Path | None = None) -> RankingDataset:
@@ -57,9 +66,21 @@ def get_task(name: str, **options: Any) -> Task:
     return cls(**options)
 
 
-def task_names() -> list[str]:
-    """Every registered task name, in registration order."""
-    return list(TASKS)
+def task_names(suite: str | None = None) -> list[str]:
+    """Every registered task name (of ``suite`` only, if given), in registration order."""
+    return [name for name, cls in TASKS.items() if suite is None or cls.suite == suite]
+
+
+def task_suite(name: str) -> str:
+    """The suite of a registered task (``workbench`` or a zero-shot suite such as ``onet``)."""
+    if name not in TASKS:
+        raise KeyError(f"unknown task '{name}'; known tasks: {sorted(TASKS)}")
+    return TASKS[name].suite
+
+
+def is_zero_shot_only(name: str) -> bool:
+    """Whether ``name`` is a task no training protocol may see (not in the WorkBench suite). Unknown: False."""
+    return name in TASKS and TASKS[name].suite != WORKBENCH_SUITE
 
 
 def list_tasks() -> dict[str, str]:

@@ -44,21 +44,48 @@ def _pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
 
-def results_markdown(results: dict, title: str) -> str:
-    lines = [f"### {title}", "", f"split: `{results['split']}`, model: `{results['model']}`"
-             + (f", at most {results['max_queries']} queries per task" if results.get("max_queries") else ""), "",
-             "| task | MAP | RP@10 | queries | targets | seconds |", "|---|---:|---:|---:|---:|---:|"]
+#: Headings of the zero-shot suites' own tables (a suite not listed is headed by its name).
+SUITE_TITLES = {"onet": "O*NET 29.2"}
+
+
+def _zero_shot_suite_of(results: dict) -> dict[str, str]:
+    """Task -> its zero-shot suite, for every task a zero-shot suite of ``results`` covers or names as missing."""
+    return {name: suite for suite, average in results.get("suites", {}).items()
+            for name in [*average.get("covers", []), *average.get("not_covered", [])]}
+
+
+def _task_rows(results: dict, keep) -> list[str]:
+    rows = []
     for name, r in results["tasks"].items():
-        lines.append(f"| {name} | {_pct(r['map'])} | {_pct(r['rp@10'])} | {r['n_queries']:,} | "
-                     f"{r['n_targets']:,} | {r['seconds']:.1f} |")
+        if keep(name):
+            rows.append(f"| {name} | {_pct(r['map'])} | {_pct(r['rp@10'])} | {r['n_queries']:,} | "
+                        f"{r['n_targets']:,} | {r['seconds']:.1f} |")
     for name, r in results.get("no_queries", {}).items():
-        lines.append(f"| {name} | no queries | no queries | 0 | {r.get('n_targets', 0):,} | - |")
-    for name in results.get("unavailable", {}):
-        lines.append(f"| {name} | n/a | n/a | - | - | - |")
+        if keep(name):
+            rows.append(f"| {name} | no queries | no queries | 0 | {r.get('n_targets', 0):,} | - |")
+    rows += [f"| {name} | n/a | n/a | - | - | - |" for name in results.get("unavailable", {}) if keep(name)]
+    return rows
+
+
+def results_markdown(results: dict, title: str) -> str:
+    """The results as Markdown: the WorkBench table with its macro average, then one table per zero-shot suite
+    (O*NET), each with its own average; a zero-shot task never enters the WorkBench macro average."""
+    head = ["| task | MAP | RP@10 | queries | targets | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"### {title}", "", f"split: `{results['split']}`, model: `{results['model']}`"
+             + (f", at most {results['max_queries']} queries per task" if results.get("max_queries") else ""), ""]
+    zero_shot = _zero_shot_suite_of(results)
+    workbench_rows = _task_rows(results, lambda name: name not in zero_shot)
     macro = results["macro"]
-    lines.append(f"| **macro average** | **{_pct(macro.get('map'))}** | **{_pct(macro.get('rp@10'))}** | | | |")
-    lines += ["", f"Macro average (task types averaged first; SkillExtr-H/-T form one type) covers: "
-              f"{', '.join(macro.get('covers', []))}."]
+    if workbench_rows or not zero_shot:
+        lines += [*head, *workbench_rows]
+        lines.append(f"| **macro average** | **{_pct(macro.get('map'))}** | **{_pct(macro.get('rp@10'))}** | | | |")
+        lines += ["", f"Macro average (task types averaged first; SkillExtr-H/-T form one type) covers: "
+                  f"{', '.join(macro.get('covers', []))}."]
+    for suite, average in results.get("suites", {}).items():
+        lines += ["", f"#### {SUITE_TITLES.get(suite, suite)} (zero-shot; not in the WorkBench macro average)", "",
+                  *head, *_task_rows(results, lambda name, suite=suite: zero_shot.get(name) == suite),
+                  f"| **{suite} average** | **{_pct(average.get('map'))}** | **{_pct(average.get('rp@10'))}** "
+                  "| | | |", ""]
     for name, reason in results.get("unavailable", {}).items():
         lines.append(f"- {name} unavailable: {reason}")
     for name, r in results.get("no_queries", {}).items():

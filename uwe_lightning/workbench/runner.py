@@ -22,7 +22,7 @@ from uwe_lightning.paths import derived_dir
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.derived import load_derived_split
 from uwe_lightning.workbench.metrics import RankingMetrics, macro_average
-from uwe_lightning.workbench.registry import get_task
+from uwe_lightning.workbench.registry import WORKBENCH_SUITE, get_task, task_suite
 
 #: The paper's seven WorkBench subtasks, in Table 2's order.
 WORKBENCH_TASKS = ("Job2Skill", "Skill2Job", "JobNorm", "SkillNorm", "SkillSim", "SkillExtr-T", "SkillExtr-H")
@@ -200,12 +200,8 @@ def evaluate(
             r = per_task[name]
             print(f"[workbench] {name}/{split}: MAP {100 * r['map']:.2f} RP@10 {100 * r['rp@10']:.2f} "
                   f"({r['n_queries']} q x {r['n_targets']} t, {r['seconds']:.1f}s)", flush=True)
-    groups = {name: get_task(name).group for name in per_task}
-    if per_task:
-        macro = macro_average(per_task, groups)
-    else:
-        macro = {"map": None, "rp@10": None, "covers": [], "groups": {}}
-    macro["not_covered"] = sorted([*unavailable, *no_queries])
+    by_suite = suite_results(per_task, [*unavailable, *no_queries])
+    macro = by_suite.pop(WORKBENCH_SUITE, None) or _empty_average([])
     return {
         "model": model.name,
         "split": split,
@@ -213,6 +209,7 @@ def evaluate(
         "unavailable": unavailable,
         "no_queries": no_queries,
         "macro": macro,
+        "suites": by_suite,
         "max_queries": max_queries,
         "seconds": {
             "load": round(load_seconds, 2),
@@ -221,6 +218,30 @@ def evaluate(
             "total": round(time.perf_counter() - t0, 2),
         },
     }
+
+
+def _empty_average(not_covered: list[str]) -> dict:
+    return {"map": None, "rp@10": None, "covers": [], "groups": {}, "not_covered": not_covered}
+
+
+def suite_results(per_task: Mapping[str, Mapping[str, Any]], not_scored: Sequence[str] = ()) -> dict[str, dict]:
+    """Per suite, the macro average of its scored tasks and the tasks it does not cover.
+
+    The ``workbench`` entry is the WorkBench macro average (``results["macro"]``); a zero-shot suite (O*NET) is
+    averaged on its own and never enters it. A suite appears when one of its tasks was asked for.
+    """
+    suites: dict[str, dict] = {}
+    for name in [*per_task, *not_scored]:
+        suites.setdefault(task_suite(name), {})
+    for suite in suites:
+        scored = {name: row for name, row in per_task.items() if task_suite(name) == suite}
+        missing = sorted(name for name in not_scored if task_suite(name) == suite)
+        if scored:
+            average = macro_average(scored, {name: get_task(name).group for name in scored})
+            suites[suite] = {**average, "not_covered": missing}
+        else:
+            suites[suite] = _empty_average(missing)
+    return suites
 
 
 def evaluate_ranker(ranker, tasks: Sequence[str], split: str, data_dir=None, max_queries: int | None = None,

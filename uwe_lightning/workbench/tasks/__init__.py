@@ -1,7 +1,9 @@
-"""The seven WorkBench (sub)tasks, one module each (as in workrb's ``tasks/ranking``).
+"""The seven WorkBench (sub)tasks and the four zero-shot O*NET 29.2 tasks, one module each (as in workrb's
+``tasks/ranking``).
 
 Importing this package registers them by name (:func:`~uwe_lightning.workbench.registry.register_task`);
-:mod:`.builders` holds the conventions and helpers they share, :mod:`.sources` the pack readers.
+:mod:`.builders` holds the conventions and helpers they share, :mod:`.sources` the pack readers
+(:mod:`.onet_sources` those of O*NET). The O*NET tasks are suite ``onet``: zero-shot only (see the registry).
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from uwe_lightning.workbench.tasks.skillnorm import SkillNorm
 from uwe_lightning.workbench.tasks.skill_extraction import SkillExtrH, SkillExtrT
 from uwe_lightning.workbench.tasks.skillsim import SkillSim
 from uwe_lightning.workbench.tasks.jobnorm import JobNorm
+from uwe_lightning.workbench.tasks.onet_jobnorm import OnetJobNorm
+from uwe_lightning.workbench.tasks.onet_occ2tech import OnetOcc2Tech
+from uwe_lightning.workbench.tasks.onet_tech2occ import OnetTech2Occ
+from uwe_lightning.workbench.tasks.onet_task2occ import OnetTask2Occ
 
 # isort: on
 
-__all__ = ["Job2Skill", "JobNorm", "Skill2Job", "SkillExtrH", "SkillExtrT", "SkillNorm", "SkillSim"]
+__all__ = ["Job2Skill", "JobNorm", "OnetJobNorm", "OnetOcc2Tech", "OnetTask2Occ", "OnetTech2Occ", "Skill2Job",
+           "SkillExtrH", "SkillExtrT", "SkillNorm", "SkillSim"]

@@ -17,6 +17,7 @@ SkillSim, whose data is not in the pack, raises :class:`~uwe_lightning.workbench
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -85,6 +86,34 @@ def group_in_order(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for key, value in pairs:
         grouped.setdefault(key, {})[value] = None
     return {key: list(values) for key, values in grouped.items()}
+
+
+def stable_unit(key: str, salt: str) -> float:
+    """A number in [0, 1) fixed by (salt, key) on every machine and run (SHA-256, not Python's ``hash``): the
+    open protocol's splits and the O*NET tasks' val/test rule.
+
+    >>> round(stable_unit("data engineer", "uwe-open/J"), 6) == round(stable_unit("data engineer", "uwe-open/J"), 6)
+    True
+    >>> 0.0 <= stable_unit("x", "salt") < 1.0
+    True
+    """
+    digest = hashlib.sha256(f"{salt}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def hash_split_side(key: str, salt: str, val_fraction: float, test_fraction: float) -> str | None:
+    """``"val"`` when ``stable_unit(key, salt) < val_fraction``, ``"test"`` when it is below
+    ``val_fraction + test_fraction``, else None (left unused, so that a test split can be sized for CPU runs).
+
+    >>> [hash_split_side(k, "s", 0.5, 0.5) in ("val", "test") for k in "abc"]
+    [True, True, True]
+    >>> hash_split_side("a", "s", 0.0, 0.0) is None
+    True
+    """
+    unit = stable_unit(key, salt)
+    if unit < val_fraction:
+        return "val"
+    return "test" if unit < val_fraction + test_fraction else None
 
 
 def shuffle_split(n: int, test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
