@@ -164,6 +164,20 @@ def test_loss_sweep_groups_counts_and_ci(loss_sweep: Path, tmp_path: Path):
     assert "8 finished of 11 run directories found below" in md and "every loss weight 0" in md
 
 
+def test_paired_differences_over_shared_seeds(loss_sweep: Path, tmp_path: Path):
+    """Each group minus the first, seed by seed: the seed-to-seed spread both share cancels."""
+    report, _ = make_report([loss_sweep], tmp_path / "report", command="test", kind="none")
+    groups = {g["label"]: g for g in report["groups"]}
+    assert "paired" not in groups["infonce"]
+    pairwise, mtm = groups["mtm_pairwise"]["paired"], groups["mtm"]["paired"]
+    assert pairwise["reference"] == "infonce" and pairwise["seeds"] == [0, 1]  # seed 2 of mtm_pairwise unfinished
+    assert mtm["seeds"] == [0, 1, 2]
+    assert mtm["macro"]["map"]["mean"] == pytest.approx(0.03) and mtm["macro"]["map"]["sd"] == pytest.approx(0, abs=1e-12)
+    assert groups["mtm"]["macro"]["map"]["ci95"] > 0.01  # unpaired: the seeds' spread is in the CI
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Paired differences" in md and "| `mtm` | 0, 1, 2 | +3.0 ± 0.0 (n=3) |" in md
+
+
 def test_cli_warns_per_left_out_run(loss_sweep: Path, tmp_path: Path, capsys):
     out = tmp_path / "cli"
     report_main([str(loss_sweep), f"out={out}"])

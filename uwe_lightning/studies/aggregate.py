@@ -90,14 +90,40 @@ def aggregate_group(group: Group, tasks: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def paired_differences(reference: Group, other: Group) -> dict[str, Any]:
+    """``other`` minus ``reference`` per seed they share, summarised over those seeds (macro MAP / RP@10).
+
+    A sweep that changes only the loss or the scorer draws the same batches for the same seed, so the paired
+    differences cancel the batch-to-batch spread that the per-group CIs carry.
+    """
+    def by_seed(group: Group) -> dict[Any, Run]:
+        return {run.seed: run for run in group.runs if run.seed is not None}
+
+    ref, oth = by_seed(reference), by_seed(other)
+    seeds = [s for s in oth if s in ref]
+    return {
+        "reference": reference.label,
+        "seeds": seeds,
+        "macro": {m: _cell([_diff(_metric(oth[s].results["macro"], m), _metric(ref[s].results["macro"], m))
+                            for s in seeds]) for m in METRICS},
+    }
+
+
+def _diff(a: Any, b: Any) -> float | None:
+    return a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
+
+
 def aggregate(grouping: Grouping, runs: Sequence[Run]) -> dict[str, Any]:
     """Every group's cells plus what the tables and plots need to lay them out (task order, unavailable)."""
     tasks = first_seen(run.results["tasks"] for run in runs)
     unavailable = first_seen(run.results.get("unavailable") or {} for run in runs)
     gain_tasks = first_seen(run.results["knowledge_gain"]["tasks"] for run in runs if has_knowledge_gain(run))
+    groups = [aggregate_group(group, tasks) for group in grouping.groups]
+    for cells, group in zip(groups[1:], grouping.groups[1:], strict=True):
+        cells["paired"] = paired_differences(grouping.groups[0], group)
     return {
         "tasks": tasks,
         "unavailable": [t for t in unavailable if t not in tasks],
         "knowledge_gain_tasks": gain_tasks,
-        "groups": [aggregate_group(group, tasks) for group in grouping.groups],
+        "groups": groups,
     }

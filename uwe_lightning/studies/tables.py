@@ -76,6 +76,19 @@ def task_table(report: dict[str, Any], metric: str) -> list[str]:
     return _table(header, rows, len(_group_columns(report)))
 
 
+def paired_table(report: dict[str, Any]) -> list[str]:
+    """Each group minus the first, per shared seed (mean ± 95 % CI of the differences); empty without pairs."""
+    paired = [g for g in report["groups"] if g.get("paired") and g["paired"]["seeds"]]
+    if not paired:
+        return []
+    header = [*_group_columns(report), "paired seeds", *(f"Δ macro {METRIC_NAMES[m]}" for m in METRICS)]
+    rows = [[*_group_cells(report, g), ", ".join(map(str, g["paired"]["seeds"])),
+             *(ci_cell(g["paired"]["macro"][m], signed=True) for m in METRICS)] for g in paired]
+    return [f"Each group minus `{paired[0]['paired']['reference']}`, run by run over the seeds both have "
+            "(same seed: same batches when the sweep changes only the loss or the scorer), percentage points:",
+            "", *_table(header, rows, len(_group_columns(report)) + 1)]
+
+
 def gain_table(report: dict[str, Any]) -> list[str]:
     tasks = report["knowledge_gain_tasks"]
     header = [*_group_columns(report), *tasks, "macro"]
@@ -128,6 +141,9 @@ def markdown(report: dict[str, Any]) -> str:
     """The whole ``report.md``."""
     lines = header_lines(report)
     lines += ["", "## Macro average", "", *macro_table(report)]
+    paired = paired_table(report)
+    if paired:
+        lines += ["", "## Paired differences", "", *paired]
     for metric in METRICS:
         lines += ["", f"## {METRIC_NAMES[metric]} per task (%)", "", *task_table(report, metric)]
     if report["knowledge_gain_tasks"]:
