@@ -141,7 +141,7 @@ def markdown(report: dict[str, Any]) -> str:
     """The whole ``report.md``."""
     lines = header_lines(report)
     lines += ["", "## Macro average", "", *macro_table(report)]
-    paired = paired_table(report)
+    paired = [] if report["knowledge_gain_tasks"] else paired_table(report)  # a gain is already paired (step 0)
     if paired:
         lines += ["", "## Paired differences", "", *paired]
     for metric in METRICS:
