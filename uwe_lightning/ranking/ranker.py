@@ -4,11 +4,14 @@ The target space is stored *packed*: the token embeddings of all texts concatena
 (``[total_tokens, H]``, fp16) plus offsets. A pooled side (``ScorerSpec.pool_query`` / ``pool_target``) keeps
 one mean-pooled row per text, which the scorer treats exactly like the full token matrix.
 
-Scoring never pads the whole target space to its longest text: the targets are split once into *buckets* of
-(nearly) equal token length, each a dense ``[n, L, H]`` block kept on the scoring device, and every bucket is
-scored in chunks sized so that the scorer's ``[queries, targets, Lq, Ly]`` intermediates stay under
-``max_elements``; the bucket's scores are scattered into their columns. Queries of a block are bucketed the same
-way. Which list is the target space decides the direction (jobs -> skills, or skills -> jobs).
+Scoring never pads the whole target space to its longest text. The fast path (``fast=True``, the default for
+float32 scoring) prepares the targets once (:mod:`uwe_lightning.ranking.fast`: unit tokens and norms by exact
+token count, in tiles; fp16 storage where its agreement with fp32 was measured) and scores each query block
+with one product per tile and the scorer's reduction on it. The reference path (``fast=False``) splits the
+targets into *buckets* of (nearly) equal token length, each a dense ``[n, L, H]`` block, and calls the
+reference scorer on chunks sized so that its ``[queries, targets, Lq, Ly]`` intermediates stay under
+``max_elements``. Both give the reference scorer's scores (tests/test_fast.py). Which list is the target space
+decides the direction (jobs -> skills, or skills -> jobs).
 
 The query side may run on another backend (``query_backend="onnx"``: the model's ONNX export under ONNX
 Runtime, :mod:`uwe_lightning.model.onnx`); the target space is always encoded (and cached) by torch, and the
@@ -29,6 +32,8 @@ from uwe_lightning.model.encoder import Encoder
 from uwe_lightning.model.pretrained import UWEModel
 from uwe_lightning.model.scoring import ScorerSpec
 from uwe_lightning.ranking import cache as cache_lib
+from uwe_lightning.ranking import fast as fast_lib
+from uwe_lightning.ranking.fast import PreparedTargets, topk_stable
 from uwe_lightning.ranking.packed import Bucket, EncodedTexts
 from uwe_lightning.ranking.texts import is_blank
 
@@ -77,6 +82,11 @@ class Ranker:
     ``target_chunk_elements`` the target values per scorer call (cache-sized chunks); buckets: see
     :func:`plan_buckets`. ``query_backend="onnx"`` encodes queries with ``onnx_file`` under ONNX Runtime
     (:meth:`from_pretrained` finds ``<model dir>/onnx/model.onnx`` itself).
+
+    ``fast``: score through :mod:`~uwe_lightning.ranking.fast` (float32 compute only; other compute dtypes
+    take the reference path); ``precision``: its storage of the target tokens, ``auto`` =
+    :data:`~uwe_lightning.ranking.fast.DEFAULT_PRECISION` of the scorer, or ``fp32`` / ``fp16``;
+    ``tile_tokens`` / ``tile_elements``: its tile sizes.
     """
 
     def __init__(
@@ -95,6 +105,10 @@ class Ranker:
         target_chunk_elements: int = 1 << 19,
         query_backend: str = "torch",
         onnx_file: str | Path | None = None,
+        fast: bool = True,
+        precision: str = "auto",
+        tile_tokens: int = fast_lib.DEFAULT_TILE_TOKENS,
+        tile_elements: int = fast_lib.DEFAULT_TILE_ELEMENTS,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -107,6 +121,11 @@ class Ranker:
         self.bucket_min_size = bucket_min_size
         self.bucket_max_padding = bucket_max_padding
         self.target_chunk_elements = target_chunk_elements
+        self.fast = fast
+        fast_lib.resolve_precision(precision, self.spec.name)  # validates
+        self.precision = precision
+        self.tile_tokens = tile_tokens
+        self.tile_elements = tile_elements
         self._given_model_id = model_id
         self.model_dir: Path | None = None  # set by from_pretrained: the checkpoint lives on disk
         self.display_name: str | None = None
@@ -159,7 +178,8 @@ class Ranker:
             batch_size=self.batch_size, max_length=self.max_length, device=self.device,
             model_id=self._given_model_id, compute_dtype=self.compute_dtype, max_elements=self.max_elements,
             bucket_min_size=self.bucket_min_size, bucket_max_padding=self.bucket_max_padding,
-            target_chunk_elements=self.target_chunk_elements,
+            target_chunk_elements=self.target_chunk_elements, fast=self.fast, precision=self.precision,
+            tile_tokens=self.tile_tokens, tile_elements=self.tile_elements,
         )
         other = Ranker(self.encoder, scorer=scorer, tau=tau, **{**settings, **kw})
         other.model_dir, other.display_name = self.model_dir, self.display_name
@@ -298,7 +318,23 @@ class Ranker:
 
     # -- scoring ---------------------------------------------------------------------------------------------
 
-    def _check_pair(self, queries: EncodedTexts, targets: EncodedTexts) -> None:
+    @property
+    def uses_fast_path(self) -> bool:
+        """Whether scoring goes through :mod:`~uwe_lightning.ranking.fast` (float32 compute, a known scorer)."""
+        return self.fast and self.compute_dtype == torch.float32 and self.spec.name in fast_lib.REDUCTIONS
+
+    @property
+    def target_precision(self) -> str:
+        """The storage precision the fast path prepares target spaces in (``auto`` resolved for the scorer)."""
+        return fast_lib.resolve_precision(self.precision, self.spec.name)
+
+    def prepare(self, targets: EncodedTexts | PreparedTargets) -> PreparedTargets:
+        """The fast path's form of ``targets`` (built once and kept on the EncodedTexts)."""
+        if isinstance(targets, PreparedTargets):
+            return targets
+        return targets.prepared(self.target_precision, self.device, self.tile_tokens)
+
+    def _check_pair(self, queries: EncodedTexts, targets: EncodedTexts | PreparedTargets) -> None:
         if len(queries) == 0 or len(targets) == 0:
             raise ValueError(f"nothing to score: {len(queries)} queries, {len(targets)} targets")
         for side, enc in (("query", queries), ("target", targets)):
@@ -341,16 +377,21 @@ class Ranker:
         return out
 
     def score_blocks(
-        self, queries: EncodedTexts, targets: EncodedTexts, block_size: int = 1024
+        self, queries: EncodedTexts, targets: EncodedTexts | PreparedTargets, block_size: int = 1024
     ) -> Iterator[tuple[int, Tensor]]:
         """``(first query row, scores [b, n_targets])`` for consecutive blocks of ``block_size`` queries.
 
-        Scores are fp32 on the ranker's device. Target buckets are built once per ``targets`` object and kept
-        on it; the queries of each block are bucketed by length too.
+        Scores are fp32 on the ranker's device. The fast path prepares ``targets`` once (kept on the object);
+        the reference path builds its target buckets once per object; queries are grouped by length per block.
+        ``targets`` may be a :class:`~uwe_lightning.ranking.fast.PreparedTargets` (e.g. memory-mapped) for the
+        fast path.
         """
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self._check_pair(queries, targets)
+        if isinstance(targets, PreparedTargets) or self.uses_fast_path:
+            yield from self._fast_blocks(queries, self.prepare(targets), block_size)
+            return
         settings = dict(device=self.device, dtype=self.compute_dtype, min_size=self.bucket_min_size,
                         max_padding=self.bucket_max_padding)
         target_buckets = targets.buckets(**settings)
@@ -367,16 +408,31 @@ class Ranker:
                         out.index_copy_(0, q.rows, self._score_bucket(q, target_buckets, len(targets)))
             yield start, out
 
+    def _fast_blocks(self, queries: EncodedTexts, prepared: PreparedTargets, block_size: int
+                     ) -> Iterator[tuple[int, Tensor]]:
+        if prepared.pooled != self.pooled("target"):
+            raise ValueError(f"the prepared target space is {'pooled' if prepared.pooled else 'token-level'}; "
+                             f"scorer '{self.spec.name}' needs it the other way: prepare it with this ranker")
+        for start in range(0, len(queries), block_size):
+            stop = min(start + block_size, len(queries))
+            with torch.no_grad():
+                block = queries if (start, stop) == (0, len(queries)) else queries.select(torch.arange(start, stop))
+                groups = fast_lib.query_groups(block, self.device)
+                out = fast_lib.score(prepared, groups, stop - start, self.spec.name, self.spec.tau,
+                                     self.tile_elements)
+            yield start, out
+
     def rank(
-        self, queries: Sequence[str] | EncodedTexts, targets: EncodedTexts, k: int = 10, block_size: int = 1024
+        self, queries: Sequence[str] | EncodedTexts, targets: EncodedTexts | PreparedTargets, k: int = 10,
+        block_size: int = 1024,
     ) -> tuple[Tensor, Tensor]:
         """Top-``k`` targets per query: ``(scores [N, k], target indices [N, k])`` on CPU, best first.
 
-        ``k`` is capped at the number of targets. Ties keep torch.topk's order.
+        ``k`` is capped at the number of targets. Ties: the lower target index first (as the metrics rank).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if not isinstance(targets, EncodedTexts):
+        if not isinstance(targets, EncodedTexts | PreparedTargets):
             raise TypeError("targets must be EncodedTexts (use ranker.index(texts) to build the target space)")
         if len(targets) == 0:
             raise ValueError("empty target space: nothing to rank")
@@ -385,7 +441,7 @@ class Ranker:
         k = min(k, len(targets))
         top_scores, top_index = [], []
         for _, scores in self.score_blocks(queries, targets, block_size=block_size):
-            values, index = torch.topk(scores, k, dim=1)
+            values, index = topk_stable(scores, k)
             top_scores.append(values.cpu())
             top_index.append(index.cpu())
         return torch.cat(top_scores), torch.cat(top_index)
