@@ -39,7 +39,7 @@ from uwe_lightning.ranking.texts import is_blank
 
 Side = Literal["query", "target"]
 SIDES: tuple[str, ...] = ("query", "target")
-QUERY_BACKENDS: tuple[str, ...] = ("torch", "onnx")
+QUERY_BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx_int8", "torch_int8")
 
 
 class CacheMismatchError(ValueError):
@@ -134,18 +134,28 @@ class Ranker:
         self.set_query_backend(query_backend, onnx_file)
 
     def set_query_backend(self, backend: str, onnx_file: str | Path | None = None) -> None:
-        """Encode queries with ``torch`` (the encoder itself) or ``onnx`` (``onnx_file``, default
-        ``<model dir>/onnx/model.onnx``; see :func:`~uwe_lightning.model.onnx.load_onnx_encoder`)."""
+        """Encode queries with ``torch`` (the encoder itself), ``onnx`` (``onnx_file``, default
+        ``<model dir>/onnx/model.onnx``; see :func:`~uwe_lightning.model.onnx.load_onnx_encoder`), or an int8
+        variant: ``onnx_int8`` (default ``<model dir>/onnx/model_int8.onnx``, ``export onnx --int8``) or
+        ``torch_int8`` (:func:`~uwe_lightning.model.onnx.torch_int8_encoder`). int8 is lossy: its MAP cost is
+        measured in experiments/results/fast/agreement.md."""
         if backend not in QUERY_BACKENDS:
             raise ConfigError(f"query_backend={backend!r}: must be one of {', '.join(QUERY_BACKENDS)}")
         self.query_encoder: Encoder = self.encoder
         self.query_backend = "torch"
-        if backend == "onnx":
+        if backend in ("onnx", "onnx_int8"):
             from uwe_lightning.model.onnx import load_onnx_encoder
 
             weights = (lambda: cache_lib.model_fingerprint(self.model_dir)) if self.model_dir else None
-            self.query_encoder = load_onnx_encoder(self.encoder, onnx_file, self.model_dir, weights)
-            self.query_backend = backend
+            self.query_encoder = load_onnx_encoder(self.encoder, onnx_file, self.model_dir, weights,
+                                                   int8=backend == "onnx_int8")
+        elif backend == "torch_int8":
+            from uwe_lightning.model.onnx import torch_int8_encoder
+
+            if self.device.type != "cpu":
+                raise ConfigError("query_backend=torch_int8 runs on CPU only (torch.ao dynamic quantisation)")
+            self.query_encoder = torch_int8_encoder(self.encoder)
+        self.query_backend = backend
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, scorer: str | None = None, tau: float | None = None, **kw) -> Ranker:
