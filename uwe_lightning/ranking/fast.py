@@ -229,6 +229,19 @@ class PreparedTargets:
         return cls(tiles, order.to(device), position.to(device), encoded.hidden_size, encoded.pooled, precision,
                    encoded.model_id, device)
 
+    @classmethod
+    def from_unit(cls, unit: Tensor, norms: Tensor, offsets: Tensor, pooled: bool, model_id: str | None = None,
+                  tile_tokens: int = DEFAULT_TILE_TOKENS) -> PreparedTargets:
+        """A float32 prepared space from tokens already normalised (``unit``) with their ``norms`` (packed by
+        ``offsets``): a mapped file's texts scored as the file scores them, without normalising again."""
+        encoded = EncodedTexts(unit.float(), offsets, pooled=pooled, model_id=model_id)
+        order, position = sorted_layout(encoded.lengths, first_copies(encoded))
+        tiles = []
+        for length, start, stop in _tile_spans(encoded.lengths[order], tile_tokens):
+            rows, _ = encoded.token_rows(order[start:stop])
+            tiles.append(Tile(length, start, stop, encoded.tokens[rows].contiguous(), norms[rows], "fp32"))
+        return cls(tiles, order, position, encoded.hidden_size, pooled, "fp32", model_id)
+
     def memory_bytes(self) -> int:
         """Bytes of the prepared operands (fbgemm's packed weights counted as fp16 tokens)."""
         total = (self.order.numel() + self.position.numel()) * 8
@@ -242,6 +255,15 @@ class PreparedTargets:
 
     def release(self, tile: Tile) -> None:
         """Called after a tile is used (mapped spaces drop its pages)."""
+
+
+def subset(targets: EncodedTexts | MappedTargets, columns: Tensor) -> PreparedTargets:
+    """The texts at ``columns`` (original indices, in that order) as a small float32 prepared space: what an
+    approximate prefilter's candidates are rescored on (:mod:`uwe_lightning.ranking.prefilter`)."""
+    if isinstance(targets, MappedTargets):
+        unit, norms, offsets = targets.gather(columns)
+        return PreparedTargets.from_unit(unit, norms, offsets, targets.pooled, targets.model_id)
+    return PreparedTargets.from_encoded(targets.select(columns), "fp32")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -408,13 +430,18 @@ class MappedTargets(PreparedTargets):
         order = self._tensor("order").clone()
         position = self._tensor("position").clone()
         norms = self._tensor("norms").clone()  # 4 bytes per token: kept in memory
+        self._norms = norms
         self._unit_offset, _ = self._spans["unit"]
         tiles = []
         token = 0
+        lengths = torch.empty(order.numel(), dtype=torch.int64)
         for length, start, stop in meta["tiles"]:
             count = (stop - start) * length
             tiles.append(Tile(length, start, stop, (token, count), norms[token : token + count], "mapped_fp16"))
+            lengths[start:stop] = length
             token += count
+        self._lengths_sorted = lengths
+        self._token_start = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
         super().__init__(tiles, order, position, hidden, bool(meta["pooled"]), "fp16", meta.get("model_id"), "cpu")
         self.meta = meta
 
@@ -435,6 +462,17 @@ class MappedTargets(PreparedTargets):
     def tile_product(self, q_unit: Tensor, tile: Tile) -> Tensor:
         return F.linear(q_unit, self.unit_tokens(tile).float())
 
+    def gather(self, columns: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(unit tokens float32, norms, offsets)`` of the texts at ``columns`` (original indices), read from
+        the file (only their pages are touched)."""
+        slots = self.position[columns]
+        lengths = self._lengths_sorted[slots]
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        rows = torch.repeat_interleave(self._token_start[slots] - offsets[:-1], lengths) + torch.arange(int(offsets[-1]))
+        total = int(self._token_start[-1])
+        unit = _frombuffer(self._map, torch.float16, total * self.hidden_size, self._unit_offset)
+        return unit.view(total, self.hidden_size)[rows].float(), self._norms[rows], offsets
+
     def release(self, tile: Tile) -> None:
         if not self.release_pages:
             return
@@ -446,8 +484,8 @@ class MappedTargets(PreparedTargets):
         self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
     def memory_bytes(self) -> int:
-        """Bytes kept in memory (norms, order, position); the unit tokens stay in the file."""
-        return (self.order.numel() + self.position.numel()) * 8 + sum(t.norms.numel() * 4 for t in self.tiles)
+        """Bytes kept in memory (norms, order, position, token starts); the unit tokens stay in the file."""
+        return (2 * self.order.numel() + self.position.numel()) * 8 + self._norms.numel() * 4
 
     def file_bytes(self) -> int:
         return self.path.stat().st_size

@@ -434,14 +434,23 @@ class Ranker:
 
     def rank(
         self, queries: Sequence[str] | EncodedTexts, targets: EncodedTexts | PreparedTargets, k: int = 10,
-        block_size: int = 1024,
+        block_size: int = 1024, prefilter=None, candidates: int = 1000,
     ) -> tuple[Tensor, Tensor]:
         """Top-``k`` targets per query: ``(scores [N, k], target indices [N, k])`` on CPU, best first.
 
         ``k`` is capped at the number of targets. Ties: the lower target index first (as the metrics rank).
+        ``prefilter``: a :class:`~uwe_lightning.ranking.prefilter.Prefilter` over the targets' pooled vectors;
+        each query is then scored exactly on its ``candidates`` nearest targets only (token-level scorers; the
+        targets an EncodedTexts or a memory-mapped space; its recall is measured, not guaranteed).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if prefilter is not None:
+            from uwe_lightning.ranking.prefilter import rank_prefiltered
+
+            if isinstance(queries, EncodedTexts):
+                raise TypeError("rank(prefilter=...) takes query texts (their pooled vectors are searched)")
+            return rank_prefiltered(self, _check_texts(queries, "queries"), targets, prefilter, k, candidates)
         if not isinstance(targets, EncodedTexts | PreparedTargets):
             raise TypeError("targets must be EncodedTexts (use ranker.index(texts) to build the target space)")
         if len(targets) == 0:
