@@ -79,7 +79,7 @@ def unit_and_norms(tokens: Tensor) -> tuple[Tensor, Tensor]:
     """``(tokens / max(|tokens|, eps), |tokens|)`` in float32: what ``F.normalize`` gives, and the norms."""
     tokens = tokens.float()
     norms = torch.linalg.vector_norm(tokens, dim=-1)
-    return F.normalize(tokens, dim=-1, eps=_EPS), norms
+    return tokens / norms.clamp_min(_EPS).unsqueeze(-1), norms  # = F.normalize(tokens, dim=-1, eps=_EPS)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -283,6 +283,10 @@ class QueryGroup:
 
 def query_groups(queries: EncodedTexts, device: torch.device | str = "cpu") -> list[QueryGroup]:
     """The queries of a packed batch grouped by exact token count (no padding)."""
+    if len(queries) == 1 or bool((queries.lengths == queries.lengths[0]).all()):  # one group: no gathering
+        unit, norms = unit_and_norms(queries.tokens.to(device))
+        rows = torch.arange(len(queries), device=device)
+        return [QueryGroup(rows, int(queries.offsets[1]), unit, norms)]
     out = []
     for rows in plan_buckets(queries.lengths, min_size=1, max_padding=0.0):
         token_rows, _ = queries.token_rows(rows)
@@ -449,6 +453,10 @@ class MappedTargets(PreparedTargets):
         offset, info = self._spans[name]
         dtype = {"F16": torch.float16, "F32": torch.float32, "I64": torch.int64}[info["dtype"]]
         return _frombuffer(self._map, dtype, math.prod(info["shape"]), offset).view(*info["shape"])
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self._token_start[-1])
 
     @property
     def pooled_vectors(self) -> Tensor | None:

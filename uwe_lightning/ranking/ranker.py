@@ -226,6 +226,18 @@ class Ranker:
             return None
         return identity + (f"+{tag}" if tag else "")
 
+    def _hidden_size(self) -> int:
+        if not hasattr(self, "_hidden_memo"):
+            self._hidden_memo = self.encoder.hidden_size
+        return self._hidden_memo
+
+    def _identity(self) -> str | None:
+        """:meth:`checkpoint_id` without a state hash, computed once per ranker: every scoring call checks it,
+        and fingerprinting a directory stats (and on a change hashes) its files."""
+        if not hasattr(self, "_identity_memo"):
+            self._identity_memo = self.checkpoint_id(allow_state_hash=False)
+        return self._identity_memo
+
     def effective_max_length(self) -> int:
         return self.model.effective_max_length()
 
@@ -259,7 +271,7 @@ class Ranker:
     def pack(self, token_list: Sequence[Tensor], side: Side) -> EncodedTexts:
         """Pack token embeddings of one side; mean-pools them when the scorer pools that side."""
         return EncodedTexts.from_token_list(
-            token_list, pooled=self.pooled(side), model_id=self.checkpoint_id(allow_state_hash=False)
+            token_list, pooled=self.pooled(side), model_id=self._identity()
         )
 
     def encode(self, texts: Sequence[str], side: Side, show_progress: bool = False) -> EncodedTexts:
@@ -356,11 +368,11 @@ class Ranker:
                 )
         if queries.hidden_size != targets.hidden_size:
             raise ValueError(f"hidden sizes differ: queries {queries.hidden_size}, targets {targets.hidden_size}")
-        hidden = self.encoder.hidden_size
+        hidden = self._hidden_size()
         if targets.hidden_size != hidden:
             raise ValueError(f"targets have hidden size {targets.hidden_size}, the model {hidden}: wrong model")
         ids = {enc.model_id for enc in (queries, targets)} - {None}
-        mine = self.checkpoint_id(allow_state_hash=False)
+        mine = self._identity()
         if len(ids) > 1 or (mine is not None and ids and ids != {mine}):
             raise ValueError(f"queries/targets were encoded by another model ({sorted(ids)}; this ranker: {mine})")
 
