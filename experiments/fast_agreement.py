@@ -22,6 +22,7 @@ scratch copy of the model directory (``--onnx-dir``, symlinks + export) when the
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -57,6 +58,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--onnx-dir", type=Path, default=Path("outputs/onnx"))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=None, help="markdown report (a .json beside it)")
+    p.add_argument("--update", action="store_true",
+                   help="keep the other scorers' rows of an existing --out .json (re-measure only --scorers)")
     return p.parse_args()
 
 
@@ -159,6 +162,14 @@ def main() -> None:
                 row["worst_top10_agreement"] = min(t["top10_agreement"] for t in tasks.values())
                 row["mean_map_diff"] = sum(t["map_diff"] for t in tasks.values()) / len(tasks)
         result["scorers"][scorer] = {v: r for v, r in rows.items() if r["tasks"]}
+        result.setdefault("measured_by", {})[scorer] = result["command"]
+    if args.update and args.out and args.out.with_suffix(".json").is_file():
+        old = json.loads(args.out.with_suffix(".json").read_text())
+        for scorer, rows in old["scorers"].items():
+            if scorer not in result["scorers"]:
+                result["scorers"][scorer] = rows
+                result["measured_by"][scorer] = old.get("measured_by", {}).get(scorer, old["command"])
+        result["scorers"] = {s: result["scorers"][s] for s in SCORERS if s in result["scorers"]}
     result["machine"]["load_average_end"] = list(os.getloadavg())
     result["wall_s"] = round(time.perf_counter() - started, 1)
     text = markdown(result)
@@ -184,6 +195,8 @@ def markdown(r: dict) -> str:
                                  f"{100 * x['map_diff']:+.3f}" for t, x in row["tasks"].items())
             lines.append(f"| {scorer} | {variant} | {row['worst_top10_agreement']:.5f} | "
                          f"{100 * row['mean_map_diff']:+.3f} | {per_task} |")
+    if len(set(r.get("measured_by", {}).values())) > 1:
+        lines += ["", "Measured by: " + "; ".join(f"{s}: `{c}`" for s, c in r["measured_by"].items())]
     lines += ["", "Variants: `reference` = the reference scorer path (fast=False) against the fp32 fast path; "
               "`fp16` = fp16 target storage (fbgemm fp16-weight GEMM); `onnx` / `onnx_int8` / `torch_int8` = "
               "queries encoded by that backend, targets by torch fp32, scored by the fp32 fast path.", "",

@@ -6,8 +6,10 @@ einsums, masks the padding and reduces. Ranking one fixed target space many time
 is a property of the targets, so :class:`PreparedTargets` computes it once:
 
 - the unit tokens ``u = y / max(|y|, eps)`` (what ``F.normalize`` gives) and the norms ``|y|``;
-- the texts grouped by exact token count, so that ``n`` texts of ``L`` tokens are one dense ``[n * L, H]``
-  slice: no padding and no masks; groups are cut into *tiles* of at most ``tile_tokens`` tokens;
+- the texts grouped by exact token count, so that ``n`` texts of ``L`` tokens are one dense ``[L * n, H]``
+  slice: no padding and no masks; groups are cut into *tiles* of at most ``tile_tokens`` tokens, stored
+  position-major (row ``l * n + j`` is token ``l`` of text ``j``), so that the reductions over a text's tokens
+  run over an outer axis, vectorised across the ``n`` texts (a softmax over 6 contiguous values is slow);
 - texts with byte-identical stored tokens are scored once and share the score: exact ties stay exact
   whichever tile (and so whichever GEMM call) a copy would have fallen into;
 - per query (block), one product ``G = q_unit @ u.T`` per tile gives every token cosine; the raw dot products
@@ -91,8 +93,9 @@ def unit_and_norms(tokens: Tensor) -> tuple[Tensor, Tensor]:
 class Tile:
     """``stop - start`` texts of ``length`` tokens each, at positions ``[start, stop)`` of the sorted order.
 
-    ``weight``: the product's operand for their unit tokens (a float32 ``[n * length, H]`` tensor, fbgemm's
-    packed fp16 weight, or a float16 tensor to convert); ``norms``: their token norms ``[n * length]``.
+    ``weight``: the product's operand for their unit tokens, position-major (row ``l * n + j`` = token ``l`` of
+    the tile's text ``j``): a float32 ``[length * n, H]`` tensor, fbgemm's packed fp16 weight, or a float16
+    tensor to convert; ``norms``: their token norms ``[length * n]`` in the same order.
     """
 
     length: int
@@ -121,6 +124,16 @@ def _make_weight(unit: Tensor, precision: str, device: torch.device) -> tuple[ob
     if device.type == "cpu" and fbgemm_fp16_available():
         return torch.ops.quantized.linear_prepack_fp16(unit.contiguous(), None), "fbgemm_fp16"
     return unit.to(device, torch.float16).contiguous(), "fp16"
+
+
+def position_major(values: Tensor, n: int, length: int) -> Tensor:
+    """Rows of ``n`` texts of ``length`` tokens each, text-major (``j * length + l``) -> position-major
+    (``l * n + j``); works for ``[tokens, H]`` and ``[tokens]``.
+
+    >>> position_major(torch.arange(6), n=2, length=3).tolist()
+    [0, 3, 1, 4, 2, 5]
+    """
+    return values.view(n, length, *values.shape[1:]).transpose(0, 1).reshape(values.shape)
 
 
 def _tile_spans(lengths_sorted: Tensor, tile_tokens: int) -> Iterator[tuple[int, int, int]]:
@@ -223,7 +236,7 @@ class PreparedTargets:
         tiles = []
         for length, start, stop in _tile_spans(lengths, tile_tokens):
             rows, _ = encoded.token_rows(order[start:stop])
-            unit, norms = unit_and_norms(encoded.tokens[rows])
+            unit, norms = unit_and_norms(position_major(encoded.tokens[rows], stop - start, length))
             weight, kind = _make_weight(unit, precision, device)
             tiles.append(Tile(length, start, stop, weight, norms.to(device), kind))
         return cls(tiles, order.to(device), position.to(device), encoded.hidden_size, encoded.pooled, precision,
@@ -239,6 +252,7 @@ class PreparedTargets:
         tiles = []
         for length, start, stop in _tile_spans(encoded.lengths[order], tile_tokens):
             rows, _ = encoded.token_rows(order[start:stop])
+            rows = position_major(rows, stop - start, length)
             tiles.append(Tile(length, start, stop, encoded.tokens[rows].contiguous(), norms[rows], "fp32"))
         return cls(tiles, order, position, encoded.hidden_size, pooled, "fp32", model_id)
 
@@ -299,7 +313,8 @@ def query_groups(queries: EncodedTexts, device: torch.device | str = "cpu") -> l
 # Reductions: the reference scorers' definitions on dense, unpadded tiles
 # ----------------------------------------------------------------------------------------------------------
 
-# A reduction maps (G [b * lq, n * L], b, lq, n, L, q_norms [b * lq], y_norms [n * L], tau) to scores [b, n].
+# A reduction maps (G [b * lq, L * n], b, lq, n, L, q_norms [b * lq], y_norms [L * n], tau) to scores [b, n];
+# G's columns are position-major (l * n + j), so every reduction over a text's tokens is over an outer axis.
 Reduction = Callable[[Tensor, int, int, int, int, Tensor, Tensor, float | None], Tensor]
 
 
@@ -310,17 +325,21 @@ def _reduce_mean(g: Tensor, b: int, lq: int, n: int, length: int, qn: Tensor, yn
 
 def _reduce_maxsim(g: Tensor, b: int, lq: int, n: int, length: int, qn: Tensor, yn: Tensor, tau) -> Tensor:
     """Mean over the query tokens of the max cosine over the target's tokens."""
-    best = g.view(b, lq, n, length).amax(-1) if length > 1 else g.view(b, lq, n)
+    best = g.view(b, lq, length, n).amax(2) if length > 1 else g.view(b, lq, n)
     return best.mean(1) if lq > 1 else best.view(b, n)
 
 
 def _reduce_softmax(g: Tensor, b: int, lq: int, n: int, length: int, qn: Tensor, yn: Tensor, tau) -> Tensor:
-    """``<softmax_target(S / tau), cos>`` per query token, mean over query tokens; ``S = cos * |q| * |y|``."""
-    cos = g.view(b, lq, n, length)
-    logits = (g * yn).mul_((qn / tau)[:, None]).view(b, lq, n, length)
-    weights = torch.softmax(logits, dim=-1)
-    per_token = torch.linalg.vecdot(weights, cos, dim=-1)  # [b, lq, n]
-    return per_token.mean(1)
+    """``<softmax_target(S / tau), cos>`` per query token, mean over query tokens; ``S = cos * |q| * |y|``.
+
+    The softmax is written out (max, exp, the two sums) over the position axis: ``sum_l e_l cos_l / sum_l e_l``
+    with ``e_l = exp((S_l - max S) / tau)``, the reference's ``<softmax(S / tau), cos>``.
+    """
+    cos = g.view(b, lq, length, n)
+    weights = (g * yn).mul_((qn / tau)[:, None]).view(b, lq, length, n)  # S / tau
+    weights.sub_(weights.amax(2, keepdim=True)).exp_()
+    per_token = (weights * cos).sum(2).div_(weights.sum(2))  # [b, lq, n]
+    return per_token.mean(1) if lq > 1 else per_token.view(b, n)
 
 
 def _reduce_softmax_ymean(g: Tensor, b: int, lq: int, n: int, length: int, qn: Tensor, yn: Tensor, tau
@@ -364,13 +383,15 @@ def score(targets: PreparedTargets, groups: Sequence[QueryGroup], n_queries: int
             b = last - first
             q_unit = group.unit[first * group.length : last * group.length]
             q_norms = group.norms[first * group.length : last * group.length]
-            block = torch.empty((b, n), dtype=torch.float32, device=device)
+            whole = b == n_queries  # one step covers every query row: write the scores in place
+            block = sorted_scores if whole else torch.empty((b, n), dtype=torch.float32, device=device)
             for tile in targets.tiles:
                 g = targets.tile_product(q_unit, tile)
                 block[:, tile.start : tile.stop] = reduce(g, b, group.length, tile.n_texts, tile.length, q_norms,
                                                           tile.norms, tau)
                 targets.release(tile)
-            sorted_scores[group.rows[first:last]] = block
+            if not whole:
+                sorted_scores[group.rows[first:last]] = block
     return sorted_scores.index_select(1, targets.position)
 
 
@@ -406,7 +427,7 @@ def topk_stable(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------------------------------------
 
 _FORMAT = "uwe_prepared_targets"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: tiles position-major
 
 
 class MappedTargets(PreparedTargets):
@@ -427,6 +448,11 @@ class MappedTargets(PreparedTargets):
             raise ValueError(f"{self.path}: not a prepared target space (no '{_FORMAT}' v{_FORMAT_VERSION} header)")
         self._file = open(self.path, "rb")  # noqa: SIM115 (kept open for the mapping's lifetime)
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        # A second mapping for scattered reads (a prefilter's candidates): no read-around there (the device's
+        # read-ahead, 8 MiB here, would map megabytes around every candidate), and dropped after each gather.
+        self._random = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        if hasattr(self._random, "madvise"):
+            self._random.madvise(mmap.MADV_RANDOM)
         self._data_start = data_start
         self._spans = {name: (data_start + int(info["data_offsets"][0]), info) for name, info in header.items()}
         self.release_pages = release_pages and hasattr(self._map, "madvise")
@@ -439,13 +465,18 @@ class MappedTargets(PreparedTargets):
         tiles = []
         token = 0
         lengths = torch.empty(order.numel(), dtype=torch.int64)
+        first_token = torch.empty(order.numel(), dtype=torch.int64)  # of each sorted position, position-major
+        stride = torch.empty(order.numel(), dtype=torch.int64)  # rows between its consecutive tokens (= tile n)
         for length, start, stop in meta["tiles"]:
             count = (stop - start) * length
             tiles.append(Tile(length, start, stop, (token, count), norms[token : token + count], "mapped_fp16"))
             lengths[start:stop] = length
+            first_token[start:stop] = token + torch.arange(stop - start)
+            stride[start:stop] = stop - start
             token += count
         self._lengths_sorted = lengths
-        self._token_start = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        self._first_token, self._stride = first_token, stride
+        self._total_tokens = token
         super().__init__(tiles, order, position, hidden, bool(meta["pooled"]), "fp16", meta.get("model_id"), "cpu")
         self.meta = meta
 
@@ -456,7 +487,7 @@ class MappedTargets(PreparedTargets):
 
     @property
     def total_tokens(self) -> int:
-        return int(self._token_start[-1])
+        return self._total_tokens
 
     @property
     def pooled_vectors(self) -> Tensor | None:
@@ -476,10 +507,21 @@ class MappedTargets(PreparedTargets):
         slots = self.position[columns]
         lengths = self._lengths_sorted[slots]
         offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
-        rows = torch.repeat_interleave(self._token_start[slots] - offsets[:-1], lengths) + torch.arange(int(offsets[-1]))
-        total = int(self._token_start[-1])
-        unit = _frombuffer(self._map, torch.float16, total * self.hidden_size, self._unit_offset)
-        return unit.view(total, self.hidden_size)[rows].float(), self._norms[rows], offsets
+        owner = torch.repeat_interleave(torch.arange(slots.numel()), lengths)
+        rank = torch.arange(int(offsets[-1])) - offsets[:-1][owner]  # token index within its text
+        rows = self._first_token[slots][owner] + rank * self._stride[slots][owner]
+        unit = _frombuffer(self._random, torch.float16, self._total_tokens * self.hidden_size, self._unit_offset)
+        tokens = unit.view(self._total_tokens, self.hidden_size)[rows].float()
+        self.release_all(mapped=False)
+        return tokens, self._norms[rows], offsets
+
+    def release_all(self, mapped: bool = True) -> None:
+        """Drop every page of the file from this process (after a scattered read, or after reading the pooled
+        vectors to build a prefilter); the kernel's page cache keeps them."""
+        maps = (self._random, self._map) if mapped else (self._random,)
+        for m in maps:
+            if hasattr(m, "madvise"):
+                m.madvise(mmap.MADV_DONTNEED)
 
     def release(self, tile: Tile) -> None:
         if not self.release_pages:
@@ -493,7 +535,7 @@ class MappedTargets(PreparedTargets):
 
     def memory_bytes(self) -> int:
         """Bytes kept in memory (norms, order, position, token starts); the unit tokens stay in the file."""
-        return (2 * self.order.numel() + self.position.numel()) * 8 + self._norms.numel() * 4
+        return (4 * self.order.numel() + self.position.numel()) * 8 + self._norms.numel() * 4
 
     def file_bytes(self) -> int:
         return self.path.stat().st_size
@@ -501,6 +543,7 @@ class MappedTargets(PreparedTargets):
     def close(self) -> None:
         self.tiles, self.order, self.position = [], torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
         self._map.close()
+        self._random.close()
         self._file.close()
 
 
@@ -568,6 +611,7 @@ class PreparedWriter:
         self._write_at("order", 0, self.order.numpy().tobytes())
         self._write_at("position", 0, self.position.numpy().tobytes())
         self._token = 0
+        self._span = 0
         self._pooled_rows = 0
         self._want_pooled = with_pooled_vectors
 
@@ -576,8 +620,15 @@ class PreparedWriter:
         self._fh.write(data)
 
     def write(self, tokens: Tensor) -> None:
-        """The next texts' raw tokens ``[tokens, H]`` in sorted order (any number of whole texts)."""
-        unit, norms = unit_and_norms(tokens)
+        """The raw tokens ``[n * length, H]`` of the next span of :attr:`spans` (its texts in sorted order, each
+        text's tokens together); stored position-major."""
+        if self._span >= len(self.spans):
+            raise ValueError("every span is already written")
+        length, start, stop = self.spans[self._span]
+        if tokens.shape[0] != (stop - start) * length:
+            raise ValueError(f"span {self._span} has {(stop - start) * length} tokens, got {tokens.shape[0]}")
+        self._span += 1
+        unit, norms = unit_and_norms(position_major(tokens, stop - start, length))
         self._write_at("unit", 2 * self._token * self.hidden_size, unit.half().numpy().tobytes())
         self._write_at("norms", 4 * self._token, norms.numpy().tobytes())
         self._token += tokens.shape[0]
