@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
+from uwe_lightning.cli.export import onnx_model_dir
 from uwe_lightning.efficiency.measure import machine_info
-from uwe_lightning.efficiency.peers import onnx_model_dir
 from uwe_lightning.efficiency.spaces import by_target_pooling, encode_task_spaces
 from uwe_lightning.io import atomic_write_text, strict_json
 from uwe_lightning.paths import resolve_cache_dir

@@ -24,6 +24,7 @@ from uwe_lightning.model.onnx import (
     EXPORT_INFO_FILE,
     ONNX_DIR,
     ONNX_FILE,
+    ONNX_INT8_FILE,
     export_onnx,
     quantize_onnx,
 )
@@ -62,6 +63,27 @@ def export(model: str, out: Path | None = None, opset: int = DEFAULT_OPSET,
     if int8:
         record["int8"] = quantize_onnx(out_file)
     return {**record, "path": str(out_file)}
+
+
+def onnx_model_dir(model_dir: str | Path, scratch: str | Path, int8: bool = True) -> Path:
+    """A model directory with ``onnx/model.onnx`` (and ``model_int8.onnx`` with ``int8``): ``model_dir`` itself
+    when it has them, else ``scratch``: symlinks to ``model_dir``'s files plus an export made there (same
+    weights, hence the same cache keys), so a shared model cache is never written to."""
+    model_dir, scratch = Path(model_dir).resolve(), Path(scratch)
+    wanted = [ONNX_FILE] + ([ONNX_INT8_FILE] if int8 else [])
+    if all((model_dir / ONNX_DIR / name).is_file() for name in wanted):
+        return model_dir
+    scratch.mkdir(parents=True, exist_ok=True)
+    for entry in model_dir.iterdir():
+        link = scratch / entry.name
+        if entry.name != ONNX_DIR and not link.exists():
+            link.symlink_to(entry)
+    onnx_dir = scratch / ONNX_DIR
+    if not (onnx_dir / ONNX_FILE).is_file():
+        export(str(scratch))
+    if int8 and not (onnx_dir / ONNX_INT8_FILE).is_file():
+        quantize_onnx(onnx_dir / ONNX_FILE)
+    return scratch
 
 
 def main(argv: list[str] | None = None) -> dict:

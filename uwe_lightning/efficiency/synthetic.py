@@ -21,13 +21,15 @@ from pathlib import Path
 
 import torch
 
-from uwe_lightning.ranking.fast import DEFAULT_TILE_TOKENS, prepared_writer
+from uwe_lightning.ranking.fast import DEFAULT_TILE_TOKENS, FORMAT_VERSION, prepared_writer
 from uwe_lightning.ranking.packed import EncodedTexts
 
 
 def synthetic_name(base_digest: str, n: int, seed: int, swap: float, noise: float) -> str:
-    """A file name naming everything the file depends on (a changed parameter is another file)."""
-    key = json.dumps({"base": base_digest, "n": n, "seed": seed, "swap": swap, "noise": noise, "v": 1})
+    """A file name naming everything the file depends on (a changed parameter, or another version of the
+    prepared-space format, is another file: a file left by an older layout is never reopened)."""
+    key = json.dumps({"base": base_digest, "n": n, "seed": seed, "swap": swap, "noise": noise, "v": 1,
+                      "format": FORMAT_VERSION})
     return f"synthetic-{n}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
 
 

@@ -30,6 +30,10 @@ fbgemm's fp16-weight GEMM (the tokens packed once), elsewhere by converting each
 :func:`open_prepared`): tiles are read from the page cache, converted in cache, and the pages of each tile are
 released after use (``madvise(MADV_DONTNEED)``), so the resident memory stays bounded by a few tiles whatever
 the size of the space (experiments/bench_peers.py: 1M targets).
+
+This module is over 400 lines: the in-memory and the memory-mapped forms of one layout (tiles by exact length,
+position-major rows, the writer and the reader of its file) share their invariants and are scored by the same
+reductions; split, the reader would re-derive the writer's layout in another module.
 """
 
 from __future__ import annotations
@@ -271,6 +275,17 @@ class PreparedTargets:
         """Called after a tile is used (mapped spaces drop its pages)."""
 
 
+def prepared_of(encoded: EncodedTexts, precision: str = "fp32", device: torch.device | str = "cpu",
+                tile_tokens: int | None = None) -> PreparedTargets:
+    """The :class:`PreparedTargets` of ``encoded`` (unit tokens by exact length, in ``precision``), built on
+    first use per setting and kept on the EncodedTexts, like its buckets."""
+    tile_tokens = tile_tokens or DEFAULT_TILE_TOKENS
+    key = (precision, str(torch.device(device)), tile_tokens)
+    if key not in encoded._prepared:
+        encoded._prepared[key] = PreparedTargets.from_encoded(encoded, precision, device, tile_tokens)
+    return encoded._prepared[key]  # type: ignore[return-value]
+
+
 def subset(targets: EncodedTexts | MappedTargets, columns: Tensor) -> PreparedTargets:
     """The texts at ``columns`` (original indices, in that order) as a small float32 prepared space: what an
     approximate prefilter's candidates are rescored on (:mod:`uwe_lightning.ranking.prefilter`)."""
@@ -427,7 +442,8 @@ def topk_stable(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------------------------------------
 
 _FORMAT = "uwe_prepared_targets"
-_FORMAT_VERSION = 2  # 2: tiles position-major
+FORMAT_VERSION = 2  # 2: tiles position-major
+GATHER_ROWS = 128  # token rows read from a mapped file between two page releases (MappedTargets.gather)
 
 
 class MappedTargets(PreparedTargets):
@@ -444,8 +460,8 @@ class MappedTargets(PreparedTargets):
         self.path = Path(path)
         header, data_start = _read_safetensors_header(self.path)
         meta = json.loads(header.pop("__metadata__", {}).get(_FORMAT, "null") or "null")
-        if not isinstance(meta, dict) or meta.get("version") != _FORMAT_VERSION:
-            raise ValueError(f"{self.path}: not a prepared target space (no '{_FORMAT}' v{_FORMAT_VERSION} header)")
+        if not isinstance(meta, dict) or meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{self.path}: not a prepared target space (no '{_FORMAT}' v{FORMAT_VERSION} header)")
         self._file = open(self.path, "rb")  # noqa: SIM115 (kept open for the mapping's lifetime)
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         # A second mapping for scattered reads (a prefilter's candidates): no read-around there (the device's
@@ -511,8 +527,15 @@ class MappedTargets(PreparedTargets):
         rank = torch.arange(int(offsets[-1])) - offsets[:-1][owner]  # token index within its text
         rows = self._first_token[slots][owner] + rank * self._stride[slots][owner]
         unit = _frombuffer(self._random, torch.float16, self._total_tokens * self.hidden_size, self._unit_offset)
-        tokens = unit.view(self._total_tokens, self.hidden_size)[rows].float()
-        self.release_all(mapped=False)
+        unit = unit.view(self._total_tokens, self.hidden_size)
+        tokens = torch.empty(rows.numel(), self.hidden_size)
+        # In file order, a chunk at a time, the pages dropped after each: MADV_RANDOM stops read-ahead but not the
+        # kernel's fault-around (up to 64 KiB of cached pages mapped around every fault), so gathering all rows
+        # first would map most of a small file; a chunk maps at most GATHER_ROWS * 64 KiB.
+        by_row = torch.argsort(rows)
+        for chunk in by_row.split(GATHER_ROWS):
+            tokens[chunk] = unit[rows[chunk]].float()
+            self.release_all(mapped=False)
         return tokens, self._norms[rows], offsets
 
     def release_all(self, mapped: bool = True) -> None:
@@ -592,7 +615,7 @@ class PreparedWriter:
                    "order": ("I64", [int(self.order.numel())]), "position": ("I64", [n])}
         if with_pooled_vectors:
             tensors["pooled"] = ("F16", [n, hidden_size])
-        meta = {"version": _FORMAT_VERSION, "hidden_size": hidden_size, "pooled": pooled, "model_id": model_id,
+        meta = {"version": FORMAT_VERSION, "hidden_size": hidden_size, "pooled": pooled, "model_id": model_id,
                 "n_texts": n, "total_tokens": total, "tiles": self.spans}
         header: dict = {"__metadata__": {_FORMAT: json.dumps(meta)}}
         offset = 0

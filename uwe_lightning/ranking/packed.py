@@ -73,7 +73,7 @@ class EncodedTexts:
         self.pooled = pooled
         self.model_id = model_id
         self._buckets: dict[tuple, list[Bucket]] = {}
-        self._prepared: dict[tuple, object] = {}
+        self._prepared: dict[tuple, object] = {}  # the fast path's forms of this space (fast.prepared_of)
 
     @classmethod
     def from_token_list(
@@ -167,17 +167,6 @@ class EncodedTexts:
             self._buckets[key] = out
         return out
 
-
-    def prepared(self, precision: str = "fp32", device: torch.device | str = "cpu", tile_tokens: int | None = None):
-        """The :class:`~uwe_lightning.ranking.fast.PreparedTargets` of this space (unit tokens by exact
-        length, in ``precision``), built on first use per setting and kept, like :meth:`buckets`."""
-        from uwe_lightning.ranking import fast
-
-        tile_tokens = tile_tokens or fast.DEFAULT_TILE_TOKENS
-        key = (precision, str(torch.device(device)), tile_tokens)
-        if key not in self._prepared:
-            self._prepared[key] = fast.PreparedTargets.from_encoded(self, precision, device, tile_tokens)
-        return self._prepared[key]
 
 
 def memory_bytes(encoded: EncodedTexts) -> int:

@@ -16,6 +16,10 @@ decides the direction (jobs -> skills, or skills -> jobs).
 The query side may run on another backend (``query_backend="onnx"``: the model's ONNX export under ONNX
 Runtime, :mod:`uwe_lightning.model.onnx`); the target space is always encoded (and cached) by torch, and the
 query embeddings are the same token embeddings, so every scorer works unchanged.
+
+This module is over 400 lines: the Ranker is the one class every command, the service and WorkBench evaluation
+rank through, and its two scoring paths (fast and reference) stay side by side so that the reference the tests
+hold the fast path to is the one it replaces.
 """
 
 from __future__ import annotations
@@ -354,7 +358,7 @@ class Ranker:
         """The fast path's form of ``targets`` (built once and kept on the EncodedTexts)."""
         if isinstance(targets, PreparedTargets):
             return targets
-        return targets.prepared(self.target_precision, self.device, self.tile_tokens)
+        return fast_lib.prepared_of(targets, self.target_precision, self.device, self.tile_tokens)
 
     def _check_pair(self, queries: EncodedTexts, targets: EncodedTexts | PreparedTargets) -> None:
         if len(queries) == 0 or len(targets) == 0:
