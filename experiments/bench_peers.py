@@ -15,7 +15,12 @@ Sections (``--sections``, all by default but ``evaluate``):
   (uwe_lightning/efficiency/synthetic.py): file and resident memory, exact single-query latency, and an
   approximate prefilter on the pooled vectors (FAISS IVF) + exact rescoring of ``--candidates``: its latency
   and recall@10 against exact scoring.
-- ``evaluate`` (``make bench-eval``): the full zero-shot WorkBench test of ``--model`` (wall time, load).
+- ``evaluate`` (``make bench-eval``): the full zero-shot WorkBench test of ``--model`` (wall time, load;
+  ``--eval-tasks`` / ``--eval-max-queries`` shrink it for a smoke run).
+
+``--prepare`` builds, untimed, what the timed sections would otherwise build on their first run (the cached
+growth and WorkBench target spaces, the ONNX exports, the synthetic files) and exits: run it before a timed run
+(it does not need quiet cores; experiments/fast/quiet_run.sh does).
 
 Every timing is recorded with the machine's load average before and after its section and with the process's
 CPU time beside the wall time (on a shared machine the wall time includes waiting for a CPU).
@@ -40,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from uwe_lightning.cli.export import onnx_model_dir
 from uwe_lightning.efficiency.benchmark import _growth_texts, load_datasets
 from uwe_lightning.efficiency.measure import machine_info, sample_queries
 from uwe_lightning.efficiency.peers import (
@@ -47,7 +53,6 @@ from uwe_lightning.efficiency.peers import (
     PaddedMaxSim,
     SemanticSearch,
     fmt_ms,
-    onnx_model_dir,
     peak_rss_bytes,
     pooled_vectors,
     reset_peak_rss,
@@ -77,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="minilm")
     p.add_argument("--sections", nargs="+", default=["scoring", "e2e", "scale"],
                    choices=["scoring", "e2e", "scale", "evaluate"])
+    p.add_argument("--prepare", action="store_true",
+                   help="build the caches, ONNX exports and synthetic files the sections need, time nothing, exit")
+    p.add_argument("--eval-tasks", nargs="+", default=TASKS, help="tasks of the evaluate section")
+    p.add_argument("--eval-max-queries", type=int, default=None, help="evaluate: queries per task (default: all)")
     p.add_argument("--threads", type=int, default=None, help="torch / FAISS / ONNX Runtime threads (default: torch's)")
     p.add_argument("--scorers", nargs="+", default=list(SCORERS))
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000, 30000, 100000])
@@ -158,17 +167,23 @@ def measure_method(search: Callable[[object], torch.Tensor], singles: list, batc
     return row, found
 
 
-def scoring_section(args, base: Ranker, query_tokens: list[torch.Tensor], cache_dir: Path) -> dict:
+def growth_space(args, base: Ranker, cache_dir: Path):
+    """The ESCO growth space in one fixed permutation (size n = its first n texts), both poolings, cached."""
     texts = _growth_texts(None)
-    sizes = sorted({min(s, len(texts)) for s in args.sizes})
-    # Nested random subsets of one fixed permutation (size n = its first n texts); the whole permutation is the
-    # cached space, whatever --sizes asks for.
     texts = [texts[i] for i in np.random.default_rng(args.seed).permutation(len(texts))]
     rankers = {s: base.with_scorer(s) for s in args.scorers}
     pooling = by_target_pooling({**rankers, "mean": base.with_scorer("mean"), "maxsim": base.with_scorer("maxsim")})
     memo = TextMemo(base)
     space = build_space("growth", texts, pooling, memo, cache_dir, False)
     memo.clear()
+    return texts, rankers, space
+
+
+def scoring_section(args, base: Ranker, query_tokens: list[torch.Tensor], cache_dir: Path) -> dict:
+    # Nested random subsets of one fixed permutation; the whole permutation is the cached space, whatever
+    # --sizes asks for.
+    texts, rankers, space = growth_space(args, base, cache_dir)
+    sizes = sorted({min(s, len(texts)) for s in args.sizes})
     n_batch = args.batch
     out: dict = {"n_texts": len(texts), "sizes": sizes, "source": "ESCO v1.2.0 skill preferredLabels + altLabels",
                  "queries": args.queries, "slow_queries": args.slow_queries, "batch": n_batch, "points": {}}
@@ -238,16 +253,20 @@ def scoring_section(args, base: Ranker, query_tokens: list[torch.Tensor], cache_
 # ----------------------------------------------------------------------------------------------------------
 
 
+def e2e_onnx_dir(args, base: Ranker) -> Path | None:
+    if not any(b.startswith("onnx") for b in args.backends):
+        return None
+    return onnx_model_dir(base.model_dir, args.scratch / "onnx" / Path(base.model_dir).name,
+                          int8="onnx_int8" in args.backends)
+
+
 def e2e_section(args, base: Ranker, cache_dir: Path) -> dict:
     datasets, unavailable = load_datasets(args.tasks, "test", None)
     rankers = {s: base.with_scorer(s) for s in args.scorers}
     spaces, task_space = encode_task_spaces(datasets, by_target_pooling(rankers), cache_dir, False, log)
     backends: dict[str, Ranker] = {}
-    onnx_dir = None
+    onnx_dir = e2e_onnx_dir(args, base)
     for backend in args.backends:
-        if backend.startswith("onnx") and onnx_dir is None:
-            onnx_dir = onnx_model_dir(base.model_dir, args.scratch / "onnx" / Path(base.model_dir).name,
-                                      int8="onnx_int8" in args.backends)
         source = onnx_dir if backend.startswith("onnx") else base.model_dir
         backends[backend] = base if backend == "torch" else Ranker.from_pretrained(
             str(source), device="cpu", query_backend=backend)
@@ -307,13 +326,45 @@ def e2e_section(args, base: Ranker, cache_dir: Path) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def scale_section(args, base: Ranker, query_tokens: list[torch.Tensor], cache_dir: Path) -> dict:
+def synthetic_base(base: Ranker, cache_dir: Path) -> tuple[EncodedTexts, str]:
+    """The Job2Skill test target space (ESCO skills, token level, cached) and the digest naming its files."""
     datasets, _ = load_datasets(["Job2Skill"], "test", None)
-    token_ranker = base.with_scorer("maxsim")
-    base_space = token_ranker.index(datasets["Job2Skill"].targets, cache_dir=cache_dir)  # ESCO skills, tokens
-    digest = texts_sha256(datasets["Job2Skill"].targets) + (base.checkpoint_id() or "")
+    base_space = base.with_scorer("maxsim").index(datasets["Job2Skill"].targets, cache_dir=cache_dir)
+    return base_space, texts_sha256(datasets["Job2Skill"].targets) + (base.checkpoint_id() or "")
+
+
+SWAP, NOISE = 0.3, 0.1
+
+
+def prepare(args, base: Ranker, cache_dir: Path) -> dict:
+    """Build (untimed) what the selected sections need: cached spaces, ONNX exports, synthetic files."""
+    done: dict = {}
+    t0 = time.perf_counter()
+    if "scoring" in args.sections:
+        growth_space(args, base, cache_dir)
+        done["growth_space_s"] = round(time.perf_counter() - t0, 1)
+    if "e2e" in args.sections:
+        datasets, _ = load_datasets(args.tasks, "test", None)
+        encode_task_spaces(datasets, by_target_pooling({s: base.with_scorer(s) for s in args.scorers}), cache_dir,
+                           False, log)
+        done["onnx_dir"] = str(e2e_onnx_dir(args, base))
+    if "scale" in args.sections:
+        base_space, digest = synthetic_base(base, cache_dir)
+        for n in args.synthetic:
+            path = args.scratch / synthetic_name(digest, n, args.seed, SWAP, NOISE)
+            if not path.is_file():
+                log(f"prepare: writing {path} ({n:,} synthetic targets)")
+                write_synthetic(path, base_space, n, args.seed, SWAP, NOISE)
+            done.setdefault("synthetic", []).append(str(path))
+    done["wall_s"] = round(time.perf_counter() - t0, 1)
+    log(f"prepared: {done}")
+    return done
+
+
+def scale_section(args, base: Ranker, query_tokens: list[torch.Tensor], cache_dir: Path) -> dict:
+    base_space, digest = synthetic_base(base, cache_dir)
     out: dict = {"base": f"Job2Skill test target space ({len(base_space)} ESCO v1.2.0 skills, token level)",
-                 "swap": 0.3, "noise": 0.1, "candidates": args.candidates, "prefilter": args.prefilter,
+                 "swap": SWAP, "noise": NOISE, "candidates": args.candidates, "prefilter": args.prefilter,
                  "nprobe": args.nprobe, "queries": args.synthetic_queries, "sizes": {}}
     queries = query_tokens[: args.synthetic_queries]
     for n in args.synthetic:
@@ -372,9 +423,10 @@ def scale_point(ranker: Ranker, mapped: fast.MappedTargets, index: Prefilter, qu
 
 def evaluate_section(args, base: Ranker) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
-    res = evaluate(EncoderRankingModel(base), TASKS, "test", show_progress=True)
+    res = evaluate(EncoderRankingModel(base), args.eval_tasks, "test", max_queries=args.eval_max_queries,
+                   show_progress=True)
     return {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
-            "seconds": res["seconds"], "macro_map": res["macro"]["map"],
+            "tasks_run": list(args.eval_tasks), "max_queries": args.eval_max_queries, "seconds": res["seconds"], "macro_map": res["macro"]["map"],
             "tasks": {n: {"map": r["map"], "n_queries": r["n_queries"], "n_targets": r["n_targets"],
                           "seconds": r["seconds"]} for n, r in res["tasks"].items()}}
 
@@ -462,10 +514,13 @@ def markdown(r: dict) -> str:
         lines.append("")
     ev = r.get("evaluate")
     if ev:
-        lines += ["## Full zero-shot WorkBench test", "",
+        sec = r.get("sections", {}).get("evaluate", {})
+        subset = "" if ev.get("max_queries") is None else f", SMOKE: {ev['max_queries']} queries per task"
+        lines += [f"## {'Full zero-shot' if not subset else 'Zero-shot'} WorkBench test ("
+                  f"{', '.join(ev.get('tasks_run', ev['tasks']))}{subset})", "",
                   f"{r['model']} / mean: wall {ev['wall_s']} s (CPU {ev['cpu_s']} s), of which encoding the "
                   f"{ev['seconds']['n_distinct_texts']:,} distinct texts {ev['seconds']['encode_distinct_texts']} s; "
-                  f"macro MAP {100 * ev['macro_map']:.2f}.", ""]
+                  f"macro MAP {100 * ev['macro_map']:.2f}; load {sec.get('load_start')} -> {sec.get('load_end')}.", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -525,6 +580,8 @@ def main(argv: list[str] | None = None) -> dict:
     base = Ranker.from_pretrained(args.model, device="cpu")
     result["machine"] = machine_info(base.device)
     cache_dir = resolve_cache_dir() / "targets"
+    if args.prepare:
+        return {"prepare": prepare(args, base, cache_dir)}
     query_tokens = None
     if {"scoring", "scale"} & set(args.sections):
         datasets, _ = load_datasets(["JobNorm", "Job2Skill"], "test", None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,10 +108,13 @@ def test_bench_peers_smoke(tiny_model_dir, real_data_dir, tmp_path, monkeypatch)
     import bench_peers
 
     out = tmp_path / "bench_peers.md"
-    result = bench_peers.main(["--model", str(tiny_model_dir), "--sizes", "500", "2000", "--queries", "4",
-                               "--slow-queries", "2", "--batch", "8", "--tasks", "JobNorm", "--e2e-queries", "3",
-                               "--backends", "torch", "torch_int8", "--synthetic", "3000", "--synthetic-queries", "3",
-                               "--candidates", "200", "--scratch", str(tmp_path / "scratch"), "--out", str(out)])
+    argv = ["--model", str(tiny_model_dir), "--sizes", "500", "2000", "--queries", "4", "--slow-queries", "2",
+            "--batch", "8", "--tasks", "JobNorm", "--e2e-queries", "3", "--backends", "torch", "torch_int8",
+            "--synthetic", "3000", "--synthetic-queries", "3", "--candidates", "200", "--scratch",
+            str(tmp_path / "scratch")]
+    prepared = bench_peers.main([*argv, "--prepare"])["prepare"]  # builds, times nothing, writes no report
+    assert [Path(p).is_file() for p in prepared["synthetic"]] == [True] and not out.exists()
+    result = bench_peers.main([*argv, "--out", str(out)])
     assert out.is_file() and out.with_suffix(".json").is_file()
     assert (tmp_path / "bench_peers_latency_vs_targets.png").is_file()
     saved = json.loads(out.with_suffix(".json").read_text())
