@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: install models data data-check test test-slow test-all lint evaluate-zero-shot train-cpu bench pylate-check clean
+.PHONY: install models data data-check test test-slow test-all lint evaluate-zero-shot train-cpu bench bench-peers bench-eval quiet-run fast-agreement pylate-check clean
 
 install: ## venv + CPU torch (pinned: a looser range pulls a multi-GB CUDA build) + package + encoders
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,18 @@ train-cpu: ## a small real training run with MiniLM on CPU
 
 bench: ## latency / FLOPs / throughput tables (Table 3 protocol), minilm on CPU
 	$(PY) -m uwe_lightning.bench
+
+bench-peers: ## ours vs sentence-transformers / FAISS / padded MaxSim by target-space size, end to end, 1M mapped targets
+	PYTHONPATH=. nice -n $(or $(NICE),0) $(PY) experiments/bench_peers.py --out experiments/results/bench_peers.md $(ARGS)
+
+bench-eval: ## the full zero-shot WorkBench test of MiniLM, timed with the machine load (experiments/results/bench_eval.md)
+	PYTHONPATH=. nice -n $(or $(NICE),0) $(PY) experiments/bench_peers.py --sections evaluate --out experiments/results/bench_eval.md $(ARGS)
+
+quiet-run: ## every timing of issue 16 on quiet cores, logged with uptime (experiments/fast/quiet_run.sh; ~20-30 min)
+	PY=$(PY) experiments/fast/quiet_run.sh $(STEPS)
+
+fast-agreement: ## top-10 agreement and MAP of fp16 storage and int8 query encoders vs fp32 (no timing)
+	PYTHONPATH=. $(PY) experiments/fast_agreement.py --out experiments/results/fast/agreement.md $(ARGS)
 
 pylate-check: ## PyLate parity of a maxsim export, in its own venv (see experiments/results/pylate/parity.md if pip cannot resolve)
 	test -x $(VENV)-pylate/bin/python || $(PYTHON) -m venv $(VENV)-pylate

@@ -176,3 +176,28 @@ def test_evaluate_query_backend_onnx(exported, tiny_model_dir):
     assert model.ranker.query_backend == "onnx" and model.name.endswith("+onnx-queries")
     with pytest.raises(ModelNotFoundError, match="make it with `python -m uwe_lightning.export onnx"):
         build(tiny_model_dir)
+
+
+def test_int8_query_backends_rank_close_to_torch(exported, tmp_path):
+    """``export onnx --int8`` writes model_int8.onnx (recorded in export_info.json); the onnx_int8 and
+    torch_int8 query backends give lossy but close scores (their WorkBench MAP cost: agreement.md)."""
+    model_dir = tmp_path / "tiny"
+    shutil.copytree(exported, model_dir)
+    record = export_cli.main(["onnx", str(model_dir), "--int8"])
+    assert record["int8"]["bytes_int8"] < record["int8"]["bytes_fp32"]
+    assert json.loads((model_dir / "onnx" / EXPORT_INFO_FILE).read_text())["int8"]["file"] == "model_int8.onnx"
+    reference = Ranker.from_pretrained(str(model_dir), scorer="maxsim", device="cpu", precision="fp32")
+    space = reference.index(SKILLS)
+    want = reference.rank(JOBS, space, k=len(SKILLS))[0]
+    for backend in ("onnx_int8", "torch_int8"):
+        ranker = Ranker.from_pretrained(str(model_dir), scorer="maxsim", device="cpu", precision="fp32",
+                                        query_backend=backend)
+        assert ranker.query_backend == backend and ranker.query_encoder is not ranker.encoder
+        got = ranker.rank(JOBS, space, k=len(SKILLS))[0]
+        assert not torch.equal(got, want) and float((got - want).abs().max()) < 0.1, backend
+
+
+def test_missing_int8_export_names_the_flag(exported):
+    with pytest.raises(ModelNotFoundError, match=r"onnx/model_int8\.onnx; make it with `python -m "
+                                                 r"uwe_lightning\.export onnx .* --int8`"):
+        Ranker.from_pretrained(str(exported), device="cpu", query_backend="onnx_int8")

@@ -34,7 +34,9 @@ SKILLS = [
 
 @pytest.fixture(scope="module")
 def tiny_ranker(tiny_model_dir: Path) -> Ranker:
-    return Ranker.from_pretrained(str(tiny_model_dir), scorer="mean", device="cpu")
+    """fp32 storage on the fast path, so that scores equal the reference within float32 rounding (fp16:
+    tests/test_fast.py)."""
+    return Ranker.from_pretrained(str(tiny_model_dir), scorer="mean", device="cpu", precision="fp32")
 
 
 def with_scorer(base: Ranker, scorer: str, **kw) -> Ranker:
@@ -70,9 +72,11 @@ def assert_topk_matches(scores: torch.Tensor, index: torch.Tensor, reference: to
 @pytest.mark.parametrize("scorer", SCORERS)
 @pytest.mark.parametrize("direction", ["job2skill", "skill2job"])
 @pytest.mark.parametrize("settings", [
-    {},  # defaults: one block, few buckets
-    {"max_elements": 50, "bucket_min_size": 1, "bucket_max_padding": 0.0},  # many exact buckets, tiny chunks
-    {"target_chunk_elements": 100, "bucket_max_padding": 0.5},  # 1-3 targets per call, padded buckets
+    {},  # defaults: the fast path, one tile per length
+    {"tile_tokens": 3, "tile_elements": 8},  # the fast path in tiny tiles, one query row per step
+    {"fast": False},  # the reference path: one block, few buckets
+    {"fast": False, "max_elements": 50, "bucket_min_size": 1, "bucket_max_padding": 0.0},  # exact buckets, tiny chunks
+    {"fast": False, "target_chunk_elements": 100, "bucket_max_padding": 0.5},  # 1-3 targets per call, padding
 ])
 def test_rank_equals_brute_force(tiny_ranker, scorer, direction, settings):
     ranker = with_scorer(tiny_ranker, scorer, **settings)

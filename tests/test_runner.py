@@ -120,10 +120,15 @@ def test_encoder_model_scores_equal_the_rankers_own_path(scorer, tiny_model_dir)
 
     queries = ["python developer", "nurse care", "truck driver job"]
     targets = ["python", "care for patient", "drive truck", "sql data"]
-    ranker = Ranker.from_pretrained(str(tiny_model_dir), scorer=scorer)
-    model = EncoderRankingModel(ranker)
-    model.prepare(queries + targets)
-    got = torch.cat([block for _, block in model.score_blocks(queries, targets, 2)])
-    want = torch.cat([b for _, b in ranker.score_blocks(ranker.encode(queries, "query"), ranker.encode(targets, "target"))])
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
-    assert (model._query_side is model._target_side) == (ranker.pooled("query") == ranker.pooled("target"))
+    ranker = Ranker.from_pretrained(str(tiny_model_dir), scorer=scorer)  # precision auto: fp16 storage
+    exact = ranker.with_scorer(scorer, precision="fp32")
+
+    def own_path(r: Ranker) -> torch.Tensor:
+        return torch.cat([b for _, b in r.score_blocks(r.encode(queries, "query"), r.encode(targets, "target"))])
+
+    for model, want in ((EncoderRankingModel(ranker), own_path(exact)),  # WorkBench scores the exact way
+                        (EncoderRankingModel(ranker, exact=False), own_path(ranker))):
+        model.prepare(queries + targets)
+        got = torch.cat([block for _, block in model.score_blocks(queries, targets, 2)])
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+        assert (model._query_side is model._target_side) == (ranker.pooled("query") == ranker.pooled("target"))

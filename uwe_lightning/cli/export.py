@@ -1,9 +1,10 @@
-"""``python -m uwe_lightning.export onnx <model dir or backbone name> [--out DIR] [--opset N]``.
+"""``python -m uwe_lightning.export onnx <model dir or backbone name> [--out DIR] [--opset N] [--int8]``.
 
 Exports the encoder's backbone to ``<out>/model.onnx`` (default ``<model dir>/onnx/``) with torch's dynamo
 exporter, dynamic batch and sequence axes, and writes ``export_info.json`` beside it (source and its weights'
 sha256, opset, versions, parity vs torch measured at export time); see :mod:`uwe_lightning.model.onnx`. The
-export is what ``Ranker.from_pretrained(dir, query_backend="onnx")`` and ``evaluate query_backend=onnx`` load.
+export is what ``Ranker.from_pretrained(dir, query_backend="onnx")`` and ``evaluate query_backend=onnx`` load;
+``--int8`` also writes its dynamically quantised twin ``model_int8.onnx`` (``query_backend=onnx_int8``).
 Plain argparse rather than Hydra: one positional model and two options need no config tree or run directory.
 """
 
@@ -23,7 +24,9 @@ from uwe_lightning.model.onnx import (
     EXPORT_INFO_FILE,
     ONNX_DIR,
     ONNX_FILE,
+    ONNX_INT8_FILE,
     export_onnx,
+    quantize_onnx,
 )
 from uwe_lightning.ranking.cache import model_fingerprint
 
@@ -37,12 +40,15 @@ def parser() -> argparse.ArgumentParser:
     onnx.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     onnx.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                       help=f"max abs diff vs torch allowed at export time (default {DEFAULT_TOLERANCE:g})")
+    onnx.add_argument("--int8", action="store_true",
+                      help="also write model_int8.onnx (ONNX Runtime dynamic int8 quantisation; lossy, see README)")
     return p
 
 
 def export(model: str, out: Path | None = None, opset: int = DEFAULT_OPSET,
-           tolerance: float = DEFAULT_TOLERANCE) -> dict:
-    """Export ``model`` to ``<out>/model.onnx``; returns what ``export_info.json`` records (+ ``path``)."""
+           tolerance: float = DEFAULT_TOLERANCE, int8: bool = False) -> dict:
+    """Export ``model`` to ``<out>/model.onnx`` (and ``model_int8.onnx`` with ``int8``); returns what
+    ``export_info.json`` records (+ ``path``)."""
     if opset < 14:
         raise ConfigError(f"--opset {opset}: the dynamo exporter needs opset >= 14 (default {DEFAULT_OPSET})")
     path = Path(resolve_backbone(model))
@@ -54,16 +60,44 @@ def export(model: str, out: Path | None = None, opset: int = DEFAULT_OPSET,
     if path.is_dir():
         info["source_sha256"] = model_fingerprint(path)
     record = export_onnx(encoder, out_file, opset=opset, tolerance=tolerance, info=info)
+    if int8:
+        record["int8"] = quantize_onnx(out_file)
     return {**record, "path": str(out_file)}
+
+
+def onnx_model_dir(model_dir: str | Path, scratch: str | Path, int8: bool = True) -> Path:
+    """A model directory with ``onnx/model.onnx`` (and ``model_int8.onnx`` with ``int8``): ``model_dir`` itself
+    when it has them, else ``scratch``: symlinks to ``model_dir``'s files plus an export made there (same
+    weights, hence the same cache keys), so a shared model cache is never written to."""
+    model_dir, scratch = Path(model_dir).resolve(), Path(scratch)
+    wanted = [ONNX_FILE] + ([ONNX_INT8_FILE] if int8 else [])
+    if all((model_dir / ONNX_DIR / name).is_file() for name in wanted):
+        return model_dir
+    scratch.mkdir(parents=True, exist_ok=True)
+    for entry in model_dir.iterdir():
+        link = scratch / entry.name
+        if entry.name != ONNX_DIR and not link.exists():
+            link.symlink_to(entry)
+    onnx_dir = scratch / ONNX_DIR
+    if not (onnx_dir / ONNX_FILE).is_file():
+        export(str(scratch))
+    if int8 and not (onnx_dir / ONNX_INT8_FILE).is_file():
+        quantize_onnx(onnx_dir / ONNX_FILE)
+    return scratch
 
 
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     take_debug_flag(argv)
     args = parser().parse_args(argv)
-    record = run_reporting_user_errors("export", lambda: export(args.model, args.out, args.opset, args.tolerance))
+    record = run_reporting_user_errors(
+        "export", lambda: export(args.model, args.out, args.opset, args.tolerance, args.int8))
     parity = record["parity"]
     print(f"[export] wrote {record['path']} (opset {record['opset']}; max abs diff vs torch "
           f"{parity['max_abs_diff']:.2g} over {len(parity['per_shape'])} shapes) and "
           f"{Path(record['path']).with_name(EXPORT_INFO_FILE)}")
+    if "int8" in record:
+        int8 = record["int8"]
+        print(f"[export] wrote {Path(record['path']).with_name(int8['file'])} (int8, {int8['bytes_int8'] / 2**20:.0f} "
+              f"MiB; fp32 {int8['bytes_fp32'] / 2**20:.0f} MiB)")
     return record

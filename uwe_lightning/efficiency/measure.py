@@ -114,9 +114,15 @@ def scoring_latencies(ranker: Ranker, queries: Sequence[str], space: EncodedText
 
 
 def flops_per_query(ranker: Ranker, queries: Sequence[str], space: EncodedTexts, k: int) -> list[int]:
-    """FLOPs (2 per multiply-add) counted by FlopCounterMode for encode + score of each query."""
+    """FLOPs (2 per multiply-add) counted by FlopCounterMode for encode + score of each query.
+
+    Counted on the float32 storage path: fbgemm's fp16-weight GEMM (``precision="fp16"``) does the same
+    products, but FlopCounterMode only sees aten's matrix products.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
+    if getattr(ranker, "precision", "fp32") != "fp32":
+        ranker = ranker.with_scorer(ranker.spec.name, tau=ranker.spec.tau, precision="fp32")
     out = []
     for q in queries:
         with FlopCounterMode(display=False) as counter:

@@ -81,7 +81,8 @@ class UWEWorkRBModel(ModelInterface):
 
     def __init__(self, model: str = "minilm", scorer: str | None = None, tau: float | None = None,
                  block_size: int = 1024, **kw: Any) -> None:
-        self.ranker = kw.pop("ranker", None) or Ranker.from_pretrained(model, scorer=scorer, tau=tau, **kw)
+        ranker = kw.pop("ranker", None) or Ranker.from_pretrained(model, scorer=scorer, tau=tau, **kw)
+        self.ranker = ranker.exact()  # WorkRB's numbers are the exact scorer's, as WorkBench's
         self.block_size = block_size
         self._space_key: str | None = None
         self._space: EncodedTexts | None = None

@@ -167,24 +167,41 @@ class Encoder(nn.Module):
         ``side`` (query / target) is accepted for the encoder interface and ignored: a backbone embeds a text
         the same way on both sides (see :mod:`~uwe_lightning.model.st_encoder` for one that does not).
 
-        Texts are batched sorted by length so that padding stays small; the caller keeps one entry per
-        distinct text (see :class:`uwe_lightning.workbench.runner.EmbeddingCache`).
+        The texts are tokenised once, then batched sorted by token count (not characters: "C++" and
+        "Ångström" have few characters and many tokens), so that a batch's padding stays small; the caller
+        keeps one entry per distinct text (see :class:`uwe_lightning.workbench.runner.EncoderRankingModel`).
         """
+        if not texts:
+            return []
         was_training = self.training
         self.eval()
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        ids = self.tokenizer(list(texts), truncation=True, max_length=max_length or self.model_max_length(),
+                             padding=False, return_attention_mask=False)["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)
         out: list[torch.Tensor | None] = [None] * len(texts)
         for start in _progress(range(0, len(order), batch_size), show_progress, desc, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = self.tokenize([texts[i] for i in idx], max_length)
-            batch = {k: v.to(self.device) for k, v in batch.items()}
+            input_ids, attention_mask = self.pad_batch([ids[i] for i in idx])
             with _autocast(self.device):
-                tok = self(batch["input_ids"], batch["attention_mask"])
+                tok = self(input_ids.to(self.device), attention_mask.to(self.device))
             emb, mask = tok.embeddings.float().cpu(), tok.mask.cpu()
             for row, i in enumerate(idx):
                 out[i] = emb[row][mask[row]].clone()  # the real tokens in order, wherever the padding is
         self.train(was_training)
         return out  # type: ignore[return-value]
+
+    def pad_batch(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask)`` of token id lists, padded with the pad id on the tokenizer's side."""
+        width = max(len(row) for row in ids)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for row, values in enumerate(ids):
+            cols = slice(width - len(values), width) if left else slice(0, len(values))
+            input_ids[row, cols] = torch.tensor(values, dtype=torch.long)
+            mask[row, cols] = 1
+        return input_ids, mask
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

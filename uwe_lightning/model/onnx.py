@@ -10,6 +10,12 @@ before it is published, and refuses to publish above ``tolerance``.
 Beside ``model.onnx`` an ``export_info.json`` records the source (and its weights' sha256 where it is a
 directory), the opset, the torch / onnx / onnxruntime versions and the measured parity. ``onnx``,
 ``onnxscript`` and ``onnxruntime`` are optional (``pip install 'uwe_lightning[onnx]'``), imported lazily.
+
+int8. :func:`quantize_onnx` writes ``model_int8.onnx`` beside the export (ONNX Runtime's dynamic quantisation:
+int8 weights per output channel, activations quantised per call), and :func:`torch_int8_encoder` is the torch
+equivalent (``torch.ao`` dynamic quantisation of every ``nn.Linear``). Both are lossy on purpose; their effect
+on WorkBench MAP is measured, not bounded (experiments/results/fast/agreement.md), so neither is a default:
+``query_backend=onnx_int8`` / ``torch_int8`` ask for them.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from uwe_lightning.model.encoder import Encoder, TokenEmbeddings, positions_from
 
 ONNX_DIR = "onnx"
 ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model_int8.onnx"
 EXPORT_INFO_FILE = "export_info.json"
 DEFAULT_OPSET = 18
 #: Max abs difference (real tokens) above which an export is not published.
@@ -44,6 +51,11 @@ EXPORT_COMMAND = "python -m uwe_lightning.export onnx"
 def default_onnx_path(model_dir: str | Path) -> Path:
     """Where an export of ``model_dir`` goes by default, and where ``query_backend="onnx"`` looks."""
     return Path(model_dir) / ONNX_DIR / ONNX_FILE
+
+
+def default_onnx_int8_path(model_dir: str | Path) -> Path:
+    """Where :func:`quantize_onnx` writes by default, and where ``query_backend="onnx_int8"`` looks."""
+    return Path(model_dir) / ONNX_DIR / ONNX_INT8_FILE
 
 
 def require(module: str, feature: str = "ONNX export / the ONNX query backend"):
@@ -151,6 +163,46 @@ def export_onnx(
     return record
 
 
+def quantize_onnx(onnx_file: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Dynamic int8 quantisation of an export (ONNX Runtime: int8 weights per channel, uint8 activations
+    quantised per call) into ``out`` (default: ``model_int8.onnx`` beside it), written atomically; the record
+    (also put into ``export_info.json`` under ``int8``) has the weight bytes before and after."""
+    require("onnxruntime", "int8 quantisation of the ONNX export")
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = Path(onnx_file)
+    out = Path(out) if out is not None else src.with_name(ONNX_INT8_FILE)
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # its advice to pre-process first (shape inference): not needed here
+    try:
+        with atomic_write_path(out, suffix=".onnx") as tmp:
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        logger.setLevel(level)
+    record = {"file": out.name, "method": "onnxruntime.quantization.quantize_dynamic(weight_type=QInt8, "
+              "per_channel=True)", "bytes_fp32": src.stat().st_size, "bytes_int8": out.stat().st_size}
+    info_path = src.parent / EXPORT_INFO_FILE
+    if out.parent == src.parent and info_path.is_file():
+        atomic_write_json(info_path, {**read_export_info(src), "int8": record})
+    return record
+
+
+def torch_int8_encoder(encoder: Encoder) -> Encoder:
+    """A copy of ``encoder`` whose ``nn.Linear`` layers are dynamically quantised to int8 (torch.ao, CPU)."""
+    import copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao eager quantisation is deprecated in favour of torchao
+        backbone = torch.ao.quantization.quantize_dynamic(copy.deepcopy(encoder.backbone).cpu().eval(),
+                                                          {nn.Linear}, dtype=torch.qint8)
+    out = Encoder(backbone, encoder.tokenizer, name=f"{encoder.name}+int8")
+    return out.eval()
+
+
 def read_export_info(onnx_file: str | Path) -> dict[str, Any]:
     """``export_info.json`` beside ``onnx_file`` (``{}`` when absent or unreadable: it is a record only)."""
     path = Path(onnx_file).parent / EXPORT_INFO_FILE
@@ -202,21 +254,24 @@ class OnnxEncoder(Encoder):
 
 def load_onnx_encoder(
     encoder: Encoder, onnx_file: str | Path | None, model_dir: str | Path | None,
-    weights_sha256: Callable[[], str] | None = None,
+    weights_sha256: Callable[[], str] | None = None, int8: bool = False,
 ) -> OnnxEncoder:
-    """The ONNX Runtime twin of ``encoder`` from ``onnx_file`` (default ``<model_dir>/onnx/model.onnx``).
+    """The ONNX Runtime twin of ``encoder`` from ``onnx_file`` (default ``<model_dir>/onnx/model.onnx``, or
+    ``model_int8.onnx`` with ``int8``).
 
     A missing file, or one exported from other weights than ``weights_sha256()`` (as its export_info.json
     records), is one :class:`ModelNotFoundError` naming the export command that makes a right one.
     """
+    backend, name = ("onnx_int8", ONNX_INT8_FILE) if int8 else ("onnx", ONNX_FILE)
     if onnx_file is None and model_dir is None:
-        raise ConfigError("query_backend=onnx needs onnx_file=... (or Ranker.from_pretrained(<model dir>, "
-                          "query_backend='onnx'), which finds <model dir>/onnx/model.onnx)")
-    path = Path(onnx_file) if onnx_file is not None else default_onnx_path(model_dir)  # type: ignore[arg-type]
+        raise ConfigError(f"query_backend={backend} needs onnx_file=... (or Ranker.from_pretrained(<model dir>, "
+                          f"query_backend='{backend}'), which finds <model dir>/onnx/{name})")
+    path = Path(onnx_file) if onnx_file is not None else Path(model_dir) / ONNX_DIR / name  # type: ignore[arg-type]
     source = model_dir or "<model dir>"
     if not path.is_file():
-        raise ModelNotFoundError(f"query_backend=onnx: no ONNX export at {path}; make it with "
-                                 f"`{EXPORT_COMMAND} {source}` (or pass onnx_file=...)")
+        command = f"{EXPORT_COMMAND} {source}" + (" --int8" if int8 else "")
+        raise ModelNotFoundError(f"query_backend={backend}: no ONNX export at {path}; make it with "
+                                 f"`{command}` (or pass onnx_file=...)")
     exported = read_export_info(path).get("source_sha256")
     if exported and weights_sha256 is not None and exported != (current := weights_sha256()):
         raise ModelNotFoundError(f"{path} was exported from other weights than {source} (sha256 {exported[:12]} "

@@ -73,6 +73,7 @@ class EncodedTexts:
         self.pooled = pooled
         self.model_id = model_id
         self._buckets: dict[tuple, list[Bucket]] = {}
+        self._prepared: dict[tuple, object] = {}  # the fast path's forms of this space (fast.prepared_of)
 
     @classmethod
     def from_token_list(
@@ -117,8 +118,8 @@ class EncodedTexts:
             raise IndexError(f"row index out of range for {len(self)} texts")
         return index % max(len(self), 1)
 
-    def _token_rows(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        """Rows of ``tokens`` of the selected texts (in order) and their new offsets."""
+    def token_rows(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows of ``tokens`` of the texts at ``index`` (in order) and their offsets once gathered."""
         lengths = self.lengths[index]
         new_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
         shift = torch.repeat_interleave(self.offsets[index] - new_offsets[:-1], lengths)
@@ -129,7 +130,7 @@ class EncodedTexts:
         rows = self._rows(index)
         if rows.numel() == 0:
             raise ValueError("select() needs at least one row")
-        token_rows, offsets = self._token_rows(rows)
+        token_rows, offsets = self.token_rows(rows)
         return EncodedTexts(self.tokens[token_rows], offsets, pooled=self.pooled, model_id=self.model_id)
 
     def to_token_embeddings(
@@ -139,7 +140,7 @@ class EncodedTexts:
         """Right-padded ``TokenEmbeddings [n, max_len, H]`` of ``rows`` (default: all), for scoring."""
         index = self._rows(rows)
         lengths = self.lengths[index]
-        token_rows, offsets = self._token_rows(index)
+        token_rows, offsets = self.token_rows(index)
         width = int(lengths.max()) if index.numel() else 0
         emb = self.tokens.new_zeros((index.numel(), width, self.hidden_size), dtype=dtype or self.tokens.dtype)
         row_of = torch.repeat_interleave(torch.arange(index.numel()), lengths)
@@ -165,6 +166,7 @@ class EncodedTexts:
         if cache:
             self._buckets[key] = out
         return out
+
 
 
 def memory_bytes(encoded: EncodedTexts) -> int:

@@ -4,15 +4,22 @@ The target space is stored *packed*: the token embeddings of all texts concatena
 (``[total_tokens, H]``, fp16) plus offsets. A pooled side (``ScorerSpec.pool_query`` / ``pool_target``) keeps
 one mean-pooled row per text, which the scorer treats exactly like the full token matrix.
 
-Scoring never pads the whole target space to its longest text: the targets are split once into *buckets* of
-(nearly) equal token length, each a dense ``[n, L, H]`` block kept on the scoring device, and every bucket is
-scored in chunks sized so that the scorer's ``[queries, targets, Lq, Ly]`` intermediates stay under
-``max_elements``; the bucket's scores are scattered into their columns. Queries of a block are bucketed the same
-way. Which list is the target space decides the direction (jobs -> skills, or skills -> jobs).
+Scoring never pads the whole target space to its longest text. The fast path (``fast=True``, the default for
+float32 scoring) prepares the targets once (:mod:`uwe_lightning.ranking.fast`: unit tokens and norms by exact
+token count, in tiles; fp16 storage where its agreement with fp32 was measured) and scores each query block
+with one product per tile and the scorer's reduction on it. The reference path (``fast=False``) splits the
+targets into *buckets* of (nearly) equal token length, each a dense ``[n, L, H]`` block, and calls the
+reference scorer on chunks sized so that its ``[queries, targets, Lq, Ly]`` intermediates stay under
+``max_elements``. Both give the reference scorer's scores (tests/test_fast.py). Which list is the target space
+decides the direction (jobs -> skills, or skills -> jobs).
 
 The query side may run on another backend (``query_backend="onnx"``: the model's ONNX export under ONNX
 Runtime, :mod:`uwe_lightning.model.onnx`); the target space is always encoded (and cached) by torch, and the
 query embeddings are the same token embeddings, so every scorer works unchanged.
+
+This module is over 400 lines: the Ranker is the one class every command, the service and WorkBench evaluation
+rank through, and its two scoring paths (fast and reference) stay side by side so that the reference the tests
+hold the fast path to is the one it replaces.
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ from uwe_lightning.model.encoder import Encoder
 from uwe_lightning.model.pretrained import UWEModel
 from uwe_lightning.model.scoring import ScorerSpec
 from uwe_lightning.ranking import cache as cache_lib
+from uwe_lightning.ranking import fast as fast_lib
+from uwe_lightning.ranking.fast import PreparedTargets, topk_stable
 from uwe_lightning.ranking.packed import Bucket, EncodedTexts
 from uwe_lightning.ranking.texts import is_blank
 
 Side = Literal["query", "target"]
 SIDES: tuple[str, ...] = ("query", "target")
-QUERY_BACKENDS: tuple[str, ...] = ("torch", "onnx")
+QUERY_BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx_int8", "torch_int8")
 
 
 class CacheMismatchError(ValueError):
@@ -77,6 +86,11 @@ class Ranker:
     ``target_chunk_elements`` the target values per scorer call (cache-sized chunks); buckets: see
     :func:`plan_buckets`. ``query_backend="onnx"`` encodes queries with ``onnx_file`` under ONNX Runtime
     (:meth:`from_pretrained` finds ``<model dir>/onnx/model.onnx`` itself).
+
+    ``fast``: score through :mod:`~uwe_lightning.ranking.fast` (float32 compute only; other compute dtypes
+    take the reference path); ``precision``: its storage of the target tokens, ``auto`` =
+    :data:`~uwe_lightning.ranking.fast.DEFAULT_PRECISION` of the scorer, or ``fp32`` / ``fp16``;
+    ``tile_tokens`` / ``tile_elements``: its tile sizes.
     """
 
     def __init__(
@@ -95,6 +109,10 @@ class Ranker:
         target_chunk_elements: int = 1 << 19,
         query_backend: str = "torch",
         onnx_file: str | Path | None = None,
+        fast: bool = True,
+        precision: str = "auto",
+        tile_tokens: int = fast_lib.DEFAULT_TILE_TOKENS,
+        tile_elements: int = fast_lib.DEFAULT_TILE_ELEMENTS,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -107,6 +125,11 @@ class Ranker:
         self.bucket_min_size = bucket_min_size
         self.bucket_max_padding = bucket_max_padding
         self.target_chunk_elements = target_chunk_elements
+        self.fast = fast
+        fast_lib.resolve_precision(precision, self.spec.name)  # validates
+        self.precision = precision
+        self.tile_tokens = tile_tokens
+        self.tile_elements = tile_elements
         self._given_model_id = model_id
         self.model_dir: Path | None = None  # set by from_pretrained: the checkpoint lives on disk
         self.display_name: str | None = None
@@ -115,18 +138,28 @@ class Ranker:
         self.set_query_backend(query_backend, onnx_file)
 
     def set_query_backend(self, backend: str, onnx_file: str | Path | None = None) -> None:
-        """Encode queries with ``torch`` (the encoder itself) or ``onnx`` (``onnx_file``, default
-        ``<model dir>/onnx/model.onnx``; see :func:`~uwe_lightning.model.onnx.load_onnx_encoder`)."""
+        """Encode queries with ``torch`` (the encoder itself), ``onnx`` (``onnx_file``, default
+        ``<model dir>/onnx/model.onnx``; see :func:`~uwe_lightning.model.onnx.load_onnx_encoder`), or an int8
+        variant: ``onnx_int8`` (default ``<model dir>/onnx/model_int8.onnx``, ``export onnx --int8``) or
+        ``torch_int8`` (:func:`~uwe_lightning.model.onnx.torch_int8_encoder`). int8 is lossy: its MAP cost is
+        measured in experiments/results/fast/agreement.md."""
         if backend not in QUERY_BACKENDS:
             raise ConfigError(f"query_backend={backend!r}: must be one of {', '.join(QUERY_BACKENDS)}")
         self.query_encoder: Encoder = self.encoder
         self.query_backend = "torch"
-        if backend == "onnx":
+        if backend in ("onnx", "onnx_int8"):
             from uwe_lightning.model.onnx import load_onnx_encoder
 
             weights = (lambda: cache_lib.model_fingerprint(self.model_dir)) if self.model_dir else None
-            self.query_encoder = load_onnx_encoder(self.encoder, onnx_file, self.model_dir, weights)
-            self.query_backend = backend
+            self.query_encoder = load_onnx_encoder(self.encoder, onnx_file, self.model_dir, weights,
+                                                   int8=backend == "onnx_int8")
+        elif backend == "torch_int8":
+            from uwe_lightning.model.onnx import torch_int8_encoder
+
+            if self.device.type != "cpu":
+                raise ConfigError("query_backend=torch_int8 runs on CPU only (torch.ao dynamic quantisation)")
+            self.query_encoder = torch_int8_encoder(self.encoder)
+        self.query_backend = backend
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, scorer: str | None = None, tau: float | None = None, **kw) -> Ranker:
@@ -159,12 +192,20 @@ class Ranker:
             batch_size=self.batch_size, max_length=self.max_length, device=self.device,
             model_id=self._given_model_id, compute_dtype=self.compute_dtype, max_elements=self.max_elements,
             bucket_min_size=self.bucket_min_size, bucket_max_padding=self.bucket_max_padding,
-            target_chunk_elements=self.target_chunk_elements,
+            target_chunk_elements=self.target_chunk_elements, fast=self.fast, precision=self.precision,
+            tile_tokens=self.tile_tokens, tile_elements=self.tile_elements,
         )
         other = Ranker(self.encoder, scorer=scorer, tau=tau, **{**settings, **kw})
         other.model_dir, other.display_name = self.model_dir, self.display_name
         other.query_encoder, other.query_backend = self.query_encoder, self.query_backend  # one session
         return other
+
+    def exact(self) -> Ranker:
+        """This ranker if it scores in float32, else one on the same encoder that does: evaluation numbers
+        (WorkBench, WorkRB) are the exact scorer's; reduced precision may reorder near-ties."""
+        if self.precision == "fp32":
+            return self
+        return self.with_scorer(self.spec.name, tau=self.spec.tau, precision="fp32")
 
     @property
     def encoder(self) -> Encoder:
@@ -195,6 +236,18 @@ class Ranker:
         else:
             return None
         return identity + (f"+{tag}" if tag else "")
+
+    def _hidden_size(self) -> int:
+        if not hasattr(self, "_hidden_memo"):
+            self._hidden_memo = self.encoder.hidden_size
+        return self._hidden_memo
+
+    def _identity(self) -> str | None:
+        """:meth:`checkpoint_id` without a state hash, computed once per ranker: every scoring call checks it,
+        and fingerprinting a directory stats (and on a change hashes) its files."""
+        if not hasattr(self, "_identity_memo"):
+            self._identity_memo = self.checkpoint_id(allow_state_hash=False)
+        return self._identity_memo
 
     def effective_max_length(self) -> int:
         return self.model.effective_max_length()
@@ -229,7 +282,7 @@ class Ranker:
     def pack(self, token_list: Sequence[Tensor], side: Side) -> EncodedTexts:
         """Pack token embeddings of one side; mean-pools them when the scorer pools that side."""
         return EncodedTexts.from_token_list(
-            token_list, pooled=self.pooled(side), model_id=self.checkpoint_id(allow_state_hash=False)
+            token_list, pooled=self.pooled(side), model_id=self._identity()
         )
 
     def encode(self, texts: Sequence[str], side: Side, show_progress: bool = False) -> EncodedTexts:
@@ -298,7 +351,23 @@ class Ranker:
 
     # -- scoring ---------------------------------------------------------------------------------------------
 
-    def _check_pair(self, queries: EncodedTexts, targets: EncodedTexts) -> None:
+    @property
+    def uses_fast_path(self) -> bool:
+        """Whether scoring goes through :mod:`~uwe_lightning.ranking.fast` (float32 compute, a known scorer)."""
+        return self.fast and self.compute_dtype == torch.float32 and self.spec.name in fast_lib.REDUCTIONS
+
+    @property
+    def target_precision(self) -> str:
+        """The storage precision the fast path prepares target spaces in (``auto`` resolved for the scorer)."""
+        return fast_lib.resolve_precision(self.precision, self.spec.name)
+
+    def prepare(self, targets: EncodedTexts | PreparedTargets) -> PreparedTargets:
+        """The fast path's form of ``targets`` (built once and kept on the EncodedTexts)."""
+        if isinstance(targets, PreparedTargets):
+            return targets
+        return fast_lib.prepared_of(targets, self.target_precision, self.device, self.tile_tokens)
+
+    def _check_pair(self, queries: EncodedTexts, targets: EncodedTexts | PreparedTargets) -> None:
         if len(queries) == 0 or len(targets) == 0:
             raise ValueError(f"nothing to score: {len(queries)} queries, {len(targets)} targets")
         for side, enc in (("query", queries), ("target", targets)):
@@ -310,11 +379,11 @@ class Ranker:
                 )
         if queries.hidden_size != targets.hidden_size:
             raise ValueError(f"hidden sizes differ: queries {queries.hidden_size}, targets {targets.hidden_size}")
-        hidden = self.encoder.hidden_size
+        hidden = self._hidden_size()
         if targets.hidden_size != hidden:
             raise ValueError(f"targets have hidden size {targets.hidden_size}, the model {hidden}: wrong model")
         ids = {enc.model_id for enc in (queries, targets)} - {None}
-        mine = self.checkpoint_id(allow_state_hash=False)
+        mine = self._identity()
         if len(ids) > 1 or (mine is not None and ids and ids != {mine}):
             raise ValueError(f"queries/targets were encoded by another model ({sorted(ids)}; this ranker: {mine})")
 
@@ -341,16 +410,21 @@ class Ranker:
         return out
 
     def score_blocks(
-        self, queries: EncodedTexts, targets: EncodedTexts, block_size: int = 1024
+        self, queries: EncodedTexts, targets: EncodedTexts | PreparedTargets, block_size: int = 1024
     ) -> Iterator[tuple[int, Tensor]]:
         """``(first query row, scores [b, n_targets])`` for consecutive blocks of ``block_size`` queries.
 
-        Scores are fp32 on the ranker's device. Target buckets are built once per ``targets`` object and kept
-        on it; the queries of each block are bucketed by length too.
+        Scores are fp32 on the ranker's device. The fast path prepares ``targets`` once (kept on the object);
+        the reference path builds its target buckets once per object; queries are grouped by length per block.
+        ``targets`` may be a :class:`~uwe_lightning.ranking.fast.PreparedTargets` (e.g. memory-mapped) for the
+        fast path.
         """
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self._check_pair(queries, targets)
+        if isinstance(targets, PreparedTargets) or self.uses_fast_path:
+            yield from self._fast_blocks(queries, self.prepare(targets), block_size)
+            return
         settings = dict(device=self.device, dtype=self.compute_dtype, min_size=self.bucket_min_size,
                         max_padding=self.bucket_max_padding)
         target_buckets = targets.buckets(**settings)
@@ -367,16 +441,40 @@ class Ranker:
                         out.index_copy_(0, q.rows, self._score_bucket(q, target_buckets, len(targets)))
             yield start, out
 
+    def _fast_blocks(self, queries: EncodedTexts, prepared: PreparedTargets, block_size: int
+                     ) -> Iterator[tuple[int, Tensor]]:
+        if prepared.pooled != self.pooled("target"):
+            raise ValueError(f"the prepared target space is {'pooled' if prepared.pooled else 'token-level'}; "
+                             f"scorer '{self.spec.name}' needs it the other way: prepare it with this ranker")
+        for start in range(0, len(queries), block_size):
+            stop = min(start + block_size, len(queries))
+            with torch.no_grad():
+                block = queries if (start, stop) == (0, len(queries)) else queries.select(torch.arange(start, stop))
+                groups = fast_lib.query_groups(block, self.device)
+                out = fast_lib.score(prepared, groups, stop - start, self.spec.name, self.spec.tau,
+                                     self.tile_elements)
+            yield start, out
+
     def rank(
-        self, queries: Sequence[str] | EncodedTexts, targets: EncodedTexts, k: int = 10, block_size: int = 1024
+        self, queries: Sequence[str] | EncodedTexts, targets: EncodedTexts | PreparedTargets, k: int = 10,
+        block_size: int = 1024, prefilter=None, candidates: int = 1000,
     ) -> tuple[Tensor, Tensor]:
         """Top-``k`` targets per query: ``(scores [N, k], target indices [N, k])`` on CPU, best first.
 
-        ``k`` is capped at the number of targets. Ties keep torch.topk's order.
+        ``k`` is capped at the number of targets. Ties: the lower target index first (as the metrics rank).
+        ``prefilter``: a :class:`~uwe_lightning.ranking.prefilter.Prefilter` over the targets' pooled vectors;
+        each query is then scored exactly on its ``candidates`` nearest targets only (token-level scorers; the
+        targets an EncodedTexts or a memory-mapped space; its recall is measured, not guaranteed).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if not isinstance(targets, EncodedTexts):
+        if prefilter is not None:
+            from uwe_lightning.ranking.prefilter import rank_prefiltered
+
+            if isinstance(queries, EncodedTexts):
+                raise TypeError("rank(prefilter=...) takes query texts (their pooled vectors are searched)")
+            return rank_prefiltered(self, _check_texts(queries, "queries"), targets, prefilter, k, candidates)
+        if not isinstance(targets, EncodedTexts | PreparedTargets):
             raise TypeError("targets must be EncodedTexts (use ranker.index(texts) to build the target space)")
         if len(targets) == 0:
             raise ValueError("empty target space: nothing to rank")
@@ -385,7 +483,7 @@ class Ranker:
         k = min(k, len(targets))
         top_scores, top_index = [], []
         for _, scores in self.score_blocks(queries, targets, block_size=block_size):
-            values, index = torch.topk(scores, k, dim=1)
+            values, index = topk_stable(scores, k)
             top_scores.append(values.cpu())
             top_index.append(index.cpu())
         return torch.cat(top_scores), torch.cat(top_index)

@@ -41,11 +41,17 @@ class RankingModel(Protocol):
 
 
 class EncoderRankingModel:
-    """Adapter from a :class:`Ranker` to the runner: each distinct text is embedded once per run."""
+    """Adapter from a :class:`Ranker` to the runner: each distinct text is embedded once per run.
 
-    def __init__(self, ranker, name: str | None = None) -> None:
+    Scores are the float32 fast path's (``precision="fp32"``) whatever the ranker's storage precision, so a
+    WorkBench number is the exact scorer's (reduced precision may reorder near-ties; its cost is measured in
+    experiments/results/fast/agreement.md, and ``exact=False`` scores with the ranker's own setting).
+    """
+
+    def __init__(self, ranker, name: str | None = None, exact: bool = True) -> None:
         self.ranker = ranker
         self.name = name or getattr(ranker, "model_id", None) or "encoder"
+        self._scorer = ranker.exact() if exact and hasattr(ranker, "exact") else ranker
         self._row: dict[str, int] = {}
         self._query_side = None
         self._target_side = None
@@ -73,7 +79,7 @@ class EncoderRankingModel:
     def score_blocks(self, queries, targets, block_size):
         q = self._query_side.select(self._rows(queries))
         y = self._target_side.select(self._rows(targets))
-        yield from self.ranker.score_blocks(q, y, block_size=block_size)
+        yield from self._scorer.score_blocks(q, y, block_size=block_size)
 
 
 TaskOptions = Mapping[str, Mapping[str, Any]]
