@@ -39,6 +39,7 @@ LAYERS = {
     "report": 9,
     "serve": 9,
     "export": 9,
+    "plan_memory": 9,
     "": 10,  # the package root
 }
 MAX_LINES = 400
@@ -165,6 +166,6 @@ def test_module_size(name):
 
 def test_entry_point_shims_are_thin():
     """``python -m uwe_lightning.<name>`` stays a shim over ``uwe_lightning.cli.<name>``."""
-    for shim in ("train", "evaluate", "rank", "bench", "serve", "export"):
+    for shim in ("train", "evaluate", "rank", "bench", "serve", "export", "plan_memory"):
         assert f"{ROOT}.cli.{shim}" in GRAPH[f"{ROOT}.{shim}"]
         assert len(MODULES[f"{ROOT}.{shim}"].read_text().splitlines()) <= 25

@@ -145,6 +145,7 @@ class WorkBenchValidation(Callback):
                     raise
             finally:
                 pl_module.train(was_training)  # the Ranker puts the encoder in eval mode
+            results["seconds"] = round(time.perf_counter() - start, 2)
         results = trainer.strategy.broadcast(results, src=0)
         if "error" in results:
             raise RuntimeError(f"validation at step {step} failed on rank 0: {results['error']}")
@@ -156,7 +157,7 @@ class WorkBenchValidation(Callback):
             )
             self._warned_unavailable = True
         metrics = val_metrics(results)
-        metrics["val/seconds"] = round(time.perf_counter() - start, 2)
+        metrics["val/seconds"] = results["seconds"]
         self.publish(trainer, metrics, step)
         record = {"step": step, **metrics, "unavailable": sorted(results.get("unavailable", {}))}
         self.history.append(record)
@@ -164,7 +165,8 @@ class WorkBenchValidation(Callback):
             self.history_file.parent.mkdir(parents=True, exist_ok=True)
             with open(self.history_file, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
-        log.info("step %d: val/macro_map %.4f (%.1f s)", step, metrics[VAL_MONITOR], metrics["val/seconds"])
+        if trainer.is_global_zero:
+            log.info("step %d: val/macro_map %.4f (%.1f s)", step, metrics[VAL_MONITOR], metrics["val/seconds"])
         return metrics
 
     @staticmethod
