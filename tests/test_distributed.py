@@ -11,6 +11,8 @@ processes (a few seconds).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -109,3 +111,42 @@ def test_fewer_skills_than_ranks_is_refused(tiny_model_dir, monkeypatch):
     with pytest.raises(RuntimeError, match=r"batch tokenised for shard \(0, 1\) reached rank 0 of 8"):
         make_module(tiny_model_dir, Case("mtm", "mean", NORMAL)).graph_scores(
             make_dataset(tiny_model_dir, (0, 1)).batch(NORMAL))
+
+
+@pytest.mark.slow
+def test_lightning_ddp_run_matches_one_process(tmp_path):
+    """Real runs through the CLI: ``trainer=ddp trainer.accelerator=cpu trainer.devices=2`` (Lightning starts rank 1)
+    against one process, the tiny model without dropout: the same losses at every step, the same validation, the
+    same final weights. AdamW's eps is raised so that float noise in near-zero gradients is not amplified into
+    lr-sized differences (the per-step gradients are compared exactly by the tests above)."""
+    import csv
+    import subprocess
+    import sys
+
+    from tests.helpers.configs import base_overrides
+    from tests.helpers.models import build_tiny_model
+    from uwe_lightning.paths import REPO_DIR
+
+    model = build_tiny_model(tmp_path / "tiny", dropout=0.0)
+    common = [*base_overrides(None, model, steps=4, every=2, test_tasks="[JobNorm]"), "logger=csv", "optim.eps=1e-3",
+              "trainer.enable_progress_bar=false"]
+    runs = {"one": ["trainer=cpu"], "ddp": ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]}
+    for name, extra in runs.items():
+        cmd = [sys.executable, "-m", "uwe_lightning.train", *common, *extra, f"hydra.run.dir={tmp_path / name}"]
+        result = subprocess.run(cmd, cwd=REPO_DIR, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    def losses(run: str) -> list[float]:
+        with open(next((tmp_path / run / "csv").glob("version_*/metrics.csv"))) as fh:
+            return [float(r["train/loss"]) for r in csv.DictReader(fh) if r.get("train/loss")]
+
+    assert len(losses("one")) == 4 and losses("ddp") == pytest.approx(losses("one"), rel=1e-5)
+    weights = {r: torch.load(tmp_path / r / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"] for r in runs}
+    for name, value in weights["one"].items():
+        torch.testing.assert_close(weights["ddp"][name], value, rtol=1e-5, atol=1e-6)
+    history = {r: [json.loads(line) for line in (tmp_path / r / "val_history.jsonl").open()] for r in runs}
+    assert [h["step"] for h in history["ddp"]] == [0, 2, 4]
+    assert [h["val/macro_map"] for h in history["ddp"]] == pytest.approx([h["val/macro_map"] for h in history["one"]])
+    assert (tmp_path / "ddp" / "results.json").is_file() and (tmp_path / "ddp" / "best_model").is_dir()
+    info = json.loads((tmp_path / "ddp" / "run_info.json").read_text())
+    assert len(info["starts"]) == 1 and info["summary"]["final_step"] == 4  # written once, by rank 0

@@ -187,3 +187,47 @@ def test_a_backbone_without_layers_to_checkpoint_is_named(tiny_model_dir):
     module.model.encoder.backbone = nn.Sequential(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="Sequential has no list of layers"):
         module.encoder.enable_gradient_checkpointing()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Through a training run: same weights as without GradCache, and resume still exact
+# ----------------------------------------------------------------------------------------------------------
+
+
+def final_state(run_dir) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_grad_cache_run_trains_like_the_plain_run(tmp_path, tiny_model_dir):
+    """One mini-batch per group draws the same dropout masks as the plain path, so the runs agree (dropout on)."""
+    from tests.helpers.configs import make_cfg
+    from uwe_lightning.training.run import train
+
+    common = ("logger=none", "validation.tasks=[]", "test.tasks=[]", "export.select=last", "optim.eps=1e-3")
+    train(make_cfg(tmp_path / "plain", tiny_model_dir, *common, steps=3))
+    train(make_cfg(tmp_path / "cached", tiny_model_dir, *common, "train.grad_cache=true",
+                   "train.grad_cache_size=1000", steps=3))
+    plain, cached = final_state(tmp_path / "plain"), final_state(tmp_path / "cached")
+    from transformers import AutoModel
+
+    start = {f"model.encoder.backbone.{n}": v for n, v in AutoModel.from_pretrained(str(tiny_model_dir)).state_dict().items()}
+    assert any(not torch.equal(plain[n], start[n]) for n in start if n in plain)  # the runs did train
+    for name, value in plain.items():
+        torch.testing.assert_close(cached[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_grad_cache_and_checkpointing_runs_resume_exactly(tmp_path, tiny_model_dir):
+    from tests.helpers.configs import make_cfg
+    from tests.helpers.faults import Killed
+    from tests.test_faults_training import weights_sha256
+    from uwe_lightning.training.run import train
+
+    options = ("logger=none", "train.grad_cache=true", "train.grad_cache_size=3", "train.grad_cache_unit=texts",
+               "train.backbone_checkpointing=true", "test.tasks=[]")
+    train(make_cfg(tmp_path / "whole", tiny_model_dir, *options, steps=4, every=2))
+    fault = ["+callbacks.fault._target_=tests.helpers.faults.KillAt", "+callbacks.fault.step=3"]
+    with pytest.raises(Killed):
+        train(make_cfg(tmp_path / "killed", tiny_model_dir, *options, *fault, steps=4, every=2))
+    summary = train(make_cfg(tmp_path / "killed", tiny_model_dir, *options, "resume=true", steps=4, every=2))
+    assert summary["final_step"] == 4
+    assert weights_sha256(tmp_path / "killed") == weights_sha256(tmp_path / "whole")

@@ -310,6 +310,8 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
     except NonFiniteError as err:
         raise NonFiniteError(f"{err}. Training stopped; {last_checkpoint_note(run_dir)}") from err
     except SIGTERMException as err:  # Lightning exits with status 0 here; a stopped run is not a success
+        if not trainer.is_global_zero:  # rank 0 reports it; a non-zero exit here would make Lightning's launcher
+            return {"final_step": trainer.global_step, "stopped": True}  # kill rank 0 mid-report
         signal_name, command = stop.received or "SIGTERM", resume_command(run_dir)
         log.error("stopped by %s at step %d (last.ckpt saved); continue with:\n  %s", signal_name,
                   trainer.global_step, command)
