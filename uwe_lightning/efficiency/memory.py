@@ -1,10 +1,12 @@
 """Peak training memory of one step, per device: the scorer's estimate extended to the encoder and the optimiser.
 
-:func:`plan` adds up, in bytes (``python -m uwe_lightning.plan_memory`` prints it for a train config):
+:func:`plan` counts, in bytes, per component and per phase (``python -m uwe_lightning.plan_memory`` prints it
+for a train config):
 
 - **weights** ``4P``, **gradients** ``4P``, **AdamW states** ``8P`` (fp32 master copies, also under bf16-mixed);
   bf16 autocast keeps bf16 copies of the weights during a forward (``2P``); DDP keeps its gradient buckets
-  (``4P``); GradCache sums the mini-batches' parameter gradients in one more buffer (``4P``).
+  (``4P``); GradCache holds each mini-batch's parameter gradients next to their running sum (``4P``, plus one
+  copy of the largest parameter, see below).
 - **encoder activations** kept for backward, per layer and token (counted with
   ``torch.autograd.graph.saved_tensors_hooks`` on BERT and MPNet, fp32, dropout on; least-squares fit over four
   shapes, < 1 % error, re-checked in ``tests/test_memory_plan.py``): :data:`LAYER_FLOATS_PER_TOKEN` = ``10 h +
@@ -18,6 +20,16 @@
   every rank's text tokens and their gradients).
 - **scoring**: :func:`uwe_lightning.model.pairwise.estimate_peak_bytes` per graph for this device's skill rows
   against all texts (``4-D`` tensors of the scorer; chunked and checkpointed as configured).
+
+The **peak** is the static part (weights, AdamW states, autocast copies, DDP buckets) plus the larger of two
+phases that do not overlap in time: *while scoring* (the scores' forward and backward: encoder activations are
+still kept, unless GradCache dropped them, and no parameter gradient exists yet) and *while the encoder runs
+backward* (activations, one layer's working memory and the parameter gradients, counted together although the
+activations shrink as the gradients appear). A GradCache backward holds the mini-batch's gradients next to their
+running sum, and the word embeddings' dense backward needs about one more copy of that matrix for a moment
+(measured on CPU: 82 MiB peak for MiniLM's 44.7 MiB matrix, with ``backward()`` and ``torch.autograd.grad`` alike,
+``experiments/grad_copy_check.py``); in a plain step that moment is covered by counting the activations and the
+gradients together.
 
 Every text is assumed ``max_length`` tokens long (the budget) unless ``lengths`` gives each group's padded
 length (``plan_memory --lengths auto`` measures them on the configured data): real batches need less. Sizes
@@ -57,6 +69,7 @@ class BackboneShape:
     params: int
     attention: str = "eager"  # transformers' attn_implementation
     attention_dropout: float = 0.1
+    largest_param: int = 0  # elements of the largest parameter tensor (the word embeddings)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, model_dir: str | None = None) -> BackboneShape:
@@ -70,6 +83,7 @@ class BackboneShape:
         return cls(name=Path(str(name_or_path)).name, hidden=config.hidden_size, layers=config.num_hidden_layers,
                    heads=config.num_attention_heads, intermediate=config.intermediate_size,
                    params=sum(p.numel() for p in model.parameters()),
+                   largest_param=max(p.numel() for p in model.parameters()),
                    attention=str(model.config._attn_implementation or "eager"),
                    attention_dropout=float(getattr(config, "attention_probs_dropout_prob", 0.1) or 0.0))
 
@@ -123,7 +137,18 @@ def encoder_pass_bytes(b: BackboneShape, texts: int, length: int, act_bytes: int
 
 
 def plan(b: BackboneShape, s: StepShape) -> dict[str, int]:
-    """Bytes per component and ``peak`` (their sum) for one step of ``s`` on one device."""
+    """Bytes per component, per phase and ``peak`` for one step of ``s`` on one device (see the module doc).
+
+    >>> bert = BackboneShape("tiny", hidden=32, layers=2, heads=2, intermediate=64, params=100_000,
+    ...                      largest_param=32_000)
+    >>> step = StepShape(skills=64, texts_per_graph=(64, 64, 64), max_length=32, device="cpu")
+    >>> plain, cached = plan(bert, step), plan(bert, replace(step, grad_cache=8))
+    >>> static = 12 * bert.params  # fp32 weights + AdamW states (one device, no autocast)
+    >>> plain["peak"] == static + max(plain["while_scoring"], plain["while_encoder_backward"])
+    True
+    >>> cached["encoder_activations"] < plain["encoder_activations"] // 8 and cached["peak"] < plain["peak"]
+    True
+    """
     bf16 = s.precision.startswith("bf16")
     act_bytes = 2 if bf16 else 4
     maps = attention_maps(b, s.device)
@@ -157,17 +182,26 @@ def plan(b: BackboneShape, s: StepShape) -> dict[str, int]:
     parts = {
         "weights": 4 * p,
         "adamw_states": 8 * p,
-        "gradients": 4 * p,
-        "ddp_buckets": 4 * p if s.world > 1 else 0,
-        "grad_cache_sum": 4 * p if s.grad_cache is not None else 0,
         "autocast_weights": 2 * p if bf16 else 0,
+        "ddp_buckets": 4 * p if s.world > 1 else 0,
         "encoder_activations": kept,
         "backward_working": working,
+        "gradients": 4 * p,
+        # GradCache: each mini-batch's gradients (torch.autograd.grad) next to the running sum, plus the moment
+        # the embeddings' dense backward needs one more copy of the largest matrix (82 MiB peak for 44.7 MiB)
+        "grad_cache_gradients": 4 * p + 4 * b.largest_param if s.grad_cache is not None else 0,
         "embedding_cache": cache,
         "gathered_texts": gathered,
         "scoring": scoring,
     }
-    parts["peak"] = sum(parts.values())
+    static = parts["weights"] + parts["adamw_states"] + parts["autocast_weights"] + parts["ddp_buckets"]
+    # Two phases that do not overlap: the scores' forward + backward (the encoder's activations are still kept,
+    # unless GradCache dropped them; no parameter gradient exists yet), then the encoder's backward
+    # (activations shrink while gradients appear; counted together, to be safe).
+    parts["while_scoring"] = (kept if s.grad_cache is None else 0) + cache + gathered + scoring
+    parts["while_encoder_backward"] = (kept + working + parts["gradients"] + parts["grad_cache_gradients"]
+                                       + cache // 2)  # GradCache: the cache's gradients are still held
+    parts["peak"] = static + max(parts["while_scoring"], parts["while_encoder_backward"])
     return parts
 
 
@@ -207,5 +241,6 @@ def markdown(b: BackboneShape, rows: dict[str, StepShape]) -> str:
     lines = [head, "", "| GiB | " + " | ".join(plans) + " |", "|---|" + "---:|" * len(plans)]
     for key in next(iter(plans.values())):
         cells = [f"{p[key] / GIB:.2f}" for p in plans.values()]
-        lines.append(f"| {'**peak**' if key == 'peak' else key} | " + " | ".join(cells) + " |")
+        name = {"peak": "**peak** (weights, AdamW, ... + the larger phase)"}.get(key, key)
+        lines.append(f"| {f'*{name}*' if key.startswith('while_') else name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
