@@ -24,7 +24,8 @@ def sweep_jobs(cfg, cli_sweeps: tuple[str, ...] = ()) -> list[list[str]]:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True) or {}
+    node = cfg.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + list(cli_sweeps))
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
