@@ -108,7 +108,8 @@ def main() -> None:
     record.update({"weights_sha256_equal": same_weights, "val_history_equal": same_history,
                    "sha256": weights_sha256(reference), "load_after": Path("/proc/loadavg").read_text().split()[:3]})
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out.with_suffix(f".{tag}.json"), strict_json(record, indent=2) + "\n")
+    record_text = strict_json(record, indent=2).replace(f"{Path.cwd()}/", "")  # no machine paths in the record
+    atomic_write_text(args.out.with_suffix(f".{tag}.json"), record_text + "\n")
     lines = [f"# 2-process CPU DDP run killed by SIG{args.signal} and resumed", "",
              f"Command: `PYTHONPATH=. nice -n 19 python experiments/ddp_resume_demo.py --signal {args.signal}`; "
              f"each run is `python -m uwe_lightning.train {' '.join(OVERRIDES)} hydra.run.dir=<dir>`.", "",
