@@ -44,6 +44,7 @@ LAYERS = {
     "enrich": 9,
     "bundle": 9,
     "campaign": 9,
+    "plan_memory": 9,
     "": 10,  # the package root
 }
 #: ``python -m`` shims that live inside a lower part, where users look for them; they sit at the shims' layer.
@@ -173,6 +174,6 @@ def test_module_size(name):
 
 def test_entry_point_shims_are_thin():
     """``python -m uwe_lightning.<name>`` stays a shim over ``uwe_lightning.cli.<name>``."""
-    for shim in ("train", "evaluate", "rank", "bench", "serve", "export", "enrich", "data.fetch"):
+    for shim in ("train", "evaluate", "rank", "bench", "serve", "export", "enrich", "data.fetch", "plan_memory"):
         assert f"{ROOT}.cli.{shim.rpartition('.')[2]}" in GRAPH[f"{ROOT}.{shim}"]
         assert len(MODULES[f"{ROOT}.{shim}"].read_text().splitlines()) <= 25

@@ -12,7 +12,7 @@ import torch
 _WORDS = ["the", "and", "of", "to", "in", "for", "with", "a", "an", "data", "python", "java", "sql", "manage", "team", "lead", "develop", "software", "engineer", "nurse", "care", "patient", "teacher", "teach", "sales", "marketing", "customer", "service", "analyse", "report", "cook", "food", "chef", "drive", "truck", "driver", "build", "construction", "safety", "plan", "project", "manager", "skills", "job", "title", "sentence"]
 
 
-def build_tiny_model(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+def build_tiny_model(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0, dropout: float = 0.1) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
@@ -30,6 +30,8 @@ def build_tiny_model(path: Path, hidden: int = 32, layers: int = 2, seed: int = 
         num_attention_heads=2,
         intermediate_size=2 * hidden,
         max_position_embeddings=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     BertModel(config).save_pretrained(path)
     return path

@@ -5,6 +5,8 @@ The run itself is :func:`uwe_lightning.training.run.train`; this module only bin
 
 from __future__ import annotations
 
+import warnings
+
 import hydra
 from omegaconf import DictConfig
 
@@ -12,6 +14,11 @@ import uwe_lightning.training.config  # noqa: F401  (registers the train_schema 
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.training.run import objective, train
+
+# Our hydra/launcher/*.yaml share their names with the launcher plugins' schemas, which Hydra then validates them
+# against (typos in launcher keys fail); Hydra calls that matching deprecated. The files hold every key, so they
+# keep working when the matching goes.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/(submitit_slurm|submitit_local|joblib)' is validated")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -24,6 +24,10 @@ Choices this module makes explicit:
   :meth:`UWEDataModule.state_dict`) starts the dataset at that step, and DataLoader workers split the steps
   round-robin, which keeps their order.
 * Tokenisation happens in the dataset, i.e. inside DataLoader workers.
+* Data parallel (``trainer=ddp``): every rank samples the same global step (the sampling is cheap and a pure
+  function of (seed, step), so the global batch does not depend on the world size) and tokenises only its
+  contiguous shard of the skills and of each graph's texts (:func:`~uwe_lightning.data.sampling.shard_bounds`);
+  the positive masks and pair indices stay global. A rank's shard of a graph may be empty (no rows).
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import os
 import signal
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import lightning.pytorch as pl
@@ -42,6 +45,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from uwe_lightning.data.batch import GraphBatch, GraphSample, StepSample, UWEBatch
 from uwe_lightning.data.graphs import GRAPHS, BipartiteGraph, SkillVocabulary
 from uwe_lightning.data.sampling import (
     SAMPLINGS,
@@ -49,6 +53,7 @@ from uwe_lightning.data.sampling import (
     sample_contexts,
     sample_neighbors,
     sample_per_graph,
+    shard_bounds,
     step_rng,
 )
 from uwe_lightning.io import ConfigError
@@ -67,39 +72,9 @@ class GraphSource(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """What the source is, for ``run_info.json``."""
-@dataclass
-class GraphBatch:
-    text_inputs: dict[str, Tensor]  # tokenised texts of this graph: input_ids, attention_mask [N_G, L]
-    pos_mask: Tensor  # bool [S, N_G]: graph edge between batch skill i and batch text j
-    pair_index: Tensor  # long [N_G]: row of the skill text j was sampled for
 
 
-@dataclass
-class UWEBatch:
-    skill_inputs: dict[str, Tensor]  # [S, L]
-    graphs: dict[str, GraphBatch]  # keys among "J", "V", "A" (only the enabled graphs)
-    step: int
-
-
-@dataclass
-class GraphSample:
-    """One graph's part of a step before tokenisation (for inspection and tests)."""
-
-    text_ids: np.ndarray  # [N_G] text indices in the graph
-    pair_index: np.ndarray  # [N_G] batch row of the skill each text was sampled for
-    texts: list[str]  # model inputs (augmented for V)
-    pos_mask: np.ndarray  # bool [S, N_G]
-    context_ids: np.ndarray  # [N_G] graph text index of the augmentation sentence, -1 = none
-    context_is_prefix: np.ndarray  # bool [N_G]
-
-
-@dataclass
-class StepSample:
-    step: int
-    skills: np.ndarray  # [S] vocabulary indices, distinct
-    skill_texts: list[str]
-    graphs: dict[str, GraphSample]
-
+__all__ = ["GraphBatch", "GraphSample", "StepSample", "UWEBatch", "UWEDataModule", "UWETrainDataset"]
 
 # ---------------------------------------------------------------------------------------------------------
 # Dataset
@@ -125,6 +100,7 @@ class UWETrainDataset(IterableDataset):
         start_step: int = 0,
         tokenizer=None,
         sampling: str = "skill_uniform",
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if sampling not in SAMPLINGS:
             raise ConfigError(f"data.sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
@@ -145,6 +121,7 @@ class UWETrainDataset(IterableDataset):
         self.start_step = start_step
         self.tokenizer = tokenizer
         self.sampling = sampling
+        self.shard = shard
 
     # No ``__len__`` on purpose: Lightning would treat ``num_steps - start_step`` as the epoch length and, on a
     # resume (which restores its own batch counter), end the "epoch" early and restart the stream. Training
@@ -190,23 +167,33 @@ class UWETrainDataset(IterableDataset):
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
         if self.tokenizer is None:
             raise RuntimeError("no tokenizer: pass tokenizer=... to UWEDataModule or call set_tokenizer(tok)")
+        if not texts:  # an empty shard (data parallel): no rows, no columns
+            empty = torch.zeros((0, 0), dtype=torch.long)
+            return {"input_ids": empty, "attention_mask": empty.clone()}
         encoded = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
+    def local(self, items: Sequence[str]) -> Sequence[str]:
+        """This rank's contiguous shard of ``items`` (all of them in a single process)."""
+        start, stop = shard_bounds(len(items), *self.shard)
+        return items[start:stop]
+
     def batch(self, step: int) -> UWEBatch:
+        """The global batch of ``step``, tokenised for this rank's shard (:attr:`shard`)."""
         sample = self.sample(step)
         graphs = {
             name: GraphBatch(
-                text_inputs=self.tokenize(part.texts),
+                text_inputs=self.tokenize(self.local(part.texts)),
                 pos_mask=torch.from_numpy(part.pos_mask),
                 pair_index=torch.from_numpy(part.pair_index),
             )
             for name, part in sample.graphs.items()
             if part.texts
         }
-        return UWEBatch(skill_inputs=self.tokenize(sample.skill_texts), graphs=graphs, step=step)
+        return UWEBatch(skill_inputs=self.tokenize(self.local(sample.skill_texts)), graphs=graphs, step=step,
+                        num_skills=len(sample.skill_texts), shard=tuple(self.shard))
 
     def steps(self) -> Iterator[int]:
         """This worker's steps."""
@@ -288,6 +275,7 @@ class UWEDataModule(pl.LightningDataModule):
         self.seed = seed
         self.sampling = sampling
         self.start_step = 0
+        self.shard = (0, 1)  # (rank, world size) whose shard of each step is tokenised
         self._next_step: int | None = None  # step after the last batch handed to the model
         self.vocab: SkillVocabulary | None = None
         self.graphs: dict[str, BipartiteGraph] = {}
@@ -310,6 +298,13 @@ class UWEDataModule(pl.LightningDataModule):
         if self.dataset is not None:
             self.dataset.start_step = self.start_step
 
+    def set_shard(self, rank: int, world: int) -> None:
+        """Tokenise only the shard of process ``rank`` of ``world`` (data parallel); ``(0, 1)``: everything."""
+        shard_bounds(0, rank, world)  # validates
+        self.shard = (int(rank), int(world))
+        if self.dataset is not None:
+            self.dataset.shard = self.shard
+
     # -- Lightning hooks ---------------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
@@ -331,6 +326,7 @@ class UWEDataModule(pl.LightningDataModule):
             start_step=self.start_step,
             tokenizer=self.tokenizer,
             sampling=self.sampling,
+            shard=self.shard,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -342,6 +338,9 @@ class UWEDataModule(pl.LightningDataModule):
         if self.num_workers > 0:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + fast tokenizers
         self.dataset.start_step = self.start_step
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:  # every rank streams the same steps and tokenises its own shard of each
+            self.set_shard(trainer.global_rank, trainer.world_size)
         return DataLoader(
             self.dataset,
             batch_size=None,

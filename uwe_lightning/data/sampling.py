@@ -22,6 +22,24 @@ _AUGMENT_TRIES = 20
 SAMPLINGS = ("skill_uniform", "per_graph")
 
 
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of ``n`` that process ``rank`` of ``world`` holds: contiguous shards in rank order,
+    the first ``n % world`` ranks one row longer, so concatenating the shards in rank order gives the whole.
+
+    >>> [shard_bounds(5, r, 2) for r in range(2)], [shard_bounds(1, r, 3) for r in range(3)]
+    ([(0, 3), (3, 5)], [(0, 1), (1, 1), (1, 1)])
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} of world size {world} is not a process of that world")
+    base, extra = divmod(int(n), world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def shard_sizes(n: int, world: int) -> list[int]:
+    """The rows every rank holds (:func:`shard_bounds`), in rank order."""
+    return [stop - start for start, stop in (shard_bounds(n, r, world) for r in range(world))]
+
 
 def step_rng(seed: int, step: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(step)])

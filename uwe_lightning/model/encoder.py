@@ -7,11 +7,13 @@ MaxSim, soft late interaction) happens in :mod:`uwe_lightning.model.scoring`, ne
 from __future__ import annotations
 
 import inspect
+import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -139,6 +141,25 @@ class Encoder(nn.Module):
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return TokenEmbeddings(out.last_hidden_state, attention_mask.bool())
 
+    def enable_gradient_checkpointing(self) -> str:
+        """Recompute each transformer layer's activations in backward instead of keeping them (training only).
+
+        Transformers' own ``gradient_checkpointing_enable`` (non-reentrant) where the model supports it, else
+        (MPNet, the paper's backbone, in transformers 5) each layer of the backbone's layer list runs under
+        :func:`torch.utils.checkpoint.checkpoint` (non-reentrant, RNG state preserved, so dropout is replayed).
+        Weights and saved models are unchanged. Returns which of the two was used.
+        """
+        if getattr(self.backbone, "supports_gradient_checkpointing", False):
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            return "transformers"
+        lists = [m for m in self.backbone.modules() if isinstance(m, nn.ModuleList) and len(m)]
+        layers = max(lists, key=len, default=None)
+        if layers is None or len({type(m) for m in layers}) != 1:
+            raise ValueError(f"backbone {type(self.backbone).__name__} has no list of layers to checkpoint")
+        for layer in layers:
+            layer.forward = types.MethodType(_checkpointed_forward, layer)
+        return "layers"
+
     def _needs_position_ids(self, attention_mask: torch.Tensor) -> bool:
         if not bool((~attention_mask[:, 0].bool()).any()):
             return False  # no row starts with padding: default positions are right
@@ -202,6 +223,14 @@ class Encoder(nn.Module):
             input_ids[row, cols] = torch.tensor(values, dtype=torch.long)
             mask[row, cols] = 1
         return input_ids, mask
+
+
+def _checkpointed_forward(self: nn.Module, *args, **kwargs):
+    """A layer's own forward, under activation checkpointing while training with gradients."""
+    forward = type(self).forward
+    if self.training and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(forward, self, *args, use_reentrant=False, **kwargs)
+    return forward(self, *args, **kwargs)
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -130,13 +130,25 @@ class WorkBenchValidation(Callback):
         )
 
     def validate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        """Evaluate on rank 0 and broadcast the results, so that every rank logs and checkpoints alike (the
+        checkpoint callback's decisions and its barrier must agree across ranks); other ranks wait for it."""
         step = trainer.global_step
         was_training = pl_module.training
         start = time.perf_counter()
-        try:
-            results = self.evaluate(pl_module, step)
-        finally:
-            pl_module.train(was_training)  # the Ranker puts the encoder in eval mode
+        results: dict | None = None
+        if trainer.is_global_zero:
+            try:
+                results = self.evaluate(pl_module, step)
+            except Exception as err:  # reaches every rank below, instead of leaving them waiting
+                results = {"error": f"{type(err).__name__}: {err}"}
+                if trainer.world_size == 1:
+                    raise
+            finally:
+                pl_module.train(was_training)  # the Ranker puts the encoder in eval mode
+            results["seconds"] = round(time.perf_counter() - start, 2)
+        results = trainer.strategy.broadcast(results, src=0)
+        if "error" in results:
+            raise RuntimeError(f"validation at step {step} failed on rank 0: {results['error']}")
         if not results["tasks"]:
             raise RuntimeError(f"no validation task is available: {results.get('unavailable')}")
         if results.get("unavailable") and not self._warned_unavailable:
@@ -145,7 +157,7 @@ class WorkBenchValidation(Callback):
             )
             self._warned_unavailable = True
         metrics = val_metrics(results)
-        metrics["val/seconds"] = round(time.perf_counter() - start, 2)
+        metrics["val/seconds"] = results["seconds"]
         self.publish(trainer, metrics, step)
         record = {"step": step, **metrics, "unavailable": sorted(results.get("unavailable", {}))}
         self.history.append(record)
@@ -153,7 +165,8 @@ class WorkBenchValidation(Callback):
             self.history_file.parent.mkdir(parents=True, exist_ok=True)
             with open(self.history_file, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
-        log.info("step %d: val/macro_map %.4f (%.1f s)", step, metrics[VAL_MONITOR], metrics["val/seconds"])
+        if trainer.is_global_zero:
+            log.info("step %d: val/macro_map %.4f (%.1f s)", step, metrics[VAL_MONITOR], metrics["val/seconds"])
         return metrics
 
     @staticmethod
@@ -179,7 +192,7 @@ class WorkBenchValidation(Callback):
 
 
 class TrainThroughput(Callback):
-    """Steps/s and texts/s of the training steps alone (validation excluded), and peak memory.
+    """Steps/s and texts/s of the training steps alone (validation excluded), and peak memory (of rank 0).
 
     Peak memory is ``torch.cuda.max_memory_allocated`` on GPU, else the process's maximum resident set size
     (which includes validation and data loading in the main process).
@@ -194,8 +207,7 @@ class TrainThroughput(Callback):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self._start = time.perf_counter()
-        self.texts.append(len(batch.skill_inputs["input_ids"]) + sum(
-            len(g.text_inputs["input_ids"]) for g in batch.graphs.values()))
+        self.texts.append(batch.num_texts)  # the whole step's, over all data-parallel ranks
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._start is None:

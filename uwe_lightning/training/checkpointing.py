@@ -108,7 +108,8 @@ class UWECheckpoint(ModelCheckpoint):
             and not trainer.fast_dev_run
         ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            log.warning("stopped by signal: saved %s at step %d", self.last_model_path, trainer.global_step)
+            if trainer.is_global_zero:
+                log.warning("stopped by signal: saved %s at step %d", self.last_model_path, trainer.global_step)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         unsaved = self._last_global_step_saved != trainer.global_step
@@ -123,30 +124,50 @@ class StopOnInterrupt(Callback):
 
     Lightning's own Ctrl-C handling stops wherever the ``KeyboardInterrupt`` lands (possibly inside an
     optimiser step) and saves nothing; this routes SIGINT through Lightning's SIGTERM flag instead.
+
+    Data parallel: a signal handler only notes the signal, and at the end of every step the ranks agree on it
+    (one all-reduce of a flag), so every rank stops after the same step and saves together. Lightning's own
+    SIGTERM handler is replaced there: it broadcasts from inside the handler, which pairs with whatever
+    collective the other rank is in when the signal arrives (a signal sent to the whole process group reaches
+    rank 1 twice, once from the shell and once from rank 0's launcher), and hangs the run.
     """
 
     def __init__(self) -> None:
-        self.received: str | None = None  # "SIGINT" once Ctrl-C was pressed
-        self._previous: Any = None
+        self.received: str | None = None  # "SIGINT" / "SIGTERM" once a stop was asked for on this rank
+        self._previous: dict[int, Any] = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
+        distributed = trainer.world_size > 1
 
         def handler(signum: int, frame: Any) -> None:
-            if self.received:
+            name = signal.Signals(signum).name
+            if self.received == "SIGINT" and name == "SIGINT":
                 self._restore()
                 raise KeyboardInterrupt
-            self.received = "SIGINT"
-            trainer._signal_connector.received_sigterm = True  # Lightning's flag: stop after this step
-            log.warning("Ctrl-C: stopping after this step and saving last.ckpt (Ctrl-C again stops at once)")
+            if self.received is None:
+                log.warning("%s: stopping after this step and saving last.ckpt%s", name,
+                            " (Ctrl-C again stops at once)" if name == "SIGINT" else "")
+            self.received = self.received or name
+            if not distributed:
+                trainer._signal_connector.received_sigterm = True  # Lightning's flag: stop after this step
 
-        self._previous = signal.signal(signal.SIGINT, handler)
+        for signum in (signal.SIGINT, signal.SIGTERM) if distributed else (signal.SIGINT,):
+            self._previous[signum] = signal.signal(signum, handler)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.world_size > 1:  # every rank at the same point of the same step: agree on stopping
+            flag = torch.tensor([1.0 if self.received else 0.0], device=trainer.strategy.root_device)
+            if bool(trainer.strategy.reduce(flag, reduce_op="max") > 0):
+                self.received = self.received or "SIGTERM"
+                trainer._signal_connector.received_sigterm = True
 
     def _restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
+        self._previous = {}
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()

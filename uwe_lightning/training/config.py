@@ -32,11 +32,15 @@ class OptimConfig:
 
 @dataclass
 class TrainSection:
-    """Token budget and memory controls of the in-batch scoring."""
+    """Token budget and memory controls of the in-batch scoring and of the encoder."""
 
     max_length: int = 64
     score_chunk_size: int | None = 64
     score_checkpoint: bool = True
+    grad_cache: bool = False
+    grad_cache_size: int = 64
+    grad_cache_unit: str = "texts"
+    backbone_checkpointing: bool = False
 
 
 @dataclass
@@ -128,6 +132,9 @@ def check_values(cfg: DictConfig) -> None:
         check_whole_number(OmegaConf.select(cfg, key), key, optional=True)
     if cfg.export.select not in ("best", "last"):
         raise ConfigError(f"export.select={cfg.export.select!r}: must be 'best' or 'last'")
+    check_whole_number(cfg.train.grad_cache_size, "train.grad_cache_size")
+    if cfg.train.grad_cache_unit not in ("texts", "tokens"):
+        raise ConfigError(f"train.grad_cache_unit={cfg.train.grad_cache_unit!r}: must be 'texts' or 'tokens'")
     check_validation_tasks(list(cfg.validation.tasks or []))
 
 

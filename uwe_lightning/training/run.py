@@ -17,6 +17,11 @@ Resume an interrupted run in its own directory (same overrides as the original r
     python -m uwe_lightning.train +experiment=uwe hydra.run.dir=outputs/train/runs/<that run> resume=true
 
 Training continues from ``<run dir>/checkpoints/last.ckpt`` and the data stream at the checkpoint's step.
+
+Data parallel (``trainer=ddp``): Lightning starts ranks ``1..n-1`` as copies of the command (or SLURM starts
+every rank); each builds the same module, data and trainer, but only rank 0 prepares the run directory, writes
+``run_info.json`` and the loggers' files, validates (and broadcasts the result), checkpoints, exports and
+tests. The other ranks return after training.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from uwe_lightning.training.callbacks import (
     WorkBenchValidation,
 )
 from uwe_lightning.training.checkpointing import (
+    LAST_CHECKPOINT,
     AtomicCheckpointIO,
     StopOnInterrupt,
     checkpoint_step,
@@ -55,6 +61,7 @@ from uwe_lightning.training.checkpointing import (
     load_module_weights,
 )
 from uwe_lightning.training.config import check_sections, check_values
+from uwe_lightning.training.distributed import check_launch, launched_as_rank_zero
 from uwe_lightning.training.module import NonFiniteError, UWEModule
 from uwe_lightning.training.provenance import (
     add_info,
@@ -107,6 +114,10 @@ def build_module(cfg: DictConfig, loss: GraphLoss | None = None) -> UWEModule:
         score_checkpoint=t.score_checkpoint,
         model_dir=cfg.paths.model_dir,
         seed=cfg.seed,
+        grad_cache=t.grad_cache,
+        grad_cache_size=t.grad_cache_size,
+        grad_cache_unit=t.grad_cache_unit,
+        backbone_checkpointing=t.backbone_checkpointing,
     )
 
 
@@ -245,12 +256,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_sections(cfg)
     check_values(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    ckpt_path = prepare_run_dir(run_dir, bool(cfg.resume), bool(cfg.overwrite))
+    rank_zero = launched_as_rank_zero()
+    if rank_zero:
+        ckpt_path = prepare_run_dir(run_dir, bool(cfg.resume), bool(cfg.overwrite))
+    else:  # rank 0 decided about the directory already; follow it
+        last = run_dir / LAST_CHECKPOINT
+        ckpt_path = last if cfg.resume and last.is_file() else None
     pl.seed_everything(cfg.seed, workers=True)
 
     loss, skip = loss_or_skip_reason(cfg)
     if skip:
         log.warning("skipping this run: %s", skip)
+        if not rank_zero:
+            return {"skipped": skip}
         record_start(run_dir, cfg, None, 0)
         return add_summary(run_dir, {"skipped": skip})
     module = build_module(cfg, loss)
@@ -265,9 +283,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is not None:
         datamodule.set_start_step(start_step)
         log.info("resuming from %s at step %d", ckpt_path, start_step)
-    record_start(run_dir, cfg, ckpt_path, start_step, data={**datamodule.source.describe(), "graphs": graph_report})
+    if rank_zero:
+        record_start(run_dir, cfg, ckpt_path, start_step,
+                     data={**datamodule.source.describe(), "graphs": graph_report})
 
-    loggers, wandb_run = build_loggers(cfg, run_dir)
+    loggers, wandb_run = build_loggers(cfg, run_dir) if rank_zero else ([], None)
     if wandb_run is not None:
         add_info(run_dir, wandb={"id": wandb_run["id"], "name": wandb_run["name"], "group": wandb_run["group"]})
         for lg in loggers:
@@ -279,11 +299,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
     )
+    check_launch(trainer)
     try:  # W&B stays open until the test table is logged; closed whatever happens
         summary = _fit_export_test(cfg, trainer, module, datamodule, run_dir, ckpt_path, task_options, stop, loggers)
     finally:
         finish_wandb(loggers)
-    return add_summary(run_dir, summary)
+    return add_summary(run_dir, summary) if trainer.is_global_zero else summary
+
 
 
 def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, datamodule: UWEDataModule,
@@ -294,6 +316,8 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
     except NonFiniteError as err:
         raise NonFiniteError(f"{err}. Training stopped; {last_checkpoint_note(run_dir)}") from err
     except SIGTERMException as err:  # Lightning exits with status 0 here; a stopped run is not a success
+        if not trainer.is_global_zero:  # rank 0 reports it; a non-zero exit here would make Lightning's launcher
+            return {"final_step": trainer.global_step, "stopped": True}  # kill rank 0 mid-report
         signal_name, command = stop.received or "SIGTERM", resume_command(run_dir)
         log.error("stopped by %s at step %d (last.ckpt saved); continue with:\n  %s", signal_name,
                   trainer.global_step, command)
@@ -301,6 +325,8 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
               file=sys.stderr, flush=True)
         raise SystemExit(EXIT_STATUS[signal_name]) from err
 
+    if not trainer.is_global_zero:  # export, test and the run summary are rank 0's
+        return {"final_step": trainer.global_step, "rank": trainer.global_rank}
     summary: dict[str, Any] = {"final_step": trainer.global_step, "data": datamodule.source.describe()}
     throughput = next((cb for cb in trainer.callbacks if isinstance(cb, TrainThroughput)), None)
     if throughput is not None:
