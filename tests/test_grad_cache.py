@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.helpers.distributed import Case, make_dataset, make_module
+from tests.helpers.memory import saved_tensor_bytes
 from uwe_lightning.model.encoder import TokenEmbeddings
 from uwe_lightning.model.grad_cache import cached_encode, plan_chunks
 from uwe_lightning.training.module import seed_step
@@ -134,18 +135,7 @@ def test_cached_encode_without_grad_is_plain_encoding(tiny_model_dir, batch):
 
 
 def saved_activation_bytes(module, batch) -> int:
-    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module.encode_inputs(batch.graphs["J"].text_inputs)
-    return sum(seen.values())
+    return saved_tensor_bytes(module, lambda: module.encode_inputs(batch.graphs["J"].text_inputs))
 
 
 def tiny_mpnet_module(tiny_model_dir, checkpointing: bool):

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from tests.helpers.memory import saved_tensor_bytes
 from uwe_lightning.efficiency.memory import (
     GIB,
     BackboneShape,
@@ -20,19 +21,8 @@ from uwe_lightning.efficiency.memory import (
 
 def kept_bytes(model: torch.nn.Module, texts: int, length: int) -> int:
     """Bytes of the (distinct, non-parameter) tensors autograd keeps for backward of one training forward."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
     ids = torch.randint(5, 60, (texts, length))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model.train()(input_ids=ids, attention_mask=torch.ones_like(ids))
-    return sum(seen.values())
+    return saved_tensor_bytes(model, lambda: model.train()(input_ids=ids, attention_mask=torch.ones_like(ids)))
 
 
 @pytest.fixture(scope="module")
