@@ -178,6 +178,18 @@ def test_paired_differences_over_shared_seeds(loss_sweep: Path, tmp_path: Path):
     assert "## Paired differences" in md and "| `mtm` | 0, 1, 2 | +3.0 ± 0.0 (n=3) |" in md
 
 
+def test_runs_of_two_experiments_take_the_name_most_runs_have(tmp_path: Path):
+    """Table 5 reuses Table 4's mean cell: the report is named after the experiment most of its runs belong to."""
+    maps = {t: 0.3 for t in TASKS}
+    write_run(tmp_path / "t4" / "0", config(tmp_path / "t4" / "0", 0, "ablation_loss"), results(maps), {"s": 1})
+    for i, scorer in enumerate(["maxsim", "softmax"]):
+        run = tmp_path / "t5" / str(i)
+        write_run(run, config(run, 0, "ablation_late_interaction", scorer=scorer), results(maps), {"s": 1})
+    report = build_report([tmp_path / "t4", tmp_path / "t5"])
+    assert report["study"] == "ablation_late_interaction"
+    assert report["group_keys"] == ["scorer.name"]
+
+
 def test_cli_warns_per_left_out_run(loss_sweep: Path, tmp_path: Path, capsys):
     out = tmp_path / "cli"
     report_main([str(loss_sweep), f"out={out}"])

@@ -49,10 +49,11 @@ def relative_name(path: Path, root: Path) -> str:
 
 
 def study_name(runs: Sequence[Run], inputs: Sequence[str | Path]) -> str:
-    """The runs' common ``task_name`` (the experiment: ``ablation_loss``), else the first input's name."""
-    names = {run.flat.get("task_name") for run in runs}
-    if len(names) == 1 and isinstance(next(iter(names)), str):
-        return str(next(iter(names)))
+    """The runs' ``task_name`` (the experiment: ``ablation_loss``); when runs of several experiments are reported
+    together (Table 5 reuses Table 4's mean cell), the one most runs have; else the first input's name."""
+    names = [run.flat.get("task_name") for run in runs if isinstance(run.flat.get("task_name"), str)]
+    if names:
+        return max(dict.fromkeys(names), key=names.count)  # ties: the first seen
     return Path(inputs[0]).resolve().name or "study"
 
 
