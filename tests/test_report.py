@@ -187,7 +187,9 @@ def test_runs_of_two_experiments_take_the_name_most_runs_have(tmp_path: Path):
         write_run(run, config(run, 0, "ablation_late_interaction", scorer=scorer), results(maps), {"s": 1})
     report = build_report([tmp_path / "t4", tmp_path / "t5"])
     assert report["study"] == "ablation_late_interaction"
-    assert report["group_keys"] == ["scorer.name"]
+    assert report["group_keys"] == ["scorer.name"]  # task_name is the experiment's label, not a factor
+    named, _ = make_report([tmp_path / "t4", tmp_path / "t5"], tmp_path / "figure4", command="t", kind="none")
+    assert named["study"] == "figure4"  # mixed experiments: the study folder names the study
 
 
 def test_cli_warns_per_left_out_run(loss_sweep: Path, tmp_path: Path, capsys):

@@ -48,10 +48,13 @@ def relative_name(path: Path, root: Path) -> str:
     return str(path.resolve().relative_to(root))
 
 
-def study_name(runs: Sequence[Run], inputs: Sequence[str | Path]) -> str:
-    """The runs' ``task_name`` (the experiment: ``ablation_loss``); when runs of several experiments are reported
-    together (Table 5 reuses Table 4's mean cell), the one most runs have; else the first input's name."""
+def study_name(runs: Sequence[Run], inputs: Sequence[str | Path], out_dir: str | os.PathLike | None = None) -> str:
+    """The runs' ``task_name`` (the experiment: ``ablation_loss``). Runs of several experiments reported together
+    (Table 5 reuses Table 4's mean cell; Figure 4 reuses Table 5's runs) take the name of ``out_dir`` when one is
+    given, else the experiment most runs have; runs without a ``task_name``, the first input's name."""
     names = [run.flat.get("task_name") for run in runs if isinstance(run.flat.get("task_name"), str)]
+    if len(set(names)) > 1 and out_dir is not None:
+        return Path(out_dir).resolve().name
     if names:
         return max(dict.fromkeys(names), key=names.count)  # ties: the first seen
     return Path(inputs[0]).resolve().name or "study"
@@ -64,7 +67,8 @@ def default_out_dir(study: str) -> Path:
 
 
 def build_report(
-    inputs: Sequence[str | Path], kind: str = "auto", command: str | None = None
+    inputs: Sequence[str | Path], kind: str = "auto", command: str | None = None,
+    out_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Everything ``report.json`` holds; raises :class:`ConfigError` when no finished run is found."""
     dirs = find_run_dirs(inputs)
@@ -82,7 +86,7 @@ def build_report(
     group_of = {id(run): g.label for g in grouping.groups for run in g.runs}
     root = runs_root([*(run.path for run in runs), *(s.path for s in skipped)])
     report: dict[str, Any] = {
-        "study": study_name(runs, inputs),
+        "study": study_name(runs, inputs, out_dir),
         "command": command or "uwe_lightning.studies.build_report",
         "inputs": [str(i) for i in inputs],
         "group_keys": grouping.keys,
@@ -117,6 +121,6 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> list[Pat
 def make_report(inputs: Sequence[str | Path], out_dir: str | os.PathLike | None = None, kind: str = "auto",
                 command: str | None = None) -> tuple[dict[str, Any], list[Path]]:
     """:func:`build_report`, then :func:`write_report` (``out_dir``: ``experiments/results/<study>``)."""
-    report = build_report(inputs, kind=kind, command=command)
+    report = build_report(inputs, kind=kind, command=command, out_dir=out_dir)
     written = write_report(report, out_dir if out_dir is not None else default_out_dir(report["study"]))
     return report, written

@@ -23,7 +23,8 @@ from uwe_lightning.workbench.report import RESULTS_FILE
 REPLICATE_KEY = "seed"
 #: Keys that differ between runs of one design without being a factor of it.
 RUN_CONTROL_KEYS = frozenset({REPLICATE_KEY, "resume", "overwrite"})
-NOT_A_FACTOR_PARTS = frozenset({"hydra", "paths"})
+LABEL_KEYS = frozenset({"task_name"})  # the experiment's name: runs of two experiments with one config pool
+NOT_A_FACTOR_PARTS = frozenset({"hydra", "paths", "logger"})  # logger: names, tags, where logs go
 PATH_LIKE_NAMES = frozenset({"dir", "dirpath", "path", "save_dir", "default_root_dir"})
 
 
@@ -219,9 +220,10 @@ def format_value(value: Any) -> str:
 
 
 def _not_a_factor(key: str, runs: Sequence[Run]) -> bool:
-    """Seed, run control, paths and output directories, Hydra's node, and keys that only follow the seed."""
+    """Seed, run control, the experiment's name, logger settings, paths and output directories, Hydra's node, and
+    keys that only follow the seed."""
     parts = key.split(".")
-    if key in RUN_CONTROL_KEYS or parts[0] in NOT_A_FACTOR_PARTS:
+    if key in RUN_CONTROL_KEYS or key in LABEL_KEYS or parts[0] in NOT_A_FACTOR_PARTS:
         return True
     last = parts[-1]
     if last in PATH_LIKE_NAMES or last.endswith(("_dir", "_path")):
