@@ -556,11 +556,7 @@ def plot(r: dict, path: Path) -> Path | None:
         ax.axis("off")
     fig.suptitle(f"{r['model']}, {r['machine']['torch_threads']} threads, load {r['load_start'][0]}", fontsize=9)
     fig.tight_layout()
-    try:
-        atomic_save_figure(fig, path)
-    finally:
-        plt.close(fig)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -122,9 +122,15 @@ def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> Path:
 
 
 def atomic_save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """``fig.savefig`` (a matplotlib figure, as PNG) published atomically."""
-    with atomic_write_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+    """``fig.savefig`` (a matplotlib figure, as PNG) published atomically; the figure is closed afterwards, also
+    on an error (pyplot keeps every open figure alive)."""
+    try:
+        with atomic_write_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return Path(path)
 
 

@@ -201,11 +201,7 @@ def plot_growth(result: dict, path: Path) -> Path | None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    try:
-        atomic_save_figure(fig, path)
-    finally:
-        plt.close(fig)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def write_outputs(result: dict, out_dir: Path) -> list[Path]:

@@ -126,6 +126,4 @@ def plot_thresholds(stats: dict[str, Any], path, title: str = ""):
     ax.set_title(title or f"Matches into {stats['real_titles']:,} real titles")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return atomic_save_figure(fig, path)

@@ -28,9 +28,7 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    atomic_save_figure(fig, path)
-    _pyplot().close(fig)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def _mean_pct(cell: dict[str, Any]) -> float:
