@@ -203,7 +203,7 @@ class Ranker:
     def exact(self) -> Ranker:
         """This ranker if it scores in float32, else one on the same encoder that does: evaluation numbers
         (WorkBench, WorkRB) are the exact scorer's; reduced precision may reorder near-ties."""
-        if self.precision == "fp32":
+        if self.target_precision == "fp32":  # also ``auto`` where the scorer's default storage is fp32
             return self
         return self.with_scorer(self.spec.name, tau=self.spec.tau, precision="fp32")
 
