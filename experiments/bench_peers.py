@@ -47,7 +47,13 @@ import torch.nn.functional as F
 
 from uwe_lightning.cli.export import onnx_model_dir
 from uwe_lightning.efficiency.benchmark import _growth_texts, load_datasets
-from uwe_lightning.efficiency.measure import machine_info, sample_queries
+from uwe_lightning.efficiency.measure import (
+    QUIET_OTHER_CPUS,
+    OtherCpu,
+    busiest_others,
+    machine_info,
+    sample_queries,
+)
 from uwe_lightning.efficiency.peers import (
     FaissFlatIP,
     PaddedMaxSim,
@@ -120,7 +126,9 @@ def loadavg() -> list[float]:
 
 
 class Section:
-    """Records the wall time and the load average before and after a section of the run."""
+    """Records the wall time, the load average before and after a section of the run, and how many CPUs other
+    processes kept busy meanwhile (``others_cpus``: what competed with the timings; the load average also counts
+    this run's own threads)."""
 
     def __init__(self, result: dict, name: str) -> None:
         self.result, self.name = result, name
@@ -129,12 +137,13 @@ class Section:
         self.start = time.perf_counter()
         self.cpu = time.process_time()
         self.entry = {"load_start": loadavg()}
+        self.others = OtherCpu().__enter__()
         log(f"section {self.name} (load {self.entry['load_start']})")
         return self.entry
 
     def __exit__(self, *exc) -> None:
         self.entry.update(load_end=loadavg(), wall_s=round(time.perf_counter() - self.start, 1),
-                          cpu_s=round(time.process_time() - self.cpu, 1))
+                          cpu_s=round(time.process_time() - self.cpu, 1), others_cpus=self.others.now())
         self.result.setdefault("sections", {})[self.name] = self.entry
 
 
@@ -452,11 +461,19 @@ def markdown(r: dict) -> str:
              f"{m['torch_threads']} torch threads, torch {m['torch']}, {m['platform']}; load average "
              f"{'/'.join(map(str, r['load_start']))} at the start, {'/'.join(map(str, r['load_end']))} at the end. "
              f"Wall time {r['wall_s']} s.", ""]
-    if r["load_start"][0] > 0.5:
-        lines += [f"**Shared machine:** load {r['load_start'][0]:.1f} on {m['cpus_usable']} CPUs as the run started: "
-                  "wall times include waiting for a CPU and are upper bounds; CPU times (cpu p50) are less affected.", ""]
-    lines += ["Per section: " + "; ".join(f"{name} {s['wall_s']} s (load {s['load_start'][0]} -> {s['load_end'][0]})"
-                                          for name, s in r.get("sections", {}).items()), ""]
+    others = busiest_others(r)
+    if others is not None:
+        lines += [f"Other processes kept {others:.2f} CPUs busy on average (the busiest section; `/proc/stat` busy "
+                  "time minus this run's CPU time; the load average also counts this run's own threads).", ""]
+    if (others if others is not None else r["load_start"][0]) > (QUIET_OTHER_CPUS if others is not None else 0.5):
+        shared = (f"other processes kept {others:.2f} CPUs busy" if others is not None
+                  else f"load {r['load_start'][0]:.1f} on {m['cpus_usable']} CPUs as the run started")
+        lines += [f"**Shared machine:** {shared}: wall times include waiting for a CPU and are upper bounds; CPU "
+                  "times (cpu p50) are less affected.", ""]
+    lines += ["Per section: " + "; ".join(
+        f"{name} {s['wall_s']} s (load {s['load_start'][0]} -> {s['load_end'][0]}"
+        + (f"; others {s['others_cpus']:.2f} CPUs" if s.get("others_cpus") is not None else "") + ")"
+        for name, s in r.get("sections", {}).items()), ""]
     sc = r.get("scoring")
     if sc:
         lines += [f"## Scoring + top-10 of a pre-encoded query vs target-space size ({sc['source']})", "",
@@ -569,7 +586,7 @@ def main(argv: list[str] | None = None) -> dict:
         faiss.omp_set_num_threads(torch.get_num_threads())
     except ImportError:
         pass
-    started = time.perf_counter()
+    started, others = time.perf_counter(), OtherCpu().__enter__()
     result: dict = {"command": " ".join(["python", "experiments/bench_peers.py", *(argv or sys.argv[1:])]),
                     "model": args.model, "load_start": loadavg(), "args": {k: str(v) if isinstance(v, Path) else v
                                                                           for k, v in vars(args).items()}}
@@ -598,6 +615,7 @@ def main(argv: list[str] | None = None) -> dict:
             result["evaluate"] = evaluate_section(args, base)
     result["load_end"] = loadavg()
     result["wall_s"] = round(time.perf_counter() - started, 1)
+    result["others_cpus"] = others.now()
     if args.out:
         png = args.out.with_name(args.out.stem + "_latency_vs_targets.png")
         result["plot"] = png.name

@@ -78,6 +78,19 @@ def test_fp32_equals_reference_scores_and_topk_with_ties(name, tiles):
         torch.testing.assert_close(values, reference.gather(1, index), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("tau", [0.01, 0.1])
+def test_softmax_far_below_its_max_clamped_exponents_leave_the_scores_unchanged(tau):
+    """At a small tau most exponents of the written-out softmax lie far below -80 (clamped there, for speed):
+    the scores still equal the reference softmax's."""
+    spec = get_scorer("softmax", tau)
+    y = EncodedTexts.from_token_list(token_list(TARGET_LENGTHS, seed=3), pooled=False, dtype=torch.float32)
+    q = EncodedTexts.from_token_list(token_list(QUERY_LENGTHS, seed=4), pooled=False, dtype=torch.float32)
+    reference = spec.fn(q.to_token_embeddings(), y.to_token_embeddings())
+    got = fast.score(fast.PreparedTargets.from_encoded(y, "fp32"), fast.query_groups(q), len(q), "softmax", tau)
+    torch.testing.assert_close(got, reference, atol=1e-6, rtol=0)
+    assert torch.equal(fast.topk_stable(got, 5)[1], reference_topk(reference, 5))
+
+
 def test_topk_stable_breaks_ties_by_index_also_at_the_kth_place():
     scores = torch.tensor([[0.2, 0.7, 0.7, 0.1, 0.7, 0.9], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
     values, index = fast.topk_stable(scores, 3)

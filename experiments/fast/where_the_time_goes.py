@@ -1,8 +1,9 @@
 """The README's "Where the time goes" section, written from the json files that experiments/fast/quiet_run.sh
 leaves (bench_peers.json, bench_eval.json, bench_eval_mpnet.json, fast/agreement.json).
 
-A number whose source is missing, or whose run was not on quiet cores (1-min load average above ``--max-load``
-as it started), is printed as ``TODO-from-quiet_run``: a number measured under load is never published as
+A number whose source is missing, or whose run was not on quiet cores (other processes kept more than
+``QUIET_OTHER_CPUS`` CPUs busy in a section; for runs that did not measure it, the 1-min load average above
+``--max-load`` as it started), is printed as ``TODO-from-quiet_run``: a number measured under load is never published as
 the answer to a latency target. Load-independent numbers (top-10 agreement, MAP differences, recall@10) are
 filled whatever the load.
 
@@ -21,6 +22,8 @@ import math
 import re
 from pathlib import Path
 
+from uwe_lightning.efficiency.measure import QUIET_OTHER_CPUS, busiest_others
+
 TODO = "TODO-from-quiet_run"
 START, END = "<!-- where-the-time-goes:start -->", "<!-- where-the-time-goes:end -->"
 OURS = "ours (fp16, default)"
@@ -34,8 +37,13 @@ def load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def quiet(run: dict | None, max_load: float) -> bool:
-    return bool(run) and run["load_start"][0] <= max_load
+def quiet(run: dict | None, max_load: float, max_others: float = QUIET_OTHER_CPUS) -> bool:
+    """On quiet cores: other processes kept at most ``max_others`` CPUs busy in every section; a run from
+    before that was measured falls back to its 1-min load average as it started."""
+    if not run:
+        return False
+    others = busiest_others(run)
+    return others <= max_others if others is not None else run["load_start"][0] <= max_load
 
 
 def ms(x: float | None) -> str:
@@ -103,6 +111,8 @@ def section(peers: dict | None, ev: dict | None, ev_mpnet: dict | None, agree: d
     if agree:
         fp16_worst = min(agree["scorers"][s]["fp16"]["worst_top10_agreement"] for s in agree["scorers"])
     load = TODO if tp is None else f"{tp['load_start'][0]} at the start, {tp['load_end'][0]} at the end"
+    if tp is not None and busiest_others(tp) is not None:
+        load += f", this run's own threads included; other processes: at most {busiest_others(tp):.2f} CPUs busy"
     threads = TODO if tp is None else tp["machine"]["torch_threads"]
     lines = [
         "## Where the time goes (issue 16: `experiments/results/bench_peers.md`, `bench_eval.md`, "

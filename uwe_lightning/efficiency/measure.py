@@ -82,6 +82,66 @@ def load_average() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
+def cpu_busy_seconds() -> float | None:
+    """CPU seconds all CPUs of the machine have been busy since boot (``/proc/stat``; ``None`` where it is
+    missing). Steal time (another VM had the core) counts as busy: it is a CPU this machine did not get."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (every thread included)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class OtherCpu:
+    """How many CPUs everything but this process kept busy while a block ran (``.cpus``; ``None`` without
+    ``/proc/stat``).
+
+    Why not the load average: it counts this process's own threads and decays over minutes, so right after a
+    run of ours an idle 2-core machine reads ~2; the machine's busy time minus ours is what competed with us.
+
+    Example::
+
+        with OtherCpu() as others:
+            run()
+        print(others.cpus)  # ~0.0 on quiet cores
+    """
+
+    cpus: float | None = None
+
+    def __enter__(self) -> OtherCpu:
+        self._wall, self._busy, self._own = time.perf_counter(), cpu_busy_seconds(), own_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cpus = self.now()
+
+    def now(self) -> float | None:
+        """The average so far (CPUs; rounded to 0.01, the kernel counts in 10 ms ticks)."""
+        busy, wall = cpu_busy_seconds(), time.perf_counter() - self._wall
+        if busy is None or self._busy is None or wall <= 0:
+            return None
+        return round(max(0.0, (busy - self._busy) - (own_cpu_seconds() - self._own)) / wall, 2)
+
+
+#: Average CPUs kept busy by other processes above which a run's timings are not from quiet cores.
+QUIET_OTHER_CPUS = 0.2
+
+
+def busiest_others(run: dict) -> float | None:
+    """The most CPUs other processes kept busy over a run's json (``others_cpus``) or any of its ``sections``;
+    ``None`` where the run did not measure it (older runs, no ``/proc/stat``)."""
+    values = [run.get("others_cpus"), *(s.get("others_cpus") for s in run.get("sections", {}).values())]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Inference
 # ----------------------------------------------------------------------------------------------------------

@@ -234,6 +234,8 @@ class OnnxEncoder(Encoder):
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.inter_op_num_threads = 1
+        # ORT's idle workers spin after each run, taking the cores the scorer runs on next (x2 end to end)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.onnx_file), options, providers=["CPUExecutionProvider"])
         self.training = False
 
