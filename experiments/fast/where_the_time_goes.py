@@ -1,5 +1,6 @@
 """The README's "Where the time goes" section, written from the json files that experiments/fast/quiet_run.sh
-leaves (bench_peers.json, bench_eval.json, bench_eval_mpnet.json, fast/agreement.json).
+leaves (bench_peers.json, bench_eval.json, bench_eval_mpnet.json, fast/agreement.json), and make bench's
+bench_minilm.json (the paper's Table 3 protocol).
 
 A number whose source is missing, or whose run was not on quiet cores (other processes kept more than
 ``QUIET_OTHER_CPUS`` CPUs busy in a section; for runs that did not measure it, the 1-min load average above
@@ -37,13 +38,19 @@ def load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def quiet(run: dict | None, max_load: float, max_others: float = QUIET_OTHER_CPUS) -> bool:
+def quiet(run: dict | None, max_load: float, max_others: float = QUIET_OTHER_CPUS, others_key: str | None = None
+          ) -> bool:
     """On quiet cores: other processes kept at most ``max_others`` CPUs busy in every section; a run from
-    before that was measured falls back to its 1-min load average as it started."""
+    before that was measured falls back to its 1-min load average as it started. ``others_key``: the block
+    that holds the measurement (``make bench`` keeps it, and its load, in ``machine``)."""
     if not run:
         return False
-    others = busiest_others(run)
-    return others <= max_others if others is not None else run["load_start"][0] <= max_load
+    if others_key:
+        block = run.get(others_key) or {}
+        others, start = block.get("others_cpus"), (block.get("load_average_start") or [math.inf])[0]
+    else:
+        others, start = busiest_others(run), run["load_start"][0]
+    return others <= max_others if others is not None else start <= max_load
 
 
 def ms(x: float | None) -> str:
@@ -68,7 +75,8 @@ def largest(points: dict) -> str:
     return max(points, key=int)
 
 
-def section(peers: dict | None, ev: dict | None, ev_mpnet: dict | None, agree: dict | None, max_load: float) -> str:
+def section(peers: dict | None, ev: dict | None, ev_mpnet: dict | None, agree: dict | None, max_load: float,
+            bench: dict | None = None) -> str:
     tp = peers if quiet(peers, max_load) else None  # timings only from a quiet run
     te = ev if quiet(ev, max_load) else None
     tm = ev_mpnet if quiet(ev_mpnet, max_load) else None
@@ -89,12 +97,19 @@ def section(peers: dict | None, ev: dict | None, ev_mpnet: dict | None, agree: d
     def e2e_p50(scorer: str, backend: str):
         return _get(e2e, scorer, backend, "rank_p50_mean_over_tasks")
 
+    def e2e_worst(scorer: str, backend: str):  # the target holds on every WorkBench target space, not on average
+        return _get(e2e, scorer, backend, "rank_p50_max_over_tasks")
+
     def lossless(scorer: str, backend: str) -> bool:  # the issue's rule for reduced precision: >= 99.9 % top-10
         v = _get(agree, "scorers", scorer, backend, "worst_top10_agreement")
         return backend == "torch" or v is None or v >= 0.999
 
-    best = {s: min(((e2e_p50(s, b), b) for b in BACKENDS if e2e_p50(s, b) is not None and lossless(s, b)),
+    best = {s: min(((e2e_worst(s, b), b) for b in BACKENDS if e2e_worst(s, b) is not None and lossless(s, b)),
                    default=(None, "")) for s in ("mean", "softmax")}
+
+    def e2e_cell(scorer: str) -> str:
+        worst, backend = best[scorer]
+        return TODO if worst is None else f"{ms(worst)} ms (mean of the six: {ms(e2e_p50(scorer, backend))})"
 
     def ev_min(run):
         return None if run is None else run["evaluate"]["wall_s"] / 60
@@ -131,10 +146,9 @@ def section(peers: dict | None, ev: dict | None, ev_mpnet: dict | None, agree: d
         f"{verdict(p50('maxsim', OURS), 80)} |",
         f"| `mean` vs sentence-transformers `semantic_search`, every size (worst p50 ratio ours / theirs) | 1.00 | "
         f"{TODO if mean_ratio is None else f'{mean_ratio:.2f}'} | {verdict(mean_ratio, 1.0)} |",
-        f"| end to end, `mean`, one query, WorkBench target spaces (fastest backend within 99.9 % top-10 agreement: "
-        f"{best['mean'][1] or TODO}) | 8 ms | "
-        f"{ms(best['mean'][0])} ms | {verdict(best['mean'][0], 8)} |",
-        f"| end to end, `softmax` (same rule: {best['softmax'][1] or TODO}) | 25 ms | {ms(best['softmax'][0])} ms | "
+        f"| end to end, `mean`, one query, slowest WorkBench test target space (fastest backend within 99.9 % "
+        f"top-10 agreement: {best['mean'][1] or TODO}) | 8 ms | {e2e_cell('mean')} | {verdict(best['mean'][0], 8)} |",
+        f"| end to end, `softmax` (same rule: {best['softmax'][1] or TODO}) | 25 ms | {e2e_cell('softmax')} | "
         f"{verdict(best['softmax'][0], 25)} |",
         f"| full zero-shot WorkBench test, MiniLM (wall) | 4 min | "
         f"{TODO if te is None else f'{ev_min(te):.1f} min'} | {verdict(ev_min(te), 4)} |",
@@ -205,14 +219,48 @@ def section(peers: dict | None, ev: dict | None, ev_mpnet: dict | None, agree: d
         f"{TODO if te is None else f'{ev_min(te):.1f} min'}, {enc_share} of it encoding the "
         f"{n_texts} distinct texts "
         "(batched by token count); MPNet " + (TODO if tm is None else f"{ev_min(tm):.1f} min") + ".",
-        "- **Paper protocol** (Table 3: latency, FLOPs, queries/s per scorer): `make bench`, "
-        "`experiments/results/bench_minilm.md` (measured under load, before the fast path).",
-        "- **Caching is what makes it usable:** re-encoding the 3,039 Skill2Job targets for every query is 298x slower "
-        "than the cached ranker (`experiments/results/bench_minilm.md`, measured under load).",
-        "- **Training** is dominated by the encoder's forward + backward: a 32-skill step (128 texts, <= 64 tokens) "
-        "takes 7.2-8.1 s on one CPU thread whatever the scorer. The paper-size step (2,048 texts) needs a GPU.", "",
     ]
+    lines += paper_protocol(bench, max_load)
     return "\n".join(lines)
+
+
+def paper_protocol(bench: dict | None, max_load: float) -> list[str]:
+    """Table 3's protocol (``make bench``: 100 single queries per task end to end, FLOPs, batched queries/s,
+    a training step, the naive baselines) from ``bench_minilm.json``, when that run was on quiet cores."""
+    if not quiet(bench, max_load, others_key="machine"):
+        return ["- **Paper protocol** (Table 3: latency, FLOPs, queries/s per scorer): `make bench`, "
+                f"`experiments/results/bench_minilm.md` ({TODO}: its committed run was not on quiet cores).", ""]
+    m, sc = bench["machine"], bench["scorers"]
+    lines = ["", f"**Paper protocol** (Table 3: `{bench['command']}`, `experiments/results/bench_minilm.md`; "
+             f"{m['torch_threads']} threads, other processes {m['others_cpus']:.2f} CPUs busy; mean +- SE over "
+             f"{sc[next(iter(sc))]['latency_ms']['n']} tasks, {bench['protocol']['timed_queries']} single queries "
+             "each, end to end):", "",
+             f"| scorer | latency/query (ms) | FLOPs/query (matrix products) | queries/s (batch "
+             f"{bench['protocol'].get('throughput_batch', '?')}) | training step (ms) |",
+             "|---|---:|---:|---:|---:|"]
+    for name, r in sc.items():
+        step = _get(r, "train_step", "ms", "mean")
+        lines.append(f"| {name} | {r['latency_ms']['mean']:.1f} +- {r['latency_ms']['se']:.1f} | "
+                     f"{r['flops']['mean'] / 1e9:.2f} B | {r['throughput_qps']['mean']:.0f} | "
+                     f"{'n/a' if step is None else f'{step:.0f}'} |")
+    train = _get(next(iter(sc.values())), "train_step") or {}
+    naive = bench.get("naive") or {}
+    lines += ["", "- **FLOPs** are FlopCounterMode's count of the matrix products (encode + score): the softmax's "
+              "exponentials and sums are not in it, so `maxsim` and `softmax` read alike; their latencies differ."]
+    if "reencode" in naive:
+        re_ = naive["reencode"]
+        loops = [v["slowdown"] for v in naive.get("python_loop", {}).values()]
+        lines.append(f"- **Caching is what makes it usable:** re-encoding the {naive['n_targets']:,} {naive['task']} "
+                     f"targets for every query is {re_['slowdown']:.0f}x slower than the cached ranker "
+                     f"({re_['latency_ms']['mean'] / 1000:.1f} s vs {re_['cached_latency_ms']:.1f} ms per query, "
+                     f"{re_['scorer']})" + (f"; a Python loop over the cached targets is {min(loops):.0f}-"
+                                            f"{max(loops):.0f}x slower." if loops else "."))
+    if train:
+        lines.append(f"- **Training** is dominated by the encoder's forward + backward: a {train['skills']}-skill "
+                     f"step ({train['texts']} texts, <= {train['max_length']} tokens, {train['loss']}, "
+                     f"{train['optimizer']}) is in the last column, about the same whatever the scorer. The "
+                     "paper-size step (512 skills, ~2,048 texts) needs a GPU.")
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -225,7 +273,7 @@ def main(argv: list[str] | None = None) -> str:
     r = args.results
     agree = load(r / "fast" / "agreement.json") or load(Path("experiments/results/fast/agreement.json"))
     text = section(load(r / "bench_peers.json"), load(r / "bench_eval.json"), load(r / "bench_eval_mpnet.json"),
-                   agree, args.max_load)
+                   agree, args.max_load, load(r / "bench_minilm.json"))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from uwe_lightning.efficiency.measure import (
+    OtherCpu,
     batched_throughput,
     encoding_rate,
     flops_per_query,
@@ -216,6 +217,7 @@ def run(cfg: DictConfig, out_dir: str | Path, datasets: dict[str, RankingDataset
     base.display_name = str(spec.backbone)
     device = base.device
     machine = machine_info(device)
+    others = OtherCpu().__enter__()
     taus = dict(cfg.get("taus") or {})
     rankers = {s: base.with_scorer(s, tau=taus.get(s)) for s in cfg.scorers}
     params = sum(p.numel() for p in base.encoder.parameters())
@@ -258,6 +260,7 @@ def run(cfg: DictConfig, out_dir: str | Path, datasets: dict[str, RankingDataset
     naive = measure_naive(cfg, rankers, datasets, spaces, task_space, per_scorer, log)
 
     machine["load_average_end"] = load_average()
+    machine["others_cpus"] = others.now()
     result = {
         "command": " ".join([Path(sys.executable).name, "-m", "uwe_lightning.bench", *sys.argv[1:]]),
         "machine": machine,

@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+from uwe_lightning.efficiency.measure import QUIET_OTHER_CPUS
 from uwe_lightning.io import atomic_copy, atomic_save_figure, atomic_write_text
 from uwe_lightning.paths import REPO_DIR
 
@@ -152,9 +153,20 @@ def markdown(result: dict) -> str:
 
 
 def _shared_note(machine: dict) -> list[str]:
-    """A warning when other processes were using the CPUs as the run started (timings inflated and noisy)."""
+    """How busy other processes kept the CPUs during the run, and a warning when they competed with it (timings
+    inflated and noisy); runs that did not measure it fall back to the load average as they started."""
+    if machine.get("device", "cpu") != "cpu":
+        return []
+    others = machine.get("others_cpus")
+    if others is not None:
+        note = ["", f"Other processes kept {others:.2f} CPUs busy on average during the run (`/proc/stat` busy time "
+                "minus this run's CPU time; the load average also counts this run's own threads)."]
+        if others > QUIET_OTHER_CPUS:
+            note[-1] += (" **Shared machine:** CPU timings include contention with other processes and are upper "
+                         "bounds.")
+        return note
     start = (machine.get("load_average_start") or [0.0])[0]
-    if machine.get("device", "cpu") != "cpu" or start <= 0.5:
+    if start <= 0.5:
         return []
     end = (machine.get("load_average_end") or [math.nan])[0]
     return ["", f"**Shared machine:** the 1-minute load average was {start:.1f} on {machine['cpus_usable']} CPUs "

@@ -224,18 +224,20 @@ class OnnxEncoder(Encoder):
     """An :class:`Encoder` whose backbone runs as an ONNX Runtime session on CPU (same tokenizer, token limit
     and :meth:`~Encoder.encode`; the torch backbone is kept only for its config, and is not run).
 
-    The session gets torch's current thread count, so ``torch.set_num_threads`` sizes both backends alike.
+    The session gets torch's current thread count, so ``torch.set_num_threads`` sizes both backends alike, and
+    its idle workers do not spin (``spinning=False``): ONNX Runtime's default keeps them busy-waiting after each
+    run, on the cores the scorer needs next (2x slower end to end: experiments/fast/onnx_spinning.py).
     """
 
-    def __init__(self, encoder: Encoder, onnx_file: str | Path, threads: int | None = None) -> None:
+    def __init__(self, encoder: Encoder, onnx_file: str | Path, threads: int | None = None,
+                 spinning: bool = False) -> None:
         super().__init__(encoder.backbone, encoder.tokenizer, name=encoder.name)
         ort = require("onnxruntime", "the ONNX query backend")
         self.onnx_file = Path(onnx_file)
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.inter_op_num_threads = 1
-        # ORT's idle workers spin after each run, taking the cores the scorer runs on next (x2 end to end)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(self.onnx_file), options, providers=["CPUExecutionProvider"])
         self.training = False
 
