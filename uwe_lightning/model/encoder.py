@@ -144,13 +144,18 @@ class Encoder(nn.Module):
     def enable_gradient_checkpointing(self) -> str:
         """Recompute each transformer layer's activations in backward instead of keeping them (training only).
 
-        Transformers' own ``gradient_checkpointing_enable`` (non-reentrant) where the model supports it, else
+        Transformers' own ``activation_checkpointing_enable`` (``gradient_checkpointing_enable`` before it was
+        renamed; non-reentrant) where the model supports it, else
         (MPNet, the paper's backbone, in transformers 5) each layer of the backbone's layer list runs under
         :func:`torch.utils.checkpoint.checkpoint` (non-reentrant, RNG state preserved, so dropout is replayed).
         Weights and saved models are unchanged. Returns which of the two was used.
         """
         if getattr(self.backbone, "supports_gradient_checkpointing", False):
-            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            non_reentrant = {"use_reentrant": False}
+            if hasattr(self.backbone, "activation_checkpointing_enable"):  # its name from transformers 5.2x on
+                self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=non_reentrant)
+            else:
+                self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=non_reentrant)
             return "transformers"
         lists = [m for m in self.backbone.modules() if isinstance(m, nn.ModuleList) and len(m)]
         layers = max(lists, key=len, default=None)
