@@ -395,6 +395,8 @@ def score(targets: PreparedTargets, groups: Sequence[QueryGroup], n_queries: int
     widest = max((t.n_texts * t.length for t in targets.tiles), default=1)
     for group in groups:
         rows_per_step = max(1, tile_elements // max(1, widest * group.length))
+        if scorer == "mean":  # the product is the scores themselves: all rows at once (x1.8 for batches)
+            rows_per_step = group.rows.numel()
         for first in range(0, group.rows.numel(), rows_per_step):
             last = min(first + rows_per_step, group.rows.numel())
             b = last - first
@@ -409,6 +411,8 @@ def score(targets: PreparedTargets, groups: Sequence[QueryGroup], n_queries: int
                 targets.release(tile)
             if not whole:
                 sorted_scores[group.rows[first:last]] = block
+    if torch.equal(targets.position, torch.arange(n, device=device)):
+        return sorted_scores  # already in the original order (one length, no duplicates): no copy
     return sorted_scores.index_select(1, targets.position)
 
 
@@ -420,7 +424,11 @@ def topk_stable(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     (tensor([[0.9000, 0.9000, 0.5000]]), tensor([[1, 3, 0]]))
     """
     k = min(k, scores.shape[1])
-    values, index = torch.topk(scores, k, dim=1)
+    # One more than asked: a row whose (k+1)-th score equals its k-th has a tie reaching past the k-th place
+    # (found without another pass over the scores).
+    values, index = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
+    crowded = (values[:, k - 1] == values[:, k]).nonzero().flatten().tolist() if values.shape[1] > k else []
+    values, index = values[:, :k], index[:, :k]
     # Ties inside the top k: order by index, then (stably) by score.
     index, perm = index.sort(dim=1)
     values = values.gather(1, perm)
@@ -428,7 +436,6 @@ def topk_stable(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     values, index = values.gather(1, order), index.gather(1, order)
     # Ties at the k-th place that reach past it: the lowest indices among the tied ones.
     kth = values[:, -1:]
-    crowded = ((scores >= kth).sum(1) > k).nonzero().flatten().tolist()
     for row in crowded:
         above = (scores[row] > kth[row]).nonzero().flatten()
         tied = (scores[row] == kth[row]).nonzero().flatten()[: k - above.numel()]
