@@ -163,10 +163,13 @@ def section(peers: dict | None, ev: dict | None, ev_mpnet: dict | None, agree: d
             ("maxsim", REF), ("softmax_ymean", OURS), ("softmax_ymean", REF), ("softmax", OURS), ("softmax", REF)]
     lines += [f"**Scoring + top-10 of one pre-encoded query, {n_big} ESCO skill labels** (p50 ms; ratio to ours; "
               "every method returns the same top-10 as ours in fp32 within the agreement column of "
-              "`bench_peers.md`):", "", "| scorer | method | p50 ms | x ours |", "|---|---|---:|---:|"]
+              "`bench_peers.md`; batch: queries/s ranking one batch of queries in one call):", "",
+              "| scorer | method | p50 ms | x ours | batch q/s |", "|---|---|---:|---:|---:|"]
     for scorer, label in rows:
         v, o = p50(scorer, label), p50(scorer, OURS)
-        lines.append(f"| {scorer} | {label} | {ms(v)} | {TODO if v is None or o is None else f'{v / o:.2f}'} |")
+        qps = _get(sc, scorer, largest(sc[scorer]), label, "batch", "queries_per_s") if scorer in sc else None
+        lines.append(f"| {scorer} | {label} | {ms(v)} | {TODO if v is None or o is None else f'{v / o:.2f}'} | "
+                     f"{'n/a' if qps is None else f'{qps:,.0f}'} |")
     lines.append("")
     # End to end
     lines += ["**End to end, one query** (tokenise, encode, score, top-10; p50 ms, mean over the six WorkBench test "
