@@ -78,6 +78,24 @@ def test_fp32_equals_reference_scores_and_topk_with_ties(name, tiles):
         torch.testing.assert_close(values, reference.gather(1, index), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("name", SCORERS)
+@pytest.mark.parametrize("tiles", [(fast.DEFAULT_TILE_TOKENS, fast.DEFAULT_TILE_ELEMENTS), (7, 9), (1, 1)])
+def test_one_length_space_is_written_into_its_columns_like_the_reference(name, tiles):
+    """Targets of one token count keep their order when sorted: scores go straight into runs of columns (broken
+    by duplicates), also when the runs cross tiles and the queries run in several steps."""
+    targets = with_duplicates(token_list([3] * 40, seed=5), [(1, 2), (0, 39), (10, 20), (10, 21)])
+    spec, q, y = spaces(name, targets, token_list([4] * 6, seed=6))
+    prepared = fast.PreparedTargets.from_encoded(y, "fp32", tile_tokens=tiles[0])
+    runs = fast.column_runs(prepared.order, prepared.position)
+    assert runs is not None and runs.duplicates.tolist() == [2, 20, 21, 39]
+    reference = spec.fn(q.to_token_embeddings(), y.to_token_embeddings())
+    got = fast.score(prepared, fast.query_groups(q), len(q), name, spec.tau, tile_elements=tiles[1])
+    torch.testing.assert_close(got, reference, atol=1e-6, rtol=0)
+    for src, dst in [(1, 2), (0, 39), (10, 20), (10, 21)]:
+        assert torch.equal(got[:, src], got[:, dst])
+    assert torch.equal(fast.topk_stable(got, 5)[1], reference_topk(reference, 5))
+
+
 @pytest.mark.parametrize("tau", [0.01, 0.1])
 def test_softmax_far_below_its_max_clamped_exponents_leave_the_scores_unchanged(tau):
     """At a small tau most exponents of the written-out softmax lie far below -80 (clamped there, for speed):

@@ -72,6 +72,9 @@ def test_padded_einsum_maxsim_ranks_like_our_maxsim():
 def test_timing_and_memory_helpers():
     wall, cpu = peers.timed_call(lambda: sum(range(100_000)))
     assert wall > 0 and cpu >= 0
+    calls = []
+    rate = peers.batch_rate(lambda: calls.append(sum(range(10_000))), n_queries=64, repeats=3)
+    assert len(calls) == 4 and rate["repeats"] == 3 and rate["queries"] == 64 and rate["queries_per_s"] == 64_000 / rate["wall_ms"]
     stats = peers.time_each(lambda x: sum(range(x)), [1000] * 5, warmup=2)
     assert stats["n"] == 5 and stats["p50"] <= stats["p95"] and "cpu_p50" in stats
     if peers.rss_bytes() is not None:

@@ -46,6 +46,16 @@ def timed_call(fn: Callable[[], object]) -> tuple[float, float]:
     return 1000 * (time.perf_counter() - wall), 1000 * (time.process_time() - cpu)
 
 
+def batch_rate(fn: Callable[[], object], n_queries: int, repeats: int = 5) -> dict:
+    """Queries/s of one call ranking a batch of ``n_queries``: the median of ``repeats`` timed calls after an
+    untimed one (the first call also pays for allocating and faulting in the score matrix)."""
+    fn()
+    calls = sorted((timed_call(fn) for _ in range(repeats)), key=lambda wc: wc[0])
+    wall, cpu = calls[len(calls) // 2]
+    return {"queries": int(n_queries), "repeats": repeats, "wall_ms": wall, "cpu_ms": cpu,
+            "queries_per_s": 1000 * int(n_queries) / wall}
+
+
 def latency_stats(walls: Sequence[float], cpus: Sequence[float] | None = None) -> dict:
     """p50 / p95 / mean of wall milliseconds (and of CPU milliseconds when given)."""
     if not walls:

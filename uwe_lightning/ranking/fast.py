@@ -391,12 +391,12 @@ def score(targets: PreparedTargets, groups: Sequence[QueryGroup], n_queries: int
     reduce = REDUCTIONS[scorer]
     n = targets.n_distinct
     device = targets.device
+    runs = _column_runs_of(targets)
+    if runs is not None and len(groups) == 1 and groups[0].rows.numel() == n_queries:
+        return _score_into_columns(targets, groups[0], n_queries, reduce, tau, tile_elements, runs)
     sorted_scores = torch.empty((n_queries, n), dtype=torch.float32, device=device)
-    widest = max((t.n_texts * t.length for t in targets.tiles), default=1)
     for group in groups:
-        rows_per_step = max(1, tile_elements // max(1, widest * group.length))
-        if scorer == "mean":  # the product is the scores themselves: all rows at once (x1.8 for batches)
-            rows_per_step = group.rows.numel()
+        rows_per_step = _rows_per_step(targets, group, scorer == "mean", tile_elements)
         for first in range(0, group.rows.numel(), rows_per_step):
             last = min(first + rows_per_step, group.rows.numel())
             b = last - first
@@ -411,9 +411,93 @@ def score(targets: PreparedTargets, groups: Sequence[QueryGroup], n_queries: int
                 targets.release(tile)
             if not whole:
                 sorted_scores[group.rows[first:last]] = block
-    if torch.equal(targets.position, torch.arange(n, device=device)):
-        return sorted_scores  # already in the original order (one length, no duplicates): no copy
     return sorted_scores.index_select(1, targets.position)
+
+
+def _rows_per_step(targets, group: QueryGroup, scorer_is_mean: bool, tile_elements: int) -> int:
+    if scorer_is_mean:  # the product is the scores themselves: all rows at once (x1.8 for batches)
+        return group.rows.numel()
+    widest = max((t.n_texts * t.length for t in targets.tiles), default=1)
+    return max(1, tile_elements // max(1, widest * group.length))
+
+
+def _score_into_columns(targets, group: QueryGroup, n_queries: int, reduce: Reduction, tau, tile_elements: int,
+                        runs: ColumnRuns) -> Tensor:
+    """:func:`score` for one query group in its rows' order, each tile's scores written straight into their
+    original columns (runs of consecutive columns), then the duplicates copied from their first copies: no
+    gather of the whole score matrix."""
+    out = torch.empty((n_queries, len(targets)), dtype=torch.float32, device=targets.device)
+    step = _rows_per_step(targets, group, reduce is _reduce_mean, tile_elements)
+    for first in range(0, n_queries, step):
+        last = min(first + step, n_queries)
+        q_unit = group.unit[first * group.length : last * group.length]
+        q_norms = group.norms[first * group.length : last * group.length]
+        rows = group.rows[first:last]
+        in_order = bool(torch.equal(rows, torch.arange(first, last, device=rows.device)))
+        for tile in targets.tiles:
+            scores = reduce(targets.tile_product(q_unit, tile), last - first, group.length, tile.n_texts,
+                            tile.length, q_norms, tile.norms, tau)
+            targets.release(tile)
+            for a, b, column in runs.runs:
+                lo, hi = max(a, tile.start), min(b, tile.stop)
+                if lo >= hi:
+                    continue
+                cols = slice(column + lo - a, column + hi - a)
+                part = scores[:, lo - tile.start : hi - tile.start]
+                if in_order:
+                    out[first:last, cols] = part
+                else:
+                    out[rows, cols] = part
+    if runs.duplicates.numel():
+        dup, src = runs.duplicates.to(out.device), runs.sources.to(out.device)
+        out[:, dup] = out[:, src]
+    return out
+
+
+#: At most this many runs of consecutive original columns make the direct write of :func:`score` worth it.
+MAX_COLUMN_RUNS = 4096
+
+
+@dataclass
+class ColumnRuns:
+    """Where sorted positions land among the original columns, when that is a few runs of consecutive columns
+    (a space of one token count, e.g. pooled: sorting by length keeps the original order, and only duplicates
+    interrupt it): ``runs`` of ``(sorted start, sorted stop, first column)``, and the ``duplicates``' columns
+    with the columns of their first copies (``sources``)."""
+
+    runs: list[tuple[int, int, int]]
+    duplicates: Tensor
+    sources: Tensor
+
+
+def column_runs(order: Tensor, position: Tensor) -> ColumnRuns | None:
+    """:class:`ColumnRuns` of a sorted layout (:func:`sorted_layout`), or ``None`` when its order is not
+    increasing or breaks into more than :data:`MAX_COLUMN_RUNS` runs (scores are then gathered once).
+
+    >>> column_runs(torch.tensor([0, 1, 3, 4]), torch.tensor([0, 1, 0, 2, 3]))  # text 2 repeats text 0
+    ColumnRuns(runs=[(0, 2, 0), (2, 4, 3)], duplicates=tensor([2]), sources=tensor([0]))
+    """
+    order, position = order.cpu(), position.cpu()
+    if order.numel() == 0:
+        return None
+    steps = order.diff()
+    if bool((steps <= 0).any()):
+        return None
+    breaks = (steps != 1).nonzero().flatten().add(1).tolist()
+    if len(breaks) + 1 > MAX_COLUMN_RUNS:
+        return None
+    bounds = [0, *breaks, order.numel()]
+    runs = [(a, b, int(order[a])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    source = order[position]  # the column whose score each column gets
+    duplicates = (source != torch.arange(position.numel())).nonzero().flatten()
+    return ColumnRuns(runs, duplicates, source[duplicates])
+
+
+def _column_runs_of(targets) -> ColumnRuns | None:
+    """:func:`column_runs` of ``targets``, computed once per prepared space."""
+    if not hasattr(targets, "_column_runs"):
+        targets._column_runs = column_runs(targets.order, targets.position)
+    return targets._column_runs
 
 
 def topk_stable(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
