@@ -383,74 +383,47 @@ def score(targets: PreparedTargets, groups: Sequence[QueryGroup], n_queries: int
     """Scores ``[n_queries, len(targets)]`` (float32, columns in the targets' original order) of the query
     ``groups`` (rows ``0 .. n_queries - 1`` between them) with ``scorer``'s reduction.
 
-    Queries run in steps of as many rows as keep one product under ``tile_elements`` values; every tile is
-    multiplied once per step and released right after (a mapped space drops its pages).
+    Queries run in steps of as many rows as keep one product under ``tile_elements`` values (``mean``: all rows,
+    its product is the scores themselves); every tile is multiplied once per step and released right after (a
+    mapped space drops its pages). Where the sorted order is a few runs of the original columns
+    (:func:`column_runs`: a space of one token count), each tile's scores go straight into their columns and
+    duplicates are copied from their first copies; otherwise the sorted scores are gathered once at the end.
     """
     if scorer not in REDUCTIONS:
         raise KeyError(f"no fast path for scorer {scorer!r}; known: {', '.join(sorted(REDUCTIONS))}")
     reduce = REDUCTIONS[scorer]
-    n = targets.n_distinct
     device = targets.device
     runs = _column_runs_of(targets)
-    if runs is not None and len(groups) == 1 and groups[0].rows.numel() == n_queries:
-        return _score_into_columns(targets, groups[0], n_queries, reduce, tau, tile_elements, runs)
-    sorted_scores = torch.empty((n_queries, n), dtype=torch.float32, device=device)
+    columns = len(targets) if runs is not None else targets.n_distinct
+    out = torch.empty((n_queries, columns), dtype=torch.float32, device=device)
+    widest = max((t.n_texts * t.length for t in targets.tiles), default=1)
     for group in groups:
-        rows_per_step = _rows_per_step(targets, group, scorer == "mean", tile_elements)
+        rows_per_step = group.rows.numel() if scorer == "mean" else max(
+            1, tile_elements // max(1, widest * group.length))
         for first in range(0, group.rows.numel(), rows_per_step):
             last = min(first + rows_per_step, group.rows.numel())
             b = last - first
             q_unit = group.unit[first * group.length : last * group.length]
             q_norms = group.norms[first * group.length : last * group.length]
             whole = b == n_queries  # one step covers every query row: write the scores in place
-            block = sorted_scores if whole else torch.empty((b, n), dtype=torch.float32, device=device)
+            block = out if whole else torch.empty((b, columns), dtype=torch.float32, device=device)
             for tile in targets.tiles:
                 g = targets.tile_product(q_unit, tile)
-                block[:, tile.start : tile.stop] = reduce(g, b, group.length, tile.n_texts, tile.length, q_norms,
-                                                          tile.norms, tau)
+                scores = reduce(g, b, group.length, tile.n_texts, tile.length, q_norms, tile.norms, tau)
                 targets.release(tile)
-            if not whole:
-                sorted_scores[group.rows[first:last]] = block
-    return sorted_scores.index_select(1, targets.position)
-
-
-def _rows_per_step(targets, group: QueryGroup, scorer_is_mean: bool, tile_elements: int) -> int:
-    if scorer_is_mean:  # the product is the scores themselves: all rows at once (x1.8 for batches)
-        return group.rows.numel()
-    widest = max((t.n_texts * t.length for t in targets.tiles), default=1)
-    return max(1, tile_elements // max(1, widest * group.length))
-
-
-def _score_into_columns(targets, group: QueryGroup, n_queries: int, reduce: Reduction, tau, tile_elements: int,
-                        runs: ColumnRuns) -> Tensor:
-    """:func:`score` for one query group in its rows' order, each tile's scores written straight into their
-    original columns (runs of consecutive columns), then the duplicates copied from their first copies: no
-    gather of the whole score matrix."""
-    out = torch.empty((n_queries, len(targets)), dtype=torch.float32, device=targets.device)
-    step = _rows_per_step(targets, group, reduce is _reduce_mean, tile_elements)
-    for first in range(0, n_queries, step):
-        last = min(first + step, n_queries)
-        q_unit = group.unit[first * group.length : last * group.length]
-        q_norms = group.norms[first * group.length : last * group.length]
-        rows = group.rows[first:last]
-        in_order = bool(torch.equal(rows, torch.arange(first, last, device=rows.device)))
-        for tile in targets.tiles:
-            scores = reduce(targets.tile_product(q_unit, tile), last - first, group.length, tile.n_texts,
-                            tile.length, q_norms, tile.norms, tau)
-            targets.release(tile)
-            for a, b, column in runs.runs:
-                lo, hi = max(a, tile.start), min(b, tile.stop)
-                if lo >= hi:
+                if runs is None:
+                    block[:, tile.start : tile.stop] = scores
                     continue
-                cols = slice(column + lo - a, column + hi - a)
-                part = scores[:, lo - tile.start : hi - tile.start]
-                if in_order:
-                    out[first:last, cols] = part
-                else:
-                    out[rows, cols] = part
+                for a, z, column in runs.runs:  # the runs this tile overlaps, into their original columns
+                    lo, hi = max(a, tile.start), min(z, tile.stop)
+                    if lo < hi:
+                        block[:, column + lo - a : column + hi - a] = scores[:, lo - tile.start : hi - tile.start]
+            if not whole:
+                out[group.rows[first:last]] = block
+    if runs is None:
+        return out.index_select(1, targets.position)
     if runs.duplicates.numel():
-        dup, src = runs.duplicates.to(out.device), runs.sources.to(out.device)
-        out[:, dup] = out[:, src]
+        out[:, runs.duplicates.to(device)] = out[:, runs.sources.to(device)]
     return out
 
 
