@@ -48,10 +48,10 @@ import torch.nn.functional as F
 from uwe_lightning.cli.export import onnx_model_dir
 from uwe_lightning.efficiency.benchmark import _growth_texts, load_datasets
 from uwe_lightning.efficiency.measure import (
-    QUIET_OTHER_CPUS,
     OtherCpu,
     busiest_others,
     machine_info,
+    quiet_cores,
     sample_queries,
 )
 from uwe_lightning.efficiency.peers import (
@@ -137,7 +137,7 @@ class Section:
         self.start = time.perf_counter()
         self.cpu = time.process_time()
         self.entry = {"load_start": loadavg()}
-        self.others = OtherCpu().__enter__()
+        self.others = OtherCpu()
         log(f"section {self.name} (load {self.entry['load_start']})")
         return self.entry
 
@@ -462,7 +462,7 @@ def markdown(r: dict) -> str:
     if others is not None:
         lines += [f"Other processes kept {others:.2f} CPUs busy on average (the busiest section; `/proc/stat` busy "
                   "time minus this run's CPU time; the load average also counts this run's own threads).", ""]
-    if (others if others is not None else r["load_start"][0]) > (QUIET_OTHER_CPUS if others is not None else 0.5):
+    if not quiet_cores(others, r["load_start"][0]):
         shared = (f"other processes kept {others:.2f} CPUs busy" if others is not None
                   else f"load {r['load_start'][0]:.1f} on {m['cpus_usable']} CPUs as the run started")
         lines += [f"**Shared machine:** {shared}: wall times include waiting for a CPU and are upper bounds; CPU "
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> dict:
         faiss.omp_set_num_threads(torch.get_num_threads())
     except ImportError:
         pass
-    started, others = time.perf_counter(), OtherCpu().__enter__()
+    started, others = time.perf_counter(), OtherCpu()
     result: dict = {"command": " ".join(["python", "experiments/bench_peers.py", *(argv or sys.argv[1:])]),
                     "model": args.model, "load_start": loadavg(), "args": {k: str(v) if isinstance(v, Path) else v
                                                                           for k, v in vars(args).items()}}

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     base = Ranker.from_pretrained(args.model, device="cpu")
-    load_start, others = load_average(), OtherCpu().__enter__()
+    load_start, others = load_average(), OtherCpu()
     datasets, _ = load_datasets(args.tasks, "test", None)
     rankers = {s: base.with_scorer(s) for s in args.scorers}
     spaces, task_space = encode_task_spaces(datasets, by_target_pooling(rankers), resolve_cache_dir() / "targets",

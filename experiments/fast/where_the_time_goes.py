@@ -23,7 +23,7 @@ import math
 import re
 from pathlib import Path
 
-from uwe_lightning.efficiency.measure import QUIET_OTHER_CPUS, busiest_others
+from uwe_lightning.efficiency.measure import busiest_others, quiet_cores
 
 TODO = "TODO-from-quiet_run"
 START, END = "<!-- where-the-time-goes:start -->", "<!-- where-the-time-goes:end -->"
@@ -38,11 +38,10 @@ def load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def quiet(run: dict | None, max_load: float, max_others: float = QUIET_OTHER_CPUS, others_key: str | None = None
-          ) -> bool:
-    """On quiet cores: other processes kept at most ``max_others`` CPUs busy in every section; a run from
-    before that was measured falls back to its 1-min load average as it started. ``others_key``: the block
-    that holds the measurement (``make bench`` keeps it, and its load, in ``machine``)."""
+def quiet(run: dict | None, max_load: float, others_key: str | None = None) -> bool:
+    """:func:`quiet_cores` of a run's json, its busiest section counted (``max_load`` for runs from before the
+    measurement). ``others_key``: the block that holds the measurement (``make bench`` keeps it, and its load,
+    in ``machine``)."""
     if not run:
         return False
     if others_key:
@@ -50,7 +49,7 @@ def quiet(run: dict | None, max_load: float, max_others: float = QUIET_OTHER_CPU
         others, start = block.get("others_cpus"), (block.get("load_average_start") or [math.inf])[0]
     else:
         others, start = busiest_others(run), run["load_start"][0]
-    return others <= max_others if others is not None else start <= max_load
+    return quiet_cores(others, start, max_load)
 
 
 def ms(x: float | None) -> str:

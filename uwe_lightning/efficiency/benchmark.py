@@ -217,7 +217,7 @@ def run(cfg: DictConfig, out_dir: str | Path, datasets: dict[str, RankingDataset
     base.display_name = str(spec.backbone)
     device = base.device
     machine = machine_info(device)
-    others = OtherCpu().__enter__()
+    others = OtherCpu()
     taus = dict(cfg.get("taus") or {})
     rankers = {s: base.with_scorer(s, tau=taus.get(s)) for s in cfg.scorers}
     params = sum(p.numel() for p in base.encoder.parameters())

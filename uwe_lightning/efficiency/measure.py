@@ -100,8 +100,8 @@ def own_cpu_seconds() -> float:
 
 
 class OtherCpu:
-    """How many CPUs everything but this process kept busy while a block ran (``.cpus``; ``None`` without
-    ``/proc/stat``).
+    """How many CPUs everything but this process has kept busy since it was made (:meth:`now`), or while a
+    ``with`` block ran (``.cpus``); ``None`` without ``/proc/stat``.
 
     Why not the load average: it counts this process's own threads and decays over minutes, so right after a
     run of ours an idle 2-core machine reads ~2; the machine's busy time minus ours is what competed with us.
@@ -115,8 +115,10 @@ class OtherCpu:
 
     cpus: float | None = None
 
-    def __enter__(self) -> OtherCpu:
+    def __init__(self) -> None:
         self._wall, self._busy, self._own = time.perf_counter(), cpu_busy_seconds(), own_cpu_seconds()
+
+    def __enter__(self) -> OtherCpu:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -132,6 +134,14 @@ class OtherCpu:
 
 #: Average CPUs kept busy by other processes above which a run's timings are not from quiet cores.
 QUIET_OTHER_CPUS = 0.2
+
+
+def quiet_cores(others_cpus: float | None, load_start: float, max_load: float = 0.5) -> bool:
+    """Whether a run's timings are from quiet cores: other processes kept at most :data:`QUIET_OTHER_CPUS`
+    busy; a run that did not measure that falls back to its 1-min load average as it started (``max_load``)."""
+    if others_cpus is not None:
+        return others_cpus <= QUIET_OTHER_CPUS
+    return load_start <= max_load
 
 
 def busiest_others(run: dict) -> float | None:

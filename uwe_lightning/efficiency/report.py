@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from uwe_lightning.efficiency.measure import QUIET_OTHER_CPUS
+from uwe_lightning.efficiency.measure import quiet_cores
 from uwe_lightning.io import atomic_copy, atomic_save_figure, atomic_write_text
 from uwe_lightning.paths import REPO_DIR
 
@@ -158,15 +158,15 @@ def _shared_note(machine: dict) -> list[str]:
     if machine.get("device", "cpu") != "cpu":
         return []
     others = machine.get("others_cpus")
+    start = (machine.get("load_average_start") or [0.0])[0]
     if others is not None:
         note = ["", f"Other processes kept {others:.2f} CPUs busy on average during the run (`/proc/stat` busy time "
                 "minus this run's CPU time; the load average also counts this run's own threads)."]
-        if others > QUIET_OTHER_CPUS:
+        if not quiet_cores(others, start):
             note[-1] += (" **Shared machine:** CPU timings include contention with other processes and are upper "
                          "bounds.")
         return note
-    start = (machine.get("load_average_start") or [0.0])[0]
-    if start <= 0.5:
+    if quiet_cores(None, start):
         return []
     end = (machine.get("load_average_end") or [math.nan])[0]
     return ["", f"**Shared machine:** the 1-minute load average was {start:.1f} on {machine['cpus_usable']} CPUs "
