@@ -3,6 +3,7 @@ data-pack location. Tests never need the real encoder packages or a model hub.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,10 @@ def real_data_dir() -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _single_torch_thread():
-    """Tiny tensors run fastest on one thread, and a shared 2-core CI box stays responsive."""
+def _torch_threads():
+    """One thread by default: tiny tensors run fastest on one, and a shared 2-core CI box stays responsive.
+    ``UWE_TEST_THREADS=2`` runs the suite on two (the suite must pass at both: tests/README.md)."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("UWE_TEST_THREADS", "1")))
     yield
     torch.set_num_threads(previous)

@@ -14,6 +14,7 @@ from torch import nn
 
 from tests.helpers.distributed import Case, make_dataset, make_module
 from tests.helpers.memory import saved_tensor_bytes
+from tests.helpers.tolerance import FP32_RTOL, assert_close_to_scale, mismatched_tensors
 from uwe_lightning.model.encoder import TokenEmbeddings
 from uwe_lightning.model.grad_cache import cached_encode, plan_chunks
 from uwe_lightning.training.module import seed_step
@@ -49,10 +50,10 @@ def chunked_with_grad(module, size: int, unit: str):
     return encode_groups
 
 
-def assert_same_grads(got: dict, want: dict, atol: float = 1e-5) -> None:
+def assert_same_grads(got: dict, want: dict) -> None:
+    """Every gradient on its own scale: GradCache and checkpointing reorder float32 sums (tests.helpers.tolerance)."""
     assert got.keys() == want.keys()
-    for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
+    assert mismatched_tensors(got, want) == {}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_grad_cache_with_dropout_equals_the_same_mini_batches_with_grad(tiny_mod
     reference.encode_groups = chunked_with_grad(reference, size, unit)
     got_loss, got = loss_and_grads(cached, batch)
     want_loss, want = loss_and_grads(reference, batch)
-    assert got_loss == pytest.approx(want_loss, rel=1e-6)
+    assert got_loss == pytest.approx(want_loss, rel=FP32_RTOL)
     assert_same_grads(got, want)
     plain = make_module(tiny_model_dir, Case(loss, scorer, STEP, dropout=True))
     _, other = loss_and_grads(plain, batch)  # dropout is on: one pass over the whole batch draws other masks
@@ -99,7 +100,7 @@ def test_grad_cache_without_dropout_equals_one_pass(tiny_model_dir, batch, unit)
     plain = make_module(tiny_model_dir, Case("mtm", "softmax", STEP))
     got_loss, got = loss_and_grads(cached, batch)
     want_loss, want = loss_and_grads(plain, batch)
-    assert got_loss == pytest.approx(want_loss, rel=1e-6)
+    assert got_loss == pytest.approx(want_loss, rel=FP32_RTOL)
     assert_same_grads(got, want)
 
 
@@ -126,7 +127,7 @@ def test_cached_encode_without_grad_is_plain_encoding(tiny_model_dir, batch):
                             module.encoder.hidden_size, 2)[0]
         want = module.encoder(*inputs[0]).trimmed()
     assert torch.equal(got.mask, want.mask)  # real tokens equal; padding (which no scorer reads) is zero here
-    torch.testing.assert_close(got.embeddings[got.mask], want.embeddings[want.mask], rtol=1e-5, atol=1e-6)
+    assert_close_to_scale(got.embeddings[got.mask], want.embeddings[want.mask])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def test_backbone_checkpointing_keeps_gradients_and_drops_activations(tiny_model
     assert plain.state_dict().keys() == ckpt.state_dict().keys()
     got_loss, got = loss_and_grads(ckpt, batch)  # dropout on: the recomputation replays the RNG
     want_loss, want = loss_and_grads(plain, batch)
-    assert got_loss == pytest.approx(want_loss, rel=1e-6)
+    assert got_loss == pytest.approx(want_loss, rel=FP32_RTOL)
     assert_same_grads(got, want)
     assert saved_activation_bytes(ckpt, batch) < 0.6 * saved_activation_bytes(plain, batch)
     ckpt.eval()  # inference is the plain forward
@@ -204,8 +205,7 @@ def test_grad_cache_run_trains_like_the_plain_run(tmp_path, tiny_model_dir):
 
     start = {f"model.encoder.backbone.{n}": v for n, v in AutoModel.from_pretrained(str(tiny_model_dir)).state_dict().items()}
     assert any(not torch.equal(plain[n], start[n]) for n in start if n in plain)  # the runs did train
-    for name, value in plain.items():
-        torch.testing.assert_close(cached[name], value, rtol=1e-5, atol=1e-6)
+    assert mismatched_tensors(cached, plain) == {}  # key biases: trained from 0 by float noise (noise floor)
 
 
 def test_grad_cache_and_checkpointing_runs_resume_exactly(tmp_path, tiny_model_dir):

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from tests.helpers.tolerance import FP32_RTOL
 from uwe_lightning.losses import LOSSES, PAPER_ALPHA, PAPER_TAU, LossConfig, build_loss
 
 log, exp = math.log, math.exp
@@ -42,11 +43,11 @@ def test_mtm_hand_computed_with_duplicate_text_column() -> None:
     nurse = (-log(exp(3) / (exp(3) + exp(1))) - log(exp(1) / (exp(3) + exp(1)))) / 2
     chef = -log(exp(2) / (exp(0) + exp(2)))
     q_given_y = (nurse + chef + nurse) / 3
-    assert logs["J/y_given_q"] == pytest.approx(y_given_q, abs=1e-6)
-    assert logs["J/q_given_y"] == pytest.approx(q_given_y, abs=1e-6)
-    assert logs["J/total"] == pytest.approx(y_given_q + q_given_y, abs=1e-6)
-    assert float(total) == pytest.approx(y_given_q + q_given_y, abs=1e-6)
-    assert logs["total"] == pytest.approx(float(total), abs=1e-6)
+    assert logs["J/y_given_q"] == pytest.approx(y_given_q, rel=FP32_RTOL)
+    assert logs["J/q_given_y"] == pytest.approx(q_given_y, rel=FP32_RTOL)
+    assert logs["J/total"] == pytest.approx(y_given_q + q_given_y, rel=FP32_RTOL)
+    assert float(total) == pytest.approx(y_given_q + q_given_y, rel=FP32_RTOL)
+    assert logs["total"] == pytest.approx(float(total), rel=FP32_RTOL)
 
 
 def test_mtm_pairwise_hand_computed_treats_other_positives_as_negatives() -> None:
@@ -56,9 +57,9 @@ def test_mtm_pairwise_hand_computed_treats_other_positives_as_negatives() -> Non
     rev = (
         -log(exp(3) / (exp(3) + exp(1))) - log(exp(2) / (1 + exp(2))) - log(exp(1) / (exp(3) + exp(1)))
     ) / 3
-    assert logs["J/y_given_q"] == pytest.approx(fwd, abs=1e-6)
-    assert logs["J/q_given_y"] == pytest.approx(rev, abs=1e-6)
-    assert float(total) == pytest.approx(fwd + rev, abs=1e-6)
+    assert logs["J/y_given_q"] == pytest.approx(fwd, rel=FP32_RTOL)
+    assert logs["J/q_given_y"] == pytest.approx(rev, rel=FP32_RTOL)
+    assert float(total) == pytest.approx(fwd + rev, rel=FP32_RTOL)
 
 
 def test_rows_without_positives_are_skipped() -> None:
@@ -72,8 +73,8 @@ def test_rows_without_positives_are_skipped() -> None:
     )
     y_given_q = (-log(exp(1) / (exp(1) + 1)) - log(1 / (exp(1) + 1))) / 2  # only skill 0's row
     q_given_y = (-log(exp(1) / (exp(1) + 2)) - log(1 / (1 + exp(2) + exp(1)))) / 2
-    assert logs["V/y_given_q"] == pytest.approx(y_given_q, abs=1e-6)
-    assert logs["V/q_given_y"] == pytest.approx(q_given_y, abs=1e-6)
+    assert logs["V/y_given_q"] == pytest.approx(y_given_q, rel=FP32_RTOL)
+    assert logs["V/q_given_y"] == pytest.approx(q_given_y, rel=FP32_RTOL)
     assert math.isfinite(float(total))
 
 
@@ -92,9 +93,9 @@ def test_infonce_uses_one_denominator_across_graphs() -> None:
     pair_j0 = -log(exp(4) / z0)  # (skill 0, J0)
     pair_a0 = -log(exp(0) / z1)  # (skill 1, A0)
     pair_a1 = -log(exp(1) / z0)  # (skill 0, A1)
-    assert float(total) == pytest.approx((pair_j0 + pair_a0 + pair_a1) / 3, abs=1e-6)  # alpha does not weight
-    assert logs["J/infonce"] == pytest.approx(pair_j0, abs=1e-6)
-    assert logs["A/infonce"] == pytest.approx((pair_a0 + pair_a1) / 2, abs=1e-6)
+    assert float(total) == pytest.approx((pair_j0 + pair_a0 + pair_a1) / 3, rel=FP32_RTOL)  # alpha does not weight
+    assert logs["J/infonce"] == pytest.approx(pair_j0, rel=FP32_RTOL)
+    assert logs["A/infonce"] == pytest.approx((pair_a0 + pair_a1) / 2, rel=FP32_RTOL)
     # Per-graph denominators would give a different number for J's pair: -log(e^4 / e^4) = 0.
     assert logs["J/infonce"] > 0.1
 
@@ -161,7 +162,7 @@ def test_total_is_alpha_weighted_sum_of_graph_terms() -> None:
     for name in ("mtm", "mtm_pairwise"):
         total, logs = build_loss(name, tau=PAPER_TAU, alpha=alpha)(scores, pos, pair)
         expected = sum(alpha[g] * (logs[f"{g}/y_given_q"] + logs[f"{g}/q_given_y"]) for g in alpha)
-        assert float(total) == pytest.approx(expected, rel=1e-6)
+        assert float(total) == pytest.approx(expected, rel=FP32_RTOL)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers.configs import rank_cfg
 from tests.helpers.paths import MINI_DATA
+from tests.helpers.tolerance import assert_close_to_scale
 from uwe_lightning.cli.rank import load_targets, run
 from uwe_lightning.io import ConfigError
 from uwe_lightning.paths import REPO_DIR
@@ -55,7 +57,7 @@ def test_out_file_has_one_row_per_query_and_rank_equal_to_ranker(tiny_model_dir,
         assert [r["rank"] for r in mine] == [1, 2, 3]
         assert [r["id"] for r in mine] == [targets.ids[i] for i in index[n].tolist()]
         assert [r["label"] for r in mine] == [targets.texts[i] for i in index[n].tolist()]
-        assert [r["score"] for r in mine] == pytest.approx(scores[n].tolist(), abs=1e-5)
+        assert_close_to_scale(torch.tensor([r["score"] for r in mine]), scores[n])
     printed = capsys.readouterr().out
     assert "query:" not in printed and f"wrote {out} ({len(rows)} rows)" in printed
     saved = json.loads((tmp_path / "run" / "rankings.json").read_text())

@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from tests.helpers.paths import FIXTURES
+from tests.helpers.tolerance import assert_close_to_scale
 from uwe_lightning.model.lexical import TfidfRankingModel
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.workbench.report import write_results
@@ -130,5 +131,5 @@ def test_encoder_model_scores_equal_the_rankers_own_path(scorer, tiny_model_dir)
                         (EncoderRankingModel(ranker, exact=False), own_path(ranker))):
         model.prepare(queries + targets)
         got = torch.cat([block for _, block in model.score_blocks(queries, targets, 2)])
-        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+        assert_close_to_scale(got, want)
         assert (model._query_side is model._target_side) == (ranker.pooled("query") == ranker.pooled("target"))

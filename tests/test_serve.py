@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from tests.helpers.configs import tool_cfg  # noqa: E402
 from tests.helpers.paths import MINI_DATA  # noqa: E402
+from tests.helpers.tolerance import assert_close_to_scale  # noqa: E402
 from uwe_lightning.cli.rank import DIRECTIONS, load_targets  # noqa: E402
 from uwe_lightning.paths import REPO_DIR  # noqa: E402
 from uwe_lightning.ranking.ranker import Ranker  # noqa: E402
@@ -92,8 +93,7 @@ def expected(ranker: Ranker, space: ServedSpace, queries: list[str], k: int) -> 
 def assert_same(answer: dict, want: list[list[tuple[str, float]]], space: ServedSpace) -> None:
     got = [[(t["id"], t["score"]) for t in r["top"]] for r in answer["results"]]
     assert [[i for i, _ in row] for row in got] == [[i for i, _ in row] for row in want]
-    assert torch.allclose(torch.tensor([[s for _, s in r] for r in got]), torch.tensor([[s for _, s in r] for r in want]),
-                          atol=1e-5)
+    assert_close_to_scale(torch.tensor([[s for _, s in r] for r in got]), torch.tensor([[s for _, s in r] for r in want]))
     labels = dict(zip(space.ids, space.labels, strict=True))
     assert all(t["label"] == labels[t["id"]] and t["rank"] == n for r in answer["results"]
                for n, t in enumerate(r["top"], 1))

@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 
 import uwe_lightning as uwe
 from tests.helpers.paths import MINI_DATA
+from tests.helpers.tolerance import assert_close_to_scale
 from uwe_lightning.model.pretrained import ModelSpec, UWEModel, load_model
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.workbench.runner import EncoderRankingModel
@@ -46,8 +47,8 @@ def test_own_pooling_and_prompts_are_used(cls_prompt_model_dir):
     assert ranker.side_dependent
     q = torch.cat(ranker.embed(QUERIES, side="query"))
     y = torch.cat(ranker.embed(TARGETS, side="target"))
-    torch.testing.assert_close(q, torch.tensor(model.encode_query(QUERIES)), atol=1e-5, rtol=0)
-    torch.testing.assert_close(y, torch.tensor(model.encode_document(TARGETS)), atol=1e-5, rtol=0)
+    assert_close_to_scale(q, torch.tensor(model.encode_query(QUERIES)))
+    assert_close_to_scale(y, torch.tensor(model.encode_document(TARGETS)))
     assert not torch.allclose(q, torch.cat(ranker.embed(QUERIES, side="target")))  # the prompt matters
     # Ranking = the model's own cosine similarity.
     scores, index = ranker.rank(QUERIES, ranker.index(TARGETS), k=len(TARGETS))
@@ -63,7 +64,7 @@ def test_workbench_embeds_each_side_with_its_prompt(cls_prompt_model_dir):
     (_, block), = list(adapter.score_blocks(QUERIES, TARGETS, block_size=16))
     expected = F.normalize(torch.cat(ranker.embed(QUERIES, side="query")), dim=-1) @ \
         F.normalize(torch.cat(ranker.embed(TARGETS, side="target")), dim=-1).T
-    torch.testing.assert_close(block, expected, atol=1e-5, rtol=0)
+    assert_close_to_scale(block, expected)
 
 
 def test_a_prompt_override_changes_the_cache_key(cls_prompt_model_dir):
