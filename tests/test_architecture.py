@@ -1,7 +1,7 @@
 """The package's layering: no import cycle, no upward import, modules of a readable size.
 
 Layers, bottom to top (an import may only go to a strictly lower layer, or stay inside its own part):
-io -> paths -> esco -> data, model -> losses, workbench -> ranking -> protocol, integrations -> training,
+io -> integrity -> paths -> esco -> data, model -> losses, workbench -> ranking -> protocol, integrations -> training,
 efficiency, service, enrichment -> cli -> the ``python -m`` shims -> the package root. Every import counts, also one inside a
 function (a lazy import is still a dependency); only ``if TYPE_CHECKING:`` imports are left out.
 """
@@ -18,37 +18,38 @@ from uwe_lightning.paths import PACKAGE_DIR
 ROOT = "uwe_lightning"
 LAYERS = {
     "io": 0,
-    "paths": 1,
-    "esco": 2,
-    "data": 3,
-    "model": 3,
-    "losses": 4,
-    "workbench": 4,
-    "ranking": 5,
-    "protocol": 6,
-    "integrations": 6,  # bridges to other tools (WorkRB): a model + runner over ranking / workbench
-    "training": 7,
-    "offline": 7,  # offline bundles: a model's fp16 parts + the protocol's derived data + wheels
-    "efficiency": 7,
-    "studies": 7,
-    "service": 7,
-    "enrichment": 7,  # LLM-generated training data: protocol (leakage guard) + ranking (merge encoder)
-    "cli": 8,
-    "train": 9,
-    "evaluate": 9,
-    "rank": 9,
-    "bench": 9,
-    "report": 9,
-    "serve": 9,
-    "export": 9,
-    "enrich": 9,
-    "bundle": 9,
-    "campaign": 9,
-    "plan_memory": 9,
-    "": 10,  # the package root
+    "integrity": 1,  # data files checked against their manifest when read (paths.data_file)
+    "paths": 2,
+    "esco": 3,
+    "data": 4,
+    "model": 4,
+    "losses": 5,
+    "workbench": 5,
+    "ranking": 6,
+    "protocol": 7,
+    "integrations": 7,  # bridges to other tools (WorkRB): a model + runner over ranking / workbench
+    "training": 8,
+    "offline": 8,  # offline bundles: a model's fp16 parts + the protocol's derived data + wheels
+    "efficiency": 8,
+    "studies": 8,
+    "service": 8,
+    "enrichment": 8,  # LLM-generated training data: protocol (leakage guard) + ranking (merge encoder)
+    "cli": 9,
+    "train": 10,
+    "evaluate": 10,
+    "rank": 10,
+    "bench": 10,
+    "report": 10,
+    "serve": 10,
+    "export": 10,
+    "enrich": 10,
+    "bundle": 10,
+    "campaign": 10,
+    "plan_memory": 10,
+    "": 11,  # the package root
 }
 #: ``python -m`` shims that live inside a lower part, where users look for them; they sit at the shims' layer.
-SHIMS = {"uwe_lightning.data.fetch": 9}
+SHIMS = {"uwe_lightning.data.fetch": 10}
 MAX_LINES = 400
 LONG_MODULE_MARK = "over 400 lines:"  # a longer module says why in its docstring
 

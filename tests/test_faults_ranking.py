@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -18,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.helpers.configs import rank_cfg as _rank_cfg
-from tests.helpers.paths import MINI_DATA
+from tests.helpers.paths import MINI_DATA, writable_pack
 from tests.helpers.tolerance import assert_close_to_scale, scaled_mismatch
 from uwe_lightning.io import ConfigError, DataError, ModelNotFoundError, atomic_write_text
 from uwe_lightning.model.backbones import resolve_backbone
@@ -271,7 +270,7 @@ def test_evaluate_cli_checks_max_queries_before_the_model(tmp_path):
 
 def test_empty_split_is_reported_as_no_queries_and_left_out_of_the_macro(tmp_path):
     data = tmp_path / "data"
-    shutil.copytree(MINI_DATA, data)
+    writable_pack(data)
     titles = data / "workbench" / "jobnorm" / "titles.csv"
     titles.write_text(titles.read_text().splitlines()[0] + "\n")  # header only
     results = evaluate(TfidfRankingModel(), ["JobNorm", "SkillNorm"], "val", data)

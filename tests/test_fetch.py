@@ -20,7 +20,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.helpers.http import FileServer
-from tests.helpers.paths import FIXTURES, MINI_DATA
+from tests.helpers.paths import FIXTURES, MINI_DATA, writable_pack
 from uwe_lightning.cli.errors import run_reporting_user_errors
 from uwe_lightning.cli.fetch import run as fetch_run
 from uwe_lightning.data import pack
@@ -307,7 +307,7 @@ def test_cli_hub_skillmatch_only_when_allowed(mini_sources, tmp_path, capsys, mo
     assert result["skillsim"].startswith(f"fetched from {SKILLMATCH}")
     val, test = (get_task("SkillSim").load(split, out) for split in ("val", "test"))
     reference = tmp_path / "ref"
-    shutil.copytree(MINI_DATA, reference)
+    writable_pack(reference)
     (reference / "workbench/skillsim").mkdir()
     shutil.copy(SKILLMATCH / "test.csv", reference / "workbench/skillsim/test.csv")
     expected = get_task("SkillSim").load("test", reference)

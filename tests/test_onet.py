@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from tests.helpers.paths import MINI_DATA
+from tests.helpers.paths import MINI_DATA, writable_pack
 from uwe_lightning.data.graphs import normalize_text
 from uwe_lightning.io import ConfigError, DataError
 from uwe_lightning.model.lexical import TfidfRankingModel
@@ -126,7 +126,7 @@ def test_occ2tech_split_is_by_code():
 
 def test_unknown_code_and_bad_fractions_are_named(tmp_path):
     pack = tmp_path / "pack"
-    shutil.copytree(MINI_DATA, pack)
+    writable_pack(pack)
     path = pack / onet_sources.ONET_FILES["alternate_titles"]
     path.write_bytes(path.read_bytes() + b"99-9999.00\tGhost Title\tn/a\t08\r\n")
     with pytest.raises(DataError, match=r"Alternate Titles\.txt: row 11 .*99-9999\.00 is not in"):
@@ -177,7 +177,7 @@ def test_no_training_run_validates_on_onet(tmp_path):
 
 def test_open_protocol_never_reads_onet(tmp_path, monkeypatch):
     without = tmp_path / "without-onet"
-    shutil.copytree(MINI_DATA, without)
+    writable_pack(without)
     shutil.rmtree(without / onet_sources.ONET_DIR)
     build.clear_cache()
     plain = build.build_open_protocol(without)

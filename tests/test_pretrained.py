@@ -38,7 +38,7 @@ def test_saved_format_is_versioned_and_atomic(tiny_model_dir, tmp_path):
     out = model.save_pretrained(tmp_path / "m")
     config = json.loads((out / UWE_CONFIG_FILE).read_text())
     assert config["uwe_format"] == FORMAT_VERSION
-    assert set(config) == {"uwe_format", "scorer", "tau", "max_length", "train_max_length", "provenance"}
+    assert set(config) == {"uwe_format", "scorer", "tau", "max_length", "train_max_length", "provenance", "files"}
     model.save_pretrained(tmp_path / "m", step=2)  # replacing an existing directory leaves no staging dirs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
     assert read_uwe_config(out)["provenance"]["step"] == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.helpers.paths import writable_pack
 from uwe_lightning.esco import clear_cache
 from uwe_lightning.io import DataError
 from uwe_lightning.workbench.dataset import TaskUnavailable
@@ -58,7 +59,7 @@ V110_SKILLS = [
 def pack(tmp_path: Path) -> Path:
     """A writable copy of the mini pack, for bad-input tests."""
     clear_cache()
-    return Path(shutil.copytree(MINI, tmp_path / "pack"))
+    return writable_pack(tmp_path / "pack")
 
 
 BUILTIN_TASKS = ("Job2Skill", "Skill2Job", "SkillNorm", "SkillExtr-H", "SkillExtr-T", "SkillSim", "JobNorm")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from uwe_lightning.integrity import checked_file
 from uwe_lightning.io import DataError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -83,7 +84,8 @@ def derived_dir(data_dir: str | os.PathLike | None) -> Path | None:
 
 
 def data_file(data_dir: str | os.PathLike | None, relpath: str) -> Path:
-    """Path of one file of the data pack; a missing file is named together with what it provides."""
+    """Path of one file of the data pack, its bytes checked against the pack's manifest
+    (:mod:`uwe_lightning.integrity`); a missing or damaged file is named together with what it provides."""
     root = resolve_data_dir(data_dir)
     path = root / relpath
     if not path.is_file():
@@ -92,7 +94,7 @@ def data_file(data_dir: str | os.PathLike | None, relpath: str) -> Path:
             raise DataError(f"{root} is a derived data directory (an unpacked offline bundle: the open protocol's "
                             f"graphs and the WorkBench splits only); {relpath} ({what}) needs the raw uwe-data pack")
         raise DataError(f"missing data file {path} ({what}). Is {root} a complete uwe-data pack?")
-    return path
+    return checked_file(root, relpath, resolve_cache_dir())
 
 
 def _project_or_user_dir(name: str) -> Path:

@@ -34,6 +34,7 @@ from typing import Any
 
 from uwe_lightning.data.download import DownloadError, download, file_digests, mirrored
 from uwe_lightning.data.esco_official import TRANSFORMS, counts, zip_member
+from uwe_lightning.integrity import MANIFEST_NAME
 from uwe_lightning.io import DataError, atomic_write_bytes, atomic_write_json
 
 MANIFEST_FILE = Path(__file__).with_name("sources.json")
@@ -65,6 +66,7 @@ class Manifest:
     archives: dict[str, dict[str, Any]]
     task_sizes: dict[str, list[int]]
     meta: dict[str, Any]
+    source: Path | None = None  # the file it was read from
 
     def file(self, path: str) -> PackFile:
         for entry in self.files:
@@ -79,7 +81,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> Manifest:
     try:
         raw = json.loads(path.read_text())
         files = [PackFile(**entry) for entry in raw["files"]]
-        return Manifest(files, raw.get("archives", {}), raw.get("task_sizes", {}), raw.get("meta", {}))
+        return Manifest(files, raw.get("archives", {}), raw.get("task_sizes", {}), raw.get("meta", {}), path)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a readable pack manifest ({type(err).__name__}: {err})") from err
 
@@ -282,4 +284,7 @@ def fetch_pack(data_dir: str | os.PathLike, manifest: Manifest | None = None,
         builder.cleanup()
         if changed:
             atomic_write_json(data_dir / STATE_FILE, {"format": 1, "files": state})
+        if manifest.source and manifest.source.resolve() != MANIFEST_FILE.resolve() and data_dir.is_dir():
+            # a pack of another manifest carries it: loading checks its files against it (uwe_lightning.integrity)
+            atomic_write_bytes(data_dir / MANIFEST_NAME, manifest.source.read_bytes())
     return statuses

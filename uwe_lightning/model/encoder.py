@@ -7,6 +7,7 @@ MaxSim, soft late interaction) happens in :mod:`uwe_lightning.model.scoring`, ne
 from __future__ import annotations
 
 import inspect
+import json
 import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ import torch.utils.checkpoint
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from uwe_lightning.io import ModelNotFoundError
+from uwe_lightning.integrity import check_records
+from uwe_lightning.io import DataError, ModelNotFoundError
 from uwe_lightning.model.backbones import resolve_backbone, what_works
+from uwe_lightning.paths import resolve_cache_dir
 
 
 @dataclass
@@ -68,6 +71,26 @@ class TokenEmbeddings:
         return TokenEmbeddings(torch.cat(emb), torch.cat(mask))
 
 
+#: Three words every tokenizer of this project keeps whole: a collapsed model maps them to one embedding.
+PROBE_TEXTS = ("nurse", "teacher", "driver")
+#: Where a saved model records its files' sizes and sha256 (``UWEModel.save_pretrained``).
+SAVED_CONFIG_FILE = "uwe.json"
+
+
+def check_saved_files(path: str) -> None:
+    """A saved model's weights and tokenizer files against the sizes and sha256 in its ``uwe.json`` (a plain
+    Hugging Face or PyPI directory has none: the sanity probe still runs)."""
+    config = Path(path) / SAVED_CONFIG_FILE
+    if not config.is_file():
+        return
+    try:
+        records = json.loads(config.read_text()).get("files")
+    except (OSError, ValueError, AttributeError) as err:
+        raise DataError(f"{config}: unreadable ({err}); copy or export the model again") from err
+    if records:
+        check_records(path, records, "model", "copy or export it again", resolve_cache_dir())
+
+
 class Encoder(nn.Module):
     """A transformer backbone plus its tokenizer; ``forward`` gives :class:`TokenEmbeddings`.
 
@@ -89,6 +112,7 @@ class Encoder(nn.Module):
         :class:`~uwe_lightning.io.ModelNotFoundError` naming the value and what would work.
         """
         path = resolve_backbone(name_or_path, model_dir)
+        check_saved_files(path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             backbone = AutoModel.from_pretrained(path, **kwargs)
@@ -99,8 +123,35 @@ class Encoder(nn.Module):
             raise ModelNotFoundError(
                 f"model '{name_or_path}' could not be loaded {where}: {first} -- {what_works(model_dir)}"
             ) from err
+        except Exception as err:  # a truncated safetensors file, a garbage tokenizer.json or config.json
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise DataError(f"model '{name_or_path}' ({path}) is damaged: {type(err).__name__}: {first[:200]} -- "
+                            "copy or export it again") from err
         encoder = cls(backbone, tokenizer, name=name_or_path)
+        encoder.sanity_probe()
         return encoder.train(backbone.training)  # eval, as loaded: encode() restores this mode afterwards
+
+    @torch.no_grad()
+    def sanity_probe(self) -> None:
+        """Refuse a model that cannot work, in one line: non-finite embeddings, or distinct words collapsing
+        to one embedding (zeroed weights score every target 1.0). One forward of three words: milliseconds."""
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            batch = self.tokenizer(list(PROBE_TEXTS), padding=True, return_tensors="pt").to(self.device)
+            hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+        finally:
+            self.backbone.train(was_training)
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = ((hidden * mask).sum(1) / mask.sum(1)).float()
+        if not bool(torch.isfinite(pooled).all()):
+            raise DataError(f"model '{self.name}' gives non-finite embeddings: its weights are damaged "
+                            "(copy or export it again)")
+        unit = nn.functional.normalize(pooled, dim=-1)
+        cos = unit @ unit.T
+        if bool((pooled.norm(dim=-1) < 1e-6).any()) or float(cos[~torch.eye(len(cos), dtype=torch.bool)].min()) > 0.9999:
+            raise DataError(f"model '{self.name}' maps distinct words ({', '.join(PROBE_TEXTS)}) to one embedding: "
+                            "its weights are damaged or zeroed (copy or export it again)")
 
     @property
     def hidden_size(self) -> int:

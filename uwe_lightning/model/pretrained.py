@@ -25,14 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from uwe_lightning.integrity import file_records
 from uwe_lightning.io import atomic_write_text
 from uwe_lightning.model.backbones import resolve_backbone
 from uwe_lightning.model.card import CARD_FILE, render_card
-from uwe_lightning.model.encoder import Encoder, TokenEmbeddings
+from uwe_lightning.model.encoder import SAVED_CONFIG_FILE, Encoder, TokenEmbeddings
 from uwe_lightning.model.scoring import ScorerSpec, get_scorer
 from uwe_lightning.model.st_format import DENSE_DIR, FORMATS, write_sentence_transformers_files
 
-UWE_CONFIG_FILE = "uwe.json"
+UWE_CONFIG_FILE = SAVED_CONFIG_FILE
 FORMAT_VERSION = 1
 #: Keys of a pre-versioned ``uwe.json`` that are provenance, not settings.
 _LEGACY_PROVENANCE = ("backbone", "step", "val_metric", "source_checkpoint")
@@ -187,7 +188,8 @@ class UWEModel(nn.Module):
 
     def save_pretrained(self, out_dir: str | Path, format: str = "sentence-transformers", **provenance: Any) -> Path:
         """Write weights, tokenizer, ``uwe.json``, the sentence-transformers files and a model card to
-        ``out_dir``, replacing it atomically.
+        ``out_dir``, replacing it atomically. ``uwe.json`` records the size and sha256 of the weights and
+        tokenizer files; :meth:`Encoder.from_pretrained` checks them on every load.
 
         ``provenance`` entries are merged into the saved provenance. The directory is staged beside
         ``out_dir`` and renamed into place, so a reader never sees half a model. ``SentenceTransformer(out_dir)``
@@ -207,7 +209,7 @@ class UWEModel(nn.Module):
         staging.mkdir(parents=True)
         self.encoder.backbone.save_pretrained(staging)
         self.encoder.tokenizer.save_pretrained(staging)
-        config = self.config()
+        config = {**self.config(), "files": file_records(staging)}  # weights + tokenizer, checked when loaded
         (staging / UWE_CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
         write_sentence_transformers_files(staging, self.encoder.hidden_size, self.effective_max_length(), config,
                                           format=format)

@@ -1,9 +1,11 @@
-"""What a run records about itself in ``run_info.json``: config, git commit, package versions, (re)starts."""
+"""What a run records about itself in ``run_info.json``: config, git commit, package versions, the machine (CPU
+model, kernels, threads, GPU) of every (re)start, and the fingerprint of the data files it read."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from uwe_lightning.integrity import data_fingerprint
 from uwe_lightning.io import atomic_write_json
 from uwe_lightning.paths import REPO_DIR, RUN_INFO_FILE
 
@@ -27,8 +30,40 @@ VERSIONED_PACKAGES = (
     "omegaconf",
     "numpy",
     "pandas",
+    "safetensors",
+    "datasets",
+    "torchmetrics",
+    "sentence-transformers",
     "wandb",
 )
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers of a run may depend on: CPU model, the kernels torch picked, threads, GPU."""
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "platform": platform.platform(),
+    }
+    if os.environ.get("ATEN_CPU_CAPABILITY"):
+        info["ATEN_CPU_CAPABILITY"] = os.environ["ATEN_CPU_CAPABILITY"]
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
 
 def git_commit(repo: Path = REPO_DIR) -> dict[str, Any]:
     """HEAD commit and whether the tree has uncommitted changes; "unknown" outside a git checkout."""
@@ -72,8 +107,9 @@ def add_info(run_dir: Path, **fields: Any) -> None:
 
 
 def add_summary(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    """Merge the run's summary into ``run_info.json``; returns the summary."""
-    add_info(run_dir, summary=summary)
+    """Merge the run's summary, and the fingerprint of every data file the run read, into ``run_info.json``;
+    returns the summary."""
+    add_info(run_dir, summary=summary, data_pack=data_fingerprint())
     return summary
 
 
@@ -91,22 +127,24 @@ def record_start(
     path = run_dir / RUN_INFO_FILE
     earlier = json.loads(path.read_text()) if path.is_file() else {}
     previous = earlier.get("starts", [])
+    machine = machine_info()
     info = {
         **({"wandb": earlier["wandb"]} if "wandb" in earlier else {}),
         "config": plain_config(cfg),
         "git": git_commit(),
         "versions": package_versions(),
-        "device": torch.cuda.get_device_name(0)
-        if torch.cuda.is_available()
-        else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_model(),
+        "machine": machine,
         "command": sys.argv,
         "data": data,
+        "data_pack": data_fingerprint(),  # the files read so far; add_summary records all of them at the end
         "starts": [
             *previous,
             {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "resumed_from": str(resumed_from) if resumed_from else None,
                 "start_step": start_step,
+                "machine": machine,  # a resume may run on another machine
             },
         ],
     }

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from uwe_lightning.integrity import data_fingerprint
 from uwe_lightning.io import atomic_write_text, strict_json
 
 RESULTS_FILE = "results.json"
@@ -102,9 +103,11 @@ def results_markdown(results: dict, title: str) -> str:
 
 def write_results(results: dict, out_dir, title: str) -> tuple[Path, Path]:
     """Write results.json (strict JSON) and results.md atomically into ``out_dir``; files already there are
-    kept under their modification time (:func:`keep_previous`), not overwritten."""
+    kept under their modification time (:func:`keep_previous`), not overwritten. ``results.json`` records the
+    fingerprint of the data files read (:func:`~uwe_lightning.integrity.data_fingerprint`)."""
     out = Path(out_dir)
     json_path, md_path = out / RESULTS_FILE, out / "results.md"
+    results = {**results, "data_pack": results.get("data_pack") or data_fingerprint()}  # what was evaluated on
     text, markdown = strict_json(results, indent=2), results_markdown(results, title)  # fail before renaming
     for path, content in ((json_path, text), (md_path, markdown)):
         keep_previous(path)
