@@ -198,3 +198,17 @@ def test_the_rank_cli_refuses_a_zeroed_model_in_one_line(saved_model, tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert any("model.safetensors is damaged" in line for line in lines) and len(lines) <= 3, result.stderr
+
+
+def test_a_resume_on_another_cpu_type_is_marked(tmp_path, monkeypatch):
+    from uwe_lightning.training import provenance
+
+    cfg = OmegaConf.create({"a": 1})
+    first = provenance.record_start(tmp_path, cfg, None, 0)
+    assert "other_cpu_than_first_start" not in first["starts"][-1]
+    assert provenance.record_start(tmp_path, cfg, tmp_path / "last.ckpt", 50)["starts"][-1].get(
+        "other_cpu_than_first_start") is None  # the same machine
+    other = {**provenance.machine_info(), "cpu": "Some Other CPU", "cpu_flags": ["avx2"]}
+    monkeypatch.setattr(provenance, "machine_info", lambda: other)
+    again = provenance.record_start(tmp_path, cfg, tmp_path / "last.ckpt", 100)
+    assert again["starts"][-1]["other_cpu_than_first_start"] is True and len(again["starts"]) == 3

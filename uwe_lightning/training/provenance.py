@@ -38,21 +38,30 @@ VERSIONED_PACKAGES = (
 )
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+#: The CPU features that change which float kernels torch runs (and so the last bits of a result).
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo(key: str) -> str | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 def machine_info() -> dict[str, Any]:
     """What the numbers of a run may depend on: CPU model, the kernels torch picked, threads, GPU."""
     info: dict[str, Any] = {
         "cpu": cpu_model(),
+        "cpu_flags": [f for f in KERNEL_FLAGS if f in (_cpuinfo("flags") or "").split()],
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -91,6 +100,11 @@ def package_versions(names: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, s
         except importlib.metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def _cpu_type(machine: dict | None) -> tuple:
+    machine = machine or {}
+    return machine.get("cpu"), tuple(machine.get("cpu_flags", ()))
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -145,6 +159,8 @@ def record_start(
                 "resumed_from": str(resumed_from) if resumed_from else None,
                 "start_step": start_step,
                 "machine": machine,  # a resume may run on another machine
+                **({"other_cpu_than_first_start": True}
+                   if previous and _cpu_type(previous[0].get("machine")) != _cpu_type(machine) else {}),
             },
         ],
     }
