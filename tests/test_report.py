@@ -322,3 +322,51 @@ def test_empty_dir_exits_2_with_one_line(tmp_path: Path):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("[report] error: no run directory"), proc.stderr
+
+
+def _write_history(run_dir: Path, curve: dict[int, float]) -> None:
+    lines = [json.dumps({"step": s, "val/macro_map": m, "val/JobNorm/map": m + 0.1, "val/JobNorm/rp@10": m})
+             for s, m in curve.items()]
+    (run_dir / "val_history.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_learning_curves_from_val_history(tmp_path: Path):
+    """Runs that validated every 50 steps: the report draws learning curves, writes curves.json (percent), the
+    mean and CI per step, and the first step at which softmax reaches mean (here 100; seed 1 of mean resumed and
+    repeated step 100: the last record wins)."""
+    sweep = tmp_path / "learning_curves"
+    steps = range(0, 250, 50)
+    job = 0
+    for scorer in ("mean", "softmax"):
+        for seed in (0, 1):
+            run_dir = sweep / str(job)
+            cfg = config(run_dir, seed, "learning_curves", scorer=scorer)
+            write_run(run_dir, cfg, results({t: 0.3 for t in TASKS}), {"final_step": 200})
+            curve = {s: (0.30 + 0.0002 * s if scorer == "mean" else 0.28 + 0.0004 * s) + 0.01 * seed for s in steps}
+            _write_history(run_dir, curve)
+            if scorer == "mean" and seed == 1:  # a resume repeats step 100 with its final value
+                with (run_dir / "val_history.jsonl").open("a") as fh:
+                    fh.write(json.dumps({"step": 100, "val/macro_map": curve[100]}) + "\n")
+            job += 1
+    out = tmp_path / "report"
+    report, written = make_report([sweep], out)
+    assert report["kind"] == "learning"
+    assert {p.name for p in written} >= {"learning_curves.png", "learning_curves_tasks.png", "curves.json"}
+    records = json.loads((out / "curves.json").read_text())
+    assert len(records) == 4 and {r["scorer"] for r in records} == {"mean", "softmax"}
+    first = next(r for r in records if r["scorer"] == "softmax" and r["seed"] == 0)
+    assert first["steps"] == list(steps) and first["val_macro_map"][-1] == pytest.approx(100 * (0.28 + 0.08))
+    curves = report["learning_curves"]
+    assert curves["reference"] == "mean" and curves["first_step_reaching_reference"] == {"softmax": 100}
+    point = curves["groups"]["softmax"]["macro"]["points"][-1]
+    assert point["n"] == 2 and point["mean"] == pytest.approx(100 * (0.36 + 0.005))
+    assert point["ci95"] == pytest.approx(12.706 * statistics.stdev([36.0, 37.0]) / math.sqrt(2), rel=1e-3)
+    assert "## Learning curves" in (out / "report.md").read_text()
+    with pytest.raises(ConfigError, match="kind=learning needs"):
+        build_report([_no_history(tmp_path)], kind="learning")
+
+
+def _no_history(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "plain" / "0"
+    write_run(run_dir, config(run_dir, 0, "x"), results({t: 0.3 for t in TASKS}), {"final_step": 1})
+    return run_dir

@@ -27,7 +27,8 @@ EPILOG = f"""options (key=value):
              <study> = the runs' task_name)
   kind=KIND  the figure: {' | '.join(KINDS)}; auto picks a temperature curve when scorer.tau
              varies, a knowledge-gain heatmap when data.graphs varies and results.json has
-             knowledge_gain, else bars
+             knowledge_gain, learning curves (validation MAP by step, curves.json) when
+             every run validated >= 5 times, else bars
   --debug    keep the full traceback of an error
 
 Runs are grouped by the config keys whose values differ between them (seed, paths and output directories

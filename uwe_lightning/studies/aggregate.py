@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from uwe_lightning.io import ConfigError
+from uwe_lightning.studies.curves import MIN_POINTS, has_curve
 from uwe_lightning.studies.runs import ABSENT, Group, Grouping, Run, first_seen, format_value
 from uwe_lightning.studies.stats import summarize
 
 METRICS = ("map", "rp@10")
 METRIC_NAMES = {"map": "MAP", "rp@10": "RP@10"}
-KINDS = ("auto", "bars", "curve", "heatmap", "none")
+KINDS = ("auto", "bars", "curve", "heatmap", "learning", "none")
 TAU_KEY, SCORER_KEY, GRAPHS_KEY = "scorer.tau", "scorer.name", "data.graphs"
 
 
@@ -30,12 +31,16 @@ def has_knowledge_gain(run: Run) -> bool:
 
 def choose_kind(grouping: Grouping, runs: Sequence[Run], requested: str = "auto") -> str:
     """The plot for what the sweep varied: a temperature curve (``scorer.tau``), a knowledge-gain heatmap
-    (``data.graphs`` with ``knowledge_gain``), else bars per group (``loss.name``, ``scorer.name``, ...)."""
+    (``data.graphs`` with ``knowledge_gain``), learning curves when every run validated often enough, else bars
+    per group (``loss.name``, ``scorer.name``, ...)."""
     if requested not in KINDS:
         raise ConfigError(f"kind={requested}: unknown plot kind; use one of {', '.join(KINDS)}")
     gain = any(has_knowledge_gain(run) for run in runs)
     if requested == "curve" and not any(TAU_KEY in run.flat for run in runs):
         raise ConfigError(f"kind=curve needs {TAU_KEY} in the runs' configs; none of the runs has it")
+    if requested == "learning" and not all(has_curve(run) for run in runs):
+        raise ConfigError(f"kind=learning needs at least {MIN_POINTS} validations in every run's val_history.jsonl "
+                          "(validation.every_n_steps)")
     if requested == "heatmap" and not gain:
         raise ConfigError("kind=heatmap needs knowledge_gain in results.json (train with "
                           "test.knowledge_gain=true)")
@@ -45,6 +50,8 @@ def choose_kind(grouping: Grouping, runs: Sequence[Run], requested: str = "auto"
         return "curve"
     if GRAPHS_KEY in grouping.keys and gain:
         return "heatmap"
+    if all(has_curve(run) for run in runs):
+        return "learning"
     return "bars"
 
 

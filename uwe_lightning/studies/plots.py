@@ -2,7 +2,8 @@
 
 - ``bars``: macro MAP / RP@10 per group and MAP per task, with 95 % CI error bars (Tables 4 and 5);
 - ``curve``: macro MAP over ``scorer.tau``, one line per scorer, MaxSim drawn at tau = 0 (Figure 4);
-- ``heatmap``: knowledge gain per trained graph(s) x task, mean ± SE (Figure 3).
+- ``heatmap``: knowledge gain per trained graph(s) x task, mean ± SE (Figure 3);
+- ``learning``: validation macro MAP (and per task) against the step (:mod:`~uwe_lightning.studies.curves`).
 
 Each works from ``report.json``'s data alone, so a saved report can be re-plotted.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from uwe_lightning.io import atomic_save_figure
 from uwe_lightning.studies.aggregate import METRIC_NAMES, METRICS, TAU_KEY
+from uwe_lightning.studies.curves import plot_learning_curves
 
 MAXSIM = "maxsim"
 
@@ -175,7 +177,7 @@ def plot_heatmap(report: dict[str, Any], out_dir: Path) -> list[Path]:
     return [_save(fig, out_dir / "heatmap.png")]
 
 
-PLOTTERS = {"bars": plot_bars, "curve": plot_curve, "heatmap": plot_heatmap}
+PLOTTERS = {"bars": plot_bars, "curve": plot_curve, "heatmap": plot_heatmap, "learning": plot_learning_curves}
 
 
 def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -6,16 +6,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from uwe_lightning.io import ConfigError, atomic_write_text
+from uwe_lightning.io import ConfigError, atomic_write_json, atomic_write_text
 from uwe_lightning.paths import REPO_DIR, RUN_INFO_FILE
 from uwe_lightning.studies import plots, tables
 from uwe_lightning.studies.aggregate import aggregate, choose_kind
+from uwe_lightning.studies.curves import build_curves, write_curves_json
 from uwe_lightning.studies.runs import (
     REPLICATE_KEY,
     Run,
@@ -104,6 +104,8 @@ def build_report(
         **cells,
         "plots": [],
     }
+    if chosen == "learning":
+        report["learning_curves"] = build_curves(runs, group_of, [g.label for g in grouping.groups])
     return report
 
 
@@ -113,9 +115,10 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> list[Pat
     out.mkdir(parents=True, exist_ok=True)
     figures = plots.plot(report, out)
     report["plots"] = [p.name for p in figures]
-    atomic_write_text(out / REPORT_JSON, json.dumps(report, indent=2, default=str) + "\n")
+    curves_json = write_curves_json(report, out)
+    atomic_write_json(out / REPORT_JSON, report)
     atomic_write_text(out / REPORT_MD, tables.markdown(report))
-    return [*figures, out / REPORT_JSON, out / REPORT_MD]
+    return [*figures, *([curves_json] if curves_json else []), out / REPORT_JSON, out / REPORT_MD]
 
 
 def make_report(inputs: Sequence[str | Path], out_dir: str | os.PathLike | None = None, kind: str = "auto",

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from uwe_lightning.studies.aggregate import METRIC_NAMES, METRICS
+from uwe_lightning.studies.curves import curve_table
 
 DASH = "–"
 
@@ -149,6 +150,8 @@ def markdown(report: dict[str, Any]) -> str:
     if report["knowledge_gain_tasks"]:
         lines += ["", "## Knowledge gain: MAP(final) - MAP(step 0), percentage points (mean ± SE)", "",
                   *gain_table(report)]
+    if report.get("learning_curves"):
+        lines += ["", "## Learning curves: validation macro MAP (%) by step", "", *curve_table(report)]
     lines += ["", "## Runs", "", *runs_table(report)]
     if report["skipped"]:
         lines += ["", "## Left out", ""] + [f"- `{s['name']}`: {s['reason']}" for s in report["skipped"]]
