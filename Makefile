@@ -46,22 +46,22 @@ bench: ## latency / FLOPs / throughput tables (Table 3 protocol), minilm on CPU
 	$(PY) -m uwe_lightning.bench
 
 bench-peers: ## ours vs sentence-transformers / FAISS / padded MaxSim by target-space size, end to end, 1M mapped targets
-	PYTHONPATH=. nice -n $(or $(NICE),0) $(PY) experiments/bench_peers.py --out experiments/results/bench_peers.md $(ARGS)
+	PYTHONPATH=. nice -n $(or $(NICE),0) $(PY) experiments/bench/bench_peers.py --out experiments/results/bench_peers.md $(ARGS)
 
 bench-eval: ## the full zero-shot WorkBench test of MiniLM, timed with the machine load (experiments/results/bench_eval.md)
-	PYTHONPATH=. nice -n $(or $(NICE),0) $(PY) experiments/bench_peers.py --sections evaluate --out experiments/results/bench_eval.md $(ARGS)
+	PYTHONPATH=. nice -n $(or $(NICE),0) $(PY) experiments/bench/bench_peers.py --sections evaluate --out experiments/results/bench_eval.md $(ARGS)
 
 quiet-run: ## every timing of issue 16 on quiet cores, logged with uptime (experiments/fast/quiet_run.sh; ~20-30 min)
 	PY=$(PY) experiments/fast/quiet_run.sh $(STEPS)
 
 fast-agreement: ## top-10 agreement and MAP of fp16 storage and int8 query encoders vs fp32 (no timing)
-	PYTHONPATH=. $(PY) experiments/fast_agreement.py --out experiments/results/fast/agreement.md $(ARGS)
+	PYTHONPATH=. $(PY) experiments/bench/fast_agreement.py --out experiments/results/fast/agreement.md $(ARGS)
 
 pylate-check: ## PyLate parity of a maxsim export, in its own venv (see experiments/results/pylate/parity.md if pip cannot resolve)
 	test -x $(VENV)-pylate/bin/python || $(PYTHON) -m venv $(VENV)-pylate
 	$(VENV)-pylate/bin/pip install -q torch==2.13.0 pylate
-	$(PY) experiments/pylate_parity.py export $(or $(MODEL),minilm) outputs/pylate/$(or $(MODEL),minilm)
-	$(VENV)-pylate/bin/python experiments/pylate_parity.py check outputs/pylate/$(or $(MODEL),minilm)
+	$(PY) experiments/checks/pylate_parity.py export $(or $(MODEL),minilm) outputs/pylate/$(or $(MODEL),minilm)
+	$(VENV)-pylate/bin/python experiments/checks/pylate_parity.py check outputs/pylate/$(or $(MODEL),minilm)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -11,14 +11,14 @@
 #   prepare    untimed: the cached target spaces (99k ESCO growth space, WorkBench test spaces), the ONNX + int8
 #              exports, the 100k / 1M synthetic memory-mapped files (1M: ~5.5 GB under outputs/bench_peers/);
 #              minutes the first time (more on a busy machine; it may run before the quiet window), seconds after
-#   peers      experiments/bench_peers.py (= make bench-peers): scoring vs target-space size with the peers
+#   peers      experiments/bench/bench_peers.py (= make bench-peers): scoring vs target-space size with the peers
 #              (sentence-transformers semantic_search, FAISS IndexFlatIP, padded-einsum MaxSim, the reference
 #              path), end to end per query backend (torch / onnx / onnx_int8 / torch_int8, all four scorers, the
 #              six WorkBench test target spaces), 100k and 1M mapped synthetic targets (memory, exact latency,
 #              prefilter latency + recall@10) -> $RESULTS/bench_peers.{md,json} + bench_peers_latency_vs_targets.png
 #   eval       the full zero-shot WorkBench test of MiniLM, wall + CPU time (= make bench-eval)
 #              -> $RESULTS/bench_eval.{md,json}
-#   agreement  (only when named, or QUIET_AGREEMENT=1) experiments/fast_agreement.py: top-10 agreement and MAP of
+#   agreement  (only when named, or QUIET_AGREEMENT=1) experiments/bench/fast_agreement.py: top-10 agreement and MAP of
 #              fp16 storage and of the onnx / int8 query encoders vs fp32 -> $RESULTS/fast/agreement.{md,json}.
 #              No timing in it, so it needs no quiet cores; ~30+ min (1000 queries per task). The committed
 #              result stands unless the scoring code changed since (this step's log lists those commits).
@@ -125,18 +125,18 @@ for s in "${STEPS[@]}"; do
         fi
         ;;
     prepare)
-        step prepare "$PY" experiments/bench_peers.py --prepare --threads "$THREADS" "${PEERS_SIZE[@]}" "${PEERS_EXTRA[@]}"
+        step prepare "$PY" experiments/bench/bench_peers.py --prepare --threads "$THREADS" "${PEERS_SIZE[@]}" "${PEERS_EXTRA[@]}"
         ;;
     peers)
-        step peers "$PY" experiments/bench_peers.py --threads "$THREADS" "${PEERS_SIZE[@]}" "${PEERS_EXTRA[@]}" \
+        step peers "$PY" experiments/bench/bench_peers.py --threads "$THREADS" "${PEERS_SIZE[@]}" "${PEERS_EXTRA[@]}" \
             --out "$RESULTS/bench_peers.md"
         ;;
     eval)
-        step eval "$PY" experiments/bench_peers.py --sections evaluate --model minilm --threads "$THREADS" \
+        step eval "$PY" experiments/bench/bench_peers.py --sections evaluate --model minilm --threads "$THREADS" \
             "${EVAL_SIZE[@]}" --out "$RESULTS/bench_eval.md"
         ;;
     mpnet)
-        step mpnet "$PY" experiments/bench_peers.py --sections evaluate --model mpnet --threads "$THREADS" \
+        step mpnet "$PY" experiments/bench/bench_peers.py --sections evaluate --model mpnet --threads "$THREADS" \
             "${EVAL_SIZE[@]}" --out "$RESULTS/bench_eval_mpnet.md"
         ;;
     agreement)
@@ -145,9 +145,9 @@ for s in "${STEPS[@]}"; do
             note ""
             note "Scoring-code commits since the committed agreement ($(git log -1 --format=%h "$since")):"
             git log --format='- %h %s' "$since"..HEAD -- uwe_lightning/ranking uwe_lightning/model/onnx.py \
-                uwe_lightning/model/scoring.py experiments/fast_agreement.py | cut -c1-140 | tee -a "$LOG"
+                uwe_lightning/model/scoring.py experiments/bench/fast_agreement.py | cut -c1-140 | tee -a "$LOG"
         fi
-        step agreement "$PY" experiments/fast_agreement.py --threads "$THREADS" "${AGREE_SIZE[@]}" \
+        step agreement "$PY" experiments/bench/fast_agreement.py --threads "$THREADS" "${AGREE_SIZE[@]}" \
             --out "$RESULTS/fast/agreement.md"
         ;;
     readme)

@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from uwe_lightning.data.graphs import SkillVocabulary, normalize_text
+from uwe_lightning.data.graphs import BipartiteGraph, SkillVocabulary, normalize_text
 from uwe_lightning.esco import load_skills
 from uwe_lightning.io import DataError
 from uwe_lightning.protocol.tasks import PROTOCOL_TASKS, Job2SkillOpen, Skill2JobOpen, SkillNormHeldout
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.registry import WORKBENCH_SUITE, Task, get_task, is_zero_shot_only, task_names
-
-if TYPE_CHECKING:
-    from uwe_lightning.protocol.build import OpenProtocol
 
 #: The base tasks replaced by a protocol variant for validation (their standard val overlaps training).
 REPLACED_FOR_VALIDATION = {"Job2Skill": "Job2Skill@open", "Skill2Job": "Skill2Job@open", "SkillNorm": "SkillNorm@heldout"}
@@ -52,6 +49,17 @@ QUERY_TEXTS_ALLOWED = {
 SENTENCE_QUERY_GROUPS = ("SkillExtract",)
 
 TextSkill = tuple[str, int]  # (normalised text, skill index): one training edge as leakage sees it
+
+
+class OpenProtocol(Protocol):
+    """What the leakage checks read of a protocol build (:class:`uwe_lightning.protocol.build.OpenProtocol`):
+    declared here as a structural type so that this module does not import the builder that imports it."""
+
+    graphs: dict[str, BipartiteGraph]
+    vocab: SkillVocabulary
+    meta: dict
+
+    def training_pairs(self) -> set[TextSkill]: ...
 
 
 class SkillResolver:

@@ -1,6 +1,6 @@
 """Compare finished training runs that differ in ``data.sampling`` on WorkBench validation.
 
-    python experiments/compare_sampling.py outputs/sampling_cmp/skill_uniform outputs/sampling_cmp/per_graph \
+    python experiments/data/compare_sampling.py outputs/sampling_cmp/skill_uniform outputs/sampling_cmp/per_graph \
         --out experiments/results/sampling_cmp
 
 Reads each run's ``run_info.json`` (config, throughput), ``val_history.jsonl`` (validation per step) and the CSV

@@ -26,7 +26,7 @@ Every timing is recorded with the machine's load average before and after its se
 CPU time beside the wall time (on a shared machine the wall time includes waiting for a CPU).
 
     make bench-peers                      # = the command below; ~10-15 min on 2 quiet cores (MiniLM)
-    PYTHONPATH=. .venv/bin/python experiments/bench_peers.py --out experiments/results/bench_peers.md
+    PYTHONPATH=. .venv/bin/python experiments/bench/bench_peers.py --out experiments/results/bench_peers.md
     # scale it: --sizes ... --queries 100 --synthetic 100000 1000000 3000000 --e2e-queries 200
 """
 
@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> dict:
     except ImportError:
         pass
     started, others = time.perf_counter(), OtherCpu()
-    result: dict = {"command": " ".join(["python", "experiments/bench_peers.py", *(argv or sys.argv[1:])]),
+    result: dict = {"command": " ".join(["python", "experiments/bench/bench_peers.py", *(argv or sys.argv[1:])]),
                     "model": args.model, "load_start": loadavg(), "args": {k: str(v) if isinstance(v, Path) else v
                                                                           for k, v in vars(args).items()}}
     base = Ranker.from_pretrained(args.model, device="cpu")

@@ -1,6 +1,6 @@
 """What a training step holds on the open protocol's graphs: skill rows, texts per graph, rows without a positive.
 
-    python experiments/batch_counts.py [--steps 200] [--sizes 512 64] [--out experiments/results/batch_counts]
+    python experiments/data/batch_counts.py [--steps 200] [--sizes 512 64] [--out experiments/results/batch_counts]
 
 Samples ``--steps`` steps (seed 0) with each ``data.sampling`` at each ``skills_per_step`` (no tokenizer, no
 model: :meth:`UWETrainDataset.sample` only) and writes ``batch_counts.md`` / ``.json`` with the means and the
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     lines = [
         "# Texts per training step on the open protocol",
         "",
-        f"`python experiments/batch_counts.py --steps {args.steps} --sizes {' '.join(map(str, args.sizes))}` "
+        f"`python experiments/data/batch_counts.py --steps {args.steps} --sizes {' '.join(map(str, args.sizes))}` "
         f"(seed 0, {results['seconds']} s, load average `{results['loadavg']}`). Graphs: "
         + ", ".join(f"{g} {c['texts']:,} texts / {c['edges']:,} edges / {c['skills_covered']:,} skills"
                     for g, c in results["counts"].items()) + ".",

@@ -3,8 +3,8 @@
 PyLate pins its own sentence-transformers / transformers, so it runs in a separate environment
 (``make pylate-check`` builds ``.venv-pylate`` and runs both halves):
 
-    .venv/bin/python experiments/pylate_parity.py export <model or backbone> <out dir>   # our env: export + our scores
-    .venv-pylate/bin/python experiments/pylate_parity.py check <out dir>                # PyLate's env: compare
+    .venv/bin/python experiments/checks/pylate_parity.py export <model or backbone> <out dir>   # our env: export + our scores
+    .venv-pylate/bin/python experiments/checks/pylate_parity.py check <out dir>                # PyLate's env: compare
 
 ``export`` writes the PyLate directory and ``expected.json`` (our ``maxsim`` scores of fixed queries x targets);
 ``check`` loads the directory with ``pylate.models.ColBERT``, scores the same pairs with its MaxSim, divides by
@@ -31,8 +31,10 @@ def export(model: str, out: Path) -> None:
     uwe = UWEModel.from_pretrained(model, scorer="maxsim")
     uwe.save_pretrained(out, format="pylate")
     scores = uwe.score(QUERIES, TARGETS)
-    (out / "expected.json").write_text(json.dumps({"queries": QUERIES, "targets": TARGETS,
-                                                   "maxsim": scores.tolist()}, indent=2))
+    from uwe_lightning.io import strict_json
+
+    (out / "expected.json").write_text(strict_json({"queries": QUERIES, "targets": TARGETS,
+                                                     "maxsim": scores.tolist()}, indent=2))
     print(f"exported {model} to {out} (PyLate format) with our maxsim scores in expected.json")
 
 

@@ -1,7 +1,7 @@
 """WorkRB vs ours for one model on one task: the same encoder through WorkRB's runner and through WorkBench's.
 
     PYTHONPATH=. UWE_MODEL_DIR=models HF_HUB_OFFLINE=1 nice -n 15 .venv/bin/python \
-        experiments/workrb_parity.py --model minilm --scorer mean --task Job2Skill \
+        experiments/checks/workrb_parity.py --model minilm --scorer mean --task Job2Skill \
         --out experiments/results/workrb/parity.md
 
 WorkRB reads ESCO from a private cache (``XDG_CACHE_HOME`` set to a temporary directory, the pack's CSVs
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row("ours (WorkBench runner)", o, t_ours),
             row(f"WorkRB {w['workrb_task']} (`workrb.evaluate`)", w, t_theirs)]
     command = ("PYTHONPATH=. UWE_MODEL_DIR=models HF_HUB_OFFLINE=1 nice -n 15 .venv/bin/python "
-               "experiments/workrb_parity.py ") + shlex.join(sys.argv[1:])
+               "experiments/checks/workrb_parity.py ") + shlex.join(sys.argv[1:])
     report = "\n".join([
         f"### WorkRB vs ours: {args.model} ({args.scorer} scorer), {args.task} {args.split}", "",
         f"`{command}`", "",

@@ -1,6 +1,6 @@
 """The zero-shot O*NET 29.2 table: split sizes, then MAP / RP@10 per model on the test splits.
 
-    python experiments/onet_table.py experiments/results/onet > experiments/results/onet/table.md
+    python experiments/studies/onet_table.py experiments/results/onet > experiments/results/onet/table.md
 
 Reads ``<dir>/<model>/results.json`` (written by ``python -m uwe_lightning.evaluate ... publish=<dir>/<model>``);
 the validation sizes come from the shipped pack manifest (``uwe_lightning/data/sources.json``), which records the
@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's package, not an installed one
 
 from uwe_lightning.data.pack import load_manifest  # noqa: E402
 

@@ -12,7 +12,7 @@ Top-10 agreement of a query = |top-10 of the variant & top-10 of fp32| / 10 (tie
 per task as the mean over queries. ``DEFAULT_PRECISION`` in uwe_lightning/ranking/fast.py gives fp16 only to
 scorers whose worst task reaches ``--threshold`` (tests/test_fast.py checks the two agree).
 
-    PYTHONPATH=. nice -n 19 .venv/bin/python experiments/fast_agreement.py --model minilm \
+    PYTHONPATH=. nice -n 19 .venv/bin/python experiments/bench/fast_agreement.py --model minilm \
         --out experiments/results/fast/agreement.md
 
 Timings are not taken here (the numbers do not depend on the machine's load); the ONNX export is made in a

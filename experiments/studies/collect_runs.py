@@ -1,6 +1,6 @@
 """Copy the small, reportable files of finished runs into ``experiments/results/<study>/runs/`` for committing.
 
-    python experiments/collect_runs.py <multirun dir> experiments/results/<study>/runs[/<subdir>]
+    python experiments/studies/collect_runs.py <multirun dir> experiments/results/<study>/runs[/<subdir>]
 
 Per finished run: ``run_info.json`` (resolved config, provenance, summary), ``results.json`` (the test table),
 ``val_history.jsonl`` and ``.hydra/overrides.yaml`` when present; checkpoints and models stay behind.

@@ -1,7 +1,7 @@
 """Launchers, shown for real where this machine can: a 2-job sweep through ``hydra/launcher=submitit_local``, and
 what ``hydra/launcher=submitit_slurm`` would submit (the sweep's jobs and submitit's sbatch script; no cluster here).
 
-    PYTHONPATH=. nice -n 19 .venv/bin/python experiments/launcher_demo.py --out experiments/results/launchers
+    PYTHONPATH=. nice -n 19 .venv/bin/python experiments/demos/launcher_demo.py --out experiments/results/launchers
 
 The sweep trains the tiny BERT (tests/helpers/models.py, built into outputs/tiny-bert) on the fixture graphs and
 the miniature data pack (tests/fixtures), seeds 0 and 1, 4 steps each, as two submitit jobs.
@@ -20,7 +20,7 @@ from pathlib import Path
 from tests.helpers.configs import base_overrides
 from tests.helpers.launchers import compose_with_hydra, sbatch_script, sweep_jobs
 from tests.helpers.models import build_tiny_model
-from uwe_lightning.io import atomic_write_text
+from uwe_lightning.io import atomic_write_text, strict_json
 
 SLURM = ["+experiment=ablation_loss", "trainer=gpu", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
          "hydra.launcher.account=my-project", "hydra.launcher.timeout_min=240"]
@@ -65,7 +65,7 @@ def main() -> None:
         load = Path("/proc/loadavg").read_text().split()[:3]
         cmd, sweep = local_sweep(args.work.resolve() / "submitit_local")
         sweep.update(command=cmd, load=load)
-    lines = ["# Launchers", "", "Written by `PYTHONPATH=. nice -n 19 .venv/bin/python experiments/launcher_demo.py "
+    lines = ["# Launchers", "", "Written by `PYTHONPATH=. nice -n 19 .venv/bin/python experiments/demos/launcher_demo.py "
              "--out experiments/results/launchers` (`--reuse-sweep` rewrites it from the last sweep's record).", "",
              "## A 2-job sweep through submitit_local (run here)", "",
              "The sweep command:", "", "```", " ".join(cmd), "```", "",
@@ -96,7 +96,7 @@ def main() -> None:
         return text.replace(f"{Path.cwd()}/", "").replace(sys.executable, "python")
 
     atomic_write_text(args.out / "README.md", relative("\n".join(lines) + "\n"))
-    atomic_write_text(args.out / "submitit_local.json", relative(json.dumps(sweep, indent=2) + "\n"))
+    atomic_write_text(args.out / "submitit_local.json", relative(strict_json(sweep, indent=2) + "\n"))
     print(relative("\n".join(lines)))
 
 

@@ -1,6 +1,6 @@
 """Combine zero-shot WorkBench results into one table next to the paper's Table 2 MPNet row.
 
-    python experiments/zero_shot_table.py experiments/results/zero_shot > experiments/results/zero_shot/table.md
+    python experiments/studies/zero_shot_table.py experiments/results/zero_shot > experiments/results/zero_shot/table.md
 
 The paper's macro average covers 7 subtasks (6 task types, SkillSim included); SkillSim is not in the data pack,
 so the paper row is also re-averaged over the 5 task types we can evaluate, which is the comparable number.

@@ -1,6 +1,6 @@
 """Choose the final model's soft late-interaction temperature on VALIDATION from the Figure 4 runs.
 
-    python experiments/choose_temperature.py <temperature multirun dir> [--scorer softmax]
+    python experiments/studies/choose_temperature.py <temperature multirun dir> [--scorer softmax]
 
 Reads each finished job's ``run_info.json`` (the validation macro MAP of the exported model, which for these
 fixed-length runs is the last step), averages over seeds per temperature and prints the table and the chosen

@@ -1,6 +1,6 @@
 """Wall time of finished training runs: from each run's first start (``run_info.json``) to its ``results.json``.
 
-    python experiments/run_hours.py <multirun or run dirs...>
+    python experiments/studies/run_hours.py <multirun or run dirs...>
 
 Prints one line per run and the total in machine-hours (the machine and its load are not recorded here: say
 them beside the number).

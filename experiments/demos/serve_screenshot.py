@@ -1,10 +1,10 @@
 """A headless-Chromium screenshot of the service's page (``GET /``) with a ranking shown.
 
-Starts ``python -m uwe_lightning.serve`` on 127.0.0.1 (see :func:`serve_load.running_server`), opens
+Starts ``python -m uwe_lightning.serve`` on 127.0.0.1 (see :func:`serve_load.running_server`, experiments/bench/serve_load.py), opens
 ``/?q=...`` (the page fills in the queries and ranks them at once) in Debian's ``chromium``, checks that the
 rendered page holds a ranking for every query, and saves the screenshot.
 
-    UWE_MODEL_DIR=/work/main/models nice -n 15 .venv/bin/python experiments/serve_screenshot.py
+    UWE_MODEL_DIR=/work/main/models nice -n 15 .venv/bin/python experiments/demos/serve_screenshot.py
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlencode
 
-from serve_load import RESULTS, running_server
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # serve_load lives in experiments/bench
+from serve_load import RESULTS, running_server  # noqa: E402
 
 QUERIES = ["data scientist", "I care for patients after surgery"]
 

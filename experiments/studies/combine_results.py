@@ -1,6 +1,6 @@
 """Macro MAP / RP@10 of tasks taken from several results.json files (the paper's task-type average).
 
-    python experiments/combine_results.py <results.json> [<results.json> ...] [--tasks A,B,...]
+    python experiments/studies/combine_results.py <results.json> [<results.json> ...] [--tasks A,B,...]
 
 Later files replace earlier ones task by task; ``--tasks`` keeps those tasks only. Used to put the zero-shot
 model on exactly the trained model's test tasks (e.g. SkillNorm@heldout in place of the full SkillNorm).

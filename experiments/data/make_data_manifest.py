@@ -1,6 +1,6 @@
 """Write ``uwe_lightning/data/sources.json`` (the data-pack manifest ``make data`` works from) from the pack itself.
 
-    python experiments/make_data_manifest.py [--pack ../shared/uwe-data] [--check]
+    python experiments/data/make_data_manifest.py [--pack ../shared/uwe-data] [--check]
 
 The provenance of every pack file (its SOURCE.md, made exact: repository, pinned commit, path; archive and its
 published md5; what was assembled by hand) is written down once, in :data:`SPEC` below. This script adds what
@@ -17,18 +17,18 @@ against the pack's sha256, so a source that serves other bytes is rejected, neve
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 from urllib.parse import quote
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from uwe_lightning.data.download import file_digests  # noqa: E402
 from uwe_lightning.data.esco_official import counts  # noqa: E402
 from uwe_lightning.data.pack import MANIFEST_FILE, PACK_DOCS_DIR  # noqa: E402
+from uwe_lightning.io import strict_json  # noqa: E402
 from uwe_lightning.paths import DATA_FILES  # noqa: E402
 
 GH = "https://raw.githubusercontent.com"
@@ -180,7 +180,7 @@ def build(pack: Path) -> dict:
         })
     return {
         "meta": {
-            "format": 1, "pack": "uwe-data", "generated_by": "experiments/make_data_manifest.py",
+            "format": 1, "pack": "uwe-data", "generated_by": "experiments/data/make_data_manifest.py",
             "n_files": len(files), "n_byte_identical": sum(f["byte_identical"] for f in files),
             "official_downloads": {"esco-v1.2.0": "the official ESCO v1.2.0 English CSV zip "
                                    "(https://esco.ec.europa.eu/en/use-esco/download; link sent by e-mail)"},
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare with the shipped manifest, write nothing")
     args = parser.parse_args(argv)
     manifest = build(args.pack)
-    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
+    text = strict_json(manifest, indent=1, ensure_ascii=False) + "\n"
     if args.check:
         same = MANIFEST_FILE.is_file() and MANIFEST_FILE.read_text() == text
         same = same and all((PACK_DOCS_DIR / d).read_bytes() == (args.pack / d).read_bytes() for d in DOCS)

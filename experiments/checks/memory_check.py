@@ -7,7 +7,7 @@ kernel's peak-RSS counter is reset (``/proc/self/clear_refs``) and step 2 is mea
 before it is what the step adds on top of weights + AdamW states (gradients, activations, caches, scoring). The
 planner's number for the same quantity is its peak minus weights and AdamW states.
 
-    UWE_MODEL_DIR=models PYTHONPATH=. nice -n 19 .venv/bin/python experiments/memory_check.py \
+    UWE_MODEL_DIR=models PYTHONPATH=. nice -n 19 .venv/bin/python experiments/checks/memory_check.py \
         --out experiments/results/memory/cpu_check
 """
 
@@ -137,7 +137,7 @@ def main() -> None:
         load = [Path("/proc/loadavg").read_text().split()[:3]]
         result = timing(args.backbone, args.skills, args.length, args.scorer, args.timing)
         load.append(Path("/proc/loadavg").read_text().split()[:3])
-        command = ("UWE_MODEL_DIR=models PYTHONPATH=. nice -n 19 .venv/bin/python experiments/memory_check.py "
+        command = ("UWE_MODEL_DIR=models PYTHONPATH=. nice -n 19 .venv/bin/python experiments/checks/memory_check.py "
                    f"--backbone {args.backbone} --skills {args.skills} --length {args.length} --scorer {args.scorer} "
                    f"--timing {args.timing}")
         lines = [f"# Step time, settings interleaved ({args.backbone}, {args.skills} skills + 3 x {args.skills} texts "
@@ -184,7 +184,7 @@ def main() -> None:
         predicted = parts["peak"] - parts["weights"] - parts["adamw_states"]
         r.update(plan=parts, measured_gib=r["step_bytes"] / GIB, planned_gib=predicted / GIB,
                  ratio=predicted / r["step_bytes"])
-    command = ("UWE_MODEL_DIR=models PYTHONPATH=. nice -n 19 .venv/bin/python experiments/memory_check.py "
+    command = ("UWE_MODEL_DIR=models PYTHONPATH=. nice -n 19 .venv/bin/python experiments/checks/memory_check.py "
                f"--backbone {args.backbone} --skills {args.skills} --length {args.length} --scorer {args.scorer}")
     lines = [f"# Step memory on CPU: measured vs planned ({args.backbone}, {args.skills} skills + 3 x {args.skills} "
              f"texts x {args.length} tokens, {args.scorer}, fp32)", "", f"Command: `{command}` (measures, then "

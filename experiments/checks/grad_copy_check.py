@@ -5,7 +5,7 @@ parameter for GradCache's ``torch.autograd.grad``; this measures it for an embed
 (30,522 x 384 fp32, 44.7 MiB), each way in its own process, with the method of ``memory_check.py``: reset the
 kernel's peak-RSS counter, run the forward + gradient, read the peak RSS minus the RSS before it.
 
-    PYTHONPATH=. nice -n 19 .venv/bin/python experiments/grad_copy_check.py --out experiments/results/memory/grad_copy
+    PYTHONPATH=. nice -n 19 .venv/bin/python experiments/checks/grad_copy_check.py --out experiments/results/memory/grad_copy
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main() -> None:
                str(args.texts), "--length", str(args.length), "--one", how]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         rows[how] = int(result.stdout.strip().splitlines()[-1])
-    command = ("PYTHONPATH=. nice -n 19 .venv/bin/python experiments/grad_copy_check.py "
+    command = ("PYTHONPATH=. nice -n 19 .venv/bin/python experiments/checks/grad_copy_check.py "
                f"--vocab {args.vocab} --hidden {args.hidden} --texts {args.texts} --length {args.length}")
     lines = [f"# Embedding gradient: peak memory of backward() vs torch.autograd.grad ({args.vocab} x {args.hidden} "
              f"fp32 = {matrix / MIB:.1f} MiB, {args.texts} x {args.length} tokens)", "", f"Command: `{command}`", "",

@@ -7,8 +7,8 @@ round-robin, from the page cache (warm: where the check's share is largest; a re
 ``load_packed`` memory-maps the file, so the unchecked load alone reads nothing: the fair cost is the load plus
 the first use (building the scoring buckets, which reads every byte), reported as "hit + first use".
 
-    PYTHONPATH=. .venv/bin/python experiments/bench_cache_checksum.py --tensors <file.safetensors>
-    PYTHONPATH=. .venv/bin/python experiments/bench_cache_checksum.py --synthetic-mib 480
+    PYTHONPATH=. .venv/bin/python experiments/bench/bench_cache_checksum.py --tensors <file.safetensors>
+    PYTHONPATH=. .venv/bin/python experiments/bench/bench_cache_checksum.py --synthetic-mib 480
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ backends in alternating order (a shared machine's drift hits both alike; compare
 backends on WorkBench test tasks (``--max-queries`` per task, the targets torch-encoded), per scorer.
 
     python -m uwe_lightning.export onnx minilm          # writes <minilm dir>/onnx/model.onnx
-    PYTHONPATH=. nice -n 15 .venv/bin/python experiments/bench_onnx.py --model minilm \
+    PYTHONPATH=. nice -n 15 .venv/bin/python experiments/bench/bench_onnx.py --model minilm \
         --out experiments/results/onnx/latency.md
 """
 

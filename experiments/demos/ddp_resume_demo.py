@@ -7,7 +7,7 @@ the rank 1 that Lightning started) is killed with SIGKILL (or ``--signal TERM``)
 ``--kill-after``, then resumed with ``resume=true``. The script compares the final weights (sha256 of the state
 dict of ``last.ckpt``) and the validation histories, and writes ``--out`` (markdown + json).
 
-    PYTHONPATH=. nice -n 19 .venv/bin/python experiments/ddp_resume_demo.py --out experiments/results/ddp/resume
+    PYTHONPATH=. nice -n 19 .venv/bin/python experiments/demos/ddp_resume_demo.py --out experiments/results/ddp/resume
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main() -> None:
     record_text = strict_json(record, indent=2).replace(f"{Path.cwd()}/", "")  # no machine paths in the record
     atomic_write_text(args.out.with_suffix(f".{tag}.json"), record_text + "\n")
     lines = [f"# 2-process CPU DDP run killed by SIG{args.signal} and resumed", "",
-             f"Command: `PYTHONPATH=. nice -n 19 python experiments/ddp_resume_demo.py --signal {args.signal}`; "
+             f"Command: `PYTHONPATH=. nice -n 19 python experiments/demos/ddp_resume_demo.py --signal {args.signal}`; "
              f"each run is `python -m uwe_lightning.train {' '.join(OVERRIDES)} hydra.run.dir=<dir>`.", "",
              f"- killed when last.ckpt held step {at}; exit status {record['killed']['exit']}; last.ckpt after the "
              f"kill: step {record['killed']['last_ckpt_step_after']}",

@@ -6,7 +6,7 @@ Starts ``python -m uwe_lightning.serve`` on 127.0.0.1 (a free port) with the giv
 requests per concurrency level (after a short warm-up), then stops the server and ranks the same queries with
 ``Ranker.rank`` in this process (one query a call, as each request asked). Writes a Markdown table.
 
-    UWE_MODEL_DIR=/work/main/models nice -n 15 .venv/bin/python experiments/serve_load.py --clients 1 4 16
+    UWE_MODEL_DIR=/work/main/models nice -n 15 .venv/bin/python experiments/bench/serve_load.py --clients 1 4 16
 
 Exit status 1 when a request went unanswered or an answer differs from ``Ranker.rank`` beyond float rounding
 (two targets whose scores differ by less than ``--tie-tol`` may swap places: the service encodes queries in
@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # this checkout's package (in this process and the server's), not another install
 RESULTS = REPO / "experiments" / "results" / "serve"
 
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             verdicts[v] = verdicts.get(v, 0) + 1
     ok = set(verdicts) <= {"equal", "near-tie swap"}
 
-    command = "UWE_MODEL_DIR=/work/main/models nice -n 15 .venv/bin/python experiments/" + " ".join(
+    command = "UWE_MODEL_DIR=/work/main/models nice -n 15 .venv/bin/python experiments/bench/" + " ".join(
         [Path(__file__).name, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     lines = [
         "# Ranking service: loopback load test",

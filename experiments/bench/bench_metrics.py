@@ -6,7 +6,7 @@ matrix never exists. We time the metrics alone and the whole loop, then run work
 ``calculate_ranking_metrics`` and ours on the same scores of a query subset (workrb needs the full subset
 matrix in memory and loops in Python per query and per target).
 
-    .venv/bin/python experiments/bench_metrics.py
+    .venv/bin/python experiments/bench/bench_metrics.py
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 
 from uwe_lightning.workbench.metrics import RankingMetrics, ranking_metrics
 
-RESULTS = Path(__file__).parent / "results" / "metrics_speed.md"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "metrics_speed.md"
 
 
 def parse_args() -> argparse.Namespace:
@@ -144,7 +144,7 @@ def cpu_model() -> str:
 
 def report(args, full, metric_s, score_s, total_s, subset, device) -> str:
     speedup = min(subset["reference_s"]) / min(subset["ours_s"])
-    command = " ".join([".venv/bin/python experiments/bench_metrics.py", *sys.argv[1:]])
+    command = " ".join([".venv/bin/python experiments/bench/bench_metrics.py", *sys.argv[1:]])
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     lines = [
         "# WorkBench metrics speed (MAP, RP@10)",
