@@ -145,6 +145,7 @@ def test_read_parquet_checked(tmp_path):
 
 
 def test_concept_file_errors(tmp_path):
+    (tmp_path / "uwe-manifest.json").write_text('{"files": []}')  # a pack of one's own: the parsers are tested
     base = tmp_path / "esco" / "v1.2.0"
     header = "conceptUri,preferredLabel,altLabels,description\n"
     _write(base / "skills_en.csv", header + "u1,ok,,d\nu2,,,d\n")

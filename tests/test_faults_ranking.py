@@ -395,8 +395,8 @@ def test_hub_id_that_cannot_load_is_model_not_found(monkeypatch):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o027])
-def test_written_files_get_normal_modes(ranker, tmp_path, umask):
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_written_files_are_0644_whatever_the_umask(ranker, tmp_path, umask):
     from uwe_lightning.cli.evaluate import publish
 
     previous = os.umask(umask)
@@ -410,4 +410,6 @@ def test_written_files_get_normal_modes(ranker, tmp_path, umask):
         os.umask(previous)
     files = [tmp_path / "plain.txt", ranker.last_index_path, json_path, md_path, *published]
     for path in files:
-        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    for made in (tmp_path / "cache", tmp_path / "run", tmp_path / "published"):  # made by the writers
+        assert made.stat().st_mode & 0o777 == 0o755, made

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers.configs import make_cfg
-from tests.helpers.faults import Killed
+from tests.helpers.configs import base_overrides, make_cfg
+from tests.helpers.faults import Killed, tree_state
 from uwe_lightning.io import ConfigError, DataError
+from uwe_lightning.paths import REPO_DIR
+from uwe_lightning.training.jobrecord import HYDRA_DIR, HYDRA_FILES, RESTARTS_DIR, HeldFileHandler
 from uwe_lightning.training.run import train
+from uwe_lightning.training.rundir import prepare_run_dir
 
 STEPS, EVERY = 6, 2  # checkpoints (and validations) at steps 2, 4, 6; validation also at step 0
 
@@ -77,9 +85,11 @@ def test_resumed_run_equals_the_uninterrupted_run(tmp_path, tiny_model_dir, refe
 
 def test_existing_run_dir_is_refused_or_explicitly_overwritten(tmp_path, tiny_model_dir):
     train(run_cfg(tmp_path, tiny_model_dir))
+    (tmp_path / "checkpoints" / ".last.ckpt.x1y2.partial").write_bytes(b"half a checkpoint")
+    before = tree_state(tmp_path)
     with pytest.raises(ConfigError, match=r"already holds a run .*resume=true.*hydra\.run\.dir.*overwrite=true"):
         train(run_cfg(tmp_path, tiny_model_dir))
-    (tmp_path / "checkpoints" / ".last.ckpt.x1y2.partial").write_bytes(b"half a checkpoint")
+    assert tree_state(tmp_path) == before  # refused: not even a killed write's leftovers are removed
     summary = train(run_cfg(tmp_path, tiny_model_dir, "overwrite=true", "seed=1"))
     assert summary["final_step"] == STEPS
     assert not list((tmp_path / "checkpoints").glob(".*.partial"))  # a killed write's leftovers are removed
@@ -167,3 +177,123 @@ def test_train_cli_user_errors_are_one_line_and_exit_2(tmp_path, override):
     assert result.returncode == 2, result.stderr[-2000:]
     assert CLI_CASES[override] in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A refusal touches nothing: the run directory of a finished run stays byte-identical (``.hydra/`` included)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cli(tool: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m uwe_lightning.<tool> args...`` from the repository root (one thread, W&B silent)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
+    return subprocess.run([sys.executable, "-m", f"uwe_lightning.{tool}", *args], cwd=REPO_DIR, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def small_cli_run(model_dir: Path) -> list[str]:
+    return base_overrides(None, model_dir, steps=2, every=None, test_tasks="[JobNorm]")
+
+
+@pytest.fixture(scope="module")
+def finished_cli_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """A finished run trained through the real CLI (Hydra writes its record and train.log): about 10 s."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    result = cli("train", *small_cli_run(tiny_model_dir), f"hydra.run.dir='{run_dir}'")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert all((run_dir / HYDRA_DIR / name).is_file() for name in HYDRA_FILES)
+    assert (run_dir / "train.log").stat().st_size > 0 and (run_dir / "results.json").is_file()
+    return run_dir
+
+
+def assert_refused_without_a_trace(run_dir: Path, refused: list[tuple[str, list[str]]]) -> None:
+    """Each ``(tool, args)`` run into ``run_dir`` exits 2 with one line and leaves ``run_dir`` as it was."""
+    before = tree_state(run_dir)
+    for tool, args in refused:
+        result = cli(tool, *args, f"hydra.run.dir='{run_dir}'")
+        assert result.returncode == 2, (tool, result.stderr[-2000:])
+        assert f"[{tool}] error:" in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert tree_state(run_dir) == before, f"a refused {tool} {args[-1]} changed the run directory"
+
+
+def test_refused_train_leaves_a_finished_run_byte_identical(finished_cli_run, tiny_model_dir, tmp_path):
+    """Before: Hydra rewrote .hydra/config.yaml, hydra.yaml and overrides.yaml before train refused the
+    directory, so the finished run's record said it was trained with optim.lr=0.001."""
+    short_row = write_edges(tmp_path / "A.csv", [("python", "py")])
+    short_row.write_text(short_row.read_text() + "sql\n")
+    assert_refused_without_a_trace(finished_cli_run, [
+        ("train", [*small_cli_run(tiny_model_dir), "optim.lr=0.001"]),  # the directory holds a run
+        # a resume is accepted, then refused on bad data (after the model, the seed and the checkpoint check)
+        ("train", [*small_cli_run(tiny_model_dir), "resume=true", f"data.source.edge_files.A='{short_row}'"]),
+    ])
+
+
+@pytest.mark.slow
+def test_refused_evaluate_and_rank_leave_a_run_byte_identical(finished_cli_run, tiny_model_dir, tmp_path):
+    """The same for the other commands with a run directory (Hydra wrote .hydra/ and <job>.log before they
+    could refuse)."""
+    assert_refused_without_a_trace(finished_cli_run, [
+        ("evaluate", ["model=trained", f"model.backbone='{finished_cli_run / 'best_model'}'", "max_queries=0"]),
+        ("rank", [f"model.backbone='{tiny_model_dir}'", "queries=[nurse]", "targets=file",
+                  f"targets_file='{tmp_path / 'no-such-file.txt'}'", "device=cpu"]),
+    ])
+
+
+def test_resume_keeps_the_first_starts_record(finished_cli_run, tiny_model_dir, tmp_path):
+    """resume=true writes its own Hydra files to .hydra/restarts/<time>/; the first start's stay as they were."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_cli_run, run_dir)
+    first = {name: (run_dir / HYDRA_DIR / name).read_bytes() for name in HYDRA_FILES}
+    result = cli("train", *small_cli_run(tiny_model_dir), "resume=true", f"hydra.run.dir='{run_dir}'")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {name: (run_dir / HYDRA_DIR / name).read_bytes() for name in HYDRA_FILES} == first
+    (restart,) = (run_dir / HYDRA_DIR / RESTARTS_DIR).iterdir()
+    assert "resume=true" in (restart / "overrides.yaml").read_text()
+    assert "resume=true" not in first["overrides.yaml"].decode()
+
+
+def test_overwrite_replaces_the_earlier_runs_record(tmp_path):
+    """overwrite=true starts a new run: the earlier run's .hydra/ goes with its outputs (the new start writes
+    its own); a refused overwrite-less start and a resume keep it."""
+    (tmp_path / HYDRA_DIR).mkdir()
+    (tmp_path / HYDRA_DIR / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "results.json").write_text("{}")
+    assert prepare_run_dir(tmp_path, resume=False, overwrite=True) is None
+    assert not (tmp_path / HYDRA_DIR).exists() and not (tmp_path / "results.json").exists()
+
+
+def test_held_log_reaches_the_file_only_when_the_run_is_accepted(tmp_path):
+    """Hydra opens <job>.log before the command decides; its records wait for accept_run (a refusal drops them,
+    and no empty log file appears)."""
+    logger = logging.getLogger("tests.held_log")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    for accepted in (False, True):
+        path = tmp_path / f"accepted-{accepted}.log"
+        handler = HeldFileHandler(str(path))
+        logger.addHandler(handler)
+        try:
+            logger.info("loading the graphs")
+            assert not path.exists()
+            handler.release_held() if accepted else handler.drop_held()
+            logger.info("training")
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+        assert path.exists() == accepted
+        if accepted:
+            assert path.read_text().splitlines() == ["loading the graphs", "training"]
+
+
+def test_a_damaged_checkpoint_is_refused_in_one_line_and_touched_nothing(tmp_path, tiny_model_dir):
+    """A truncated last.ckpt is named before the resume starts from it (no torch traceback), and the refused
+    resume changes no byte of the run dir."""
+    run_dir = tmp_path / "run"
+    train(run_cfg(run_dir, tiny_model_dir))
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    before = tree_state(run_dir)
+    with pytest.raises(DataError, match=r"checkpoint .*last\.ckpt is damaged .*overwrite=true") as err:
+        train(run_cfg(run_dir, tiny_model_dir, "resume=true"))
+    assert "\n" not in str(err.value)
+    assert tree_state(run_dir) == before

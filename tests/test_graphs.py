@@ -156,6 +156,38 @@ def test_bad_json_line_and_unsupported_type(vocab, tmp_path):
         load_edges(tmp_path / "nope.csv", vocab)
 
 
+ROW_CASES = {  # file name: (content, what the error says after "<file>: ")
+    "short.csv": ("skill,text\npython,a\nsql\nteach,c\n", r"row 2 \(line 3\): 1 field, but the header has 2"),
+    "long.csv": ("skill,text\npython,a\nsql,b,extra\n", r"row 2 \(line 3\): 3 fields, but the header has 2"),
+    # pandas made the long first row's extra field an index: skill 'a', text 'extra', silently
+    "long_first.csv": ("skill,text\npython,a,extra\nsql,b\n", r"row 1 \(line 2\): 3 fields"),
+    "comma.csv": ("skill,text\npython,Team Lead, Python\n", r"row 1 \(line 2\): 3 fields.*quote a field"),
+    "short.tsv": ("skill\ttext\n\npython\ta\nsql\n", r"row 2 \(line 4\): 1 field.*the line cut"),
+    "long.tsv": ("skill\ttext\npython\ta\tb\n", r"row 1 \(line 2\): 3 fields.*quote a field that holds a tab"),
+    "keys.jsonl": ('{"skill": "python", "text": "a"}\n{"skill": "sql"}\n', r"line 2: .*missing \['text'\]"),
+    "extra.jsonl": ('{"skill": "python", "text": "a"}\n{"skill": "sql", "text": "b", "txt": "c"}\n',
+                    r"line 2: .*extra \['txt'\]"),
+    "twice.csv": ("skill,text,text\npython,a,b\n", r"the header names column\(s\) \['text'\] more than once"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROW_CASES))
+def test_edge_rows_must_match_the_header(vocab, tmp_path, name):
+    """User data has no manifest to catch a damaged file: a row with fewer or more fields than the header is an
+    error naming the file and the row. Before: pandas padded a short row with empty fields (a wrong edge, or
+    an 'empty field' error pointing at the wrong cause) and shifted a long first row into its index."""
+    text, where = ROW_CASES[name]
+    path = write(tmp_path, name, text)
+    with pytest.raises(DataError, match=rf"{name.replace('.', r'[.]')}: {where}"):
+        load_edges(path, vocab)
+
+
+def test_quoted_fields_blank_lines_and_a_bom_are_fine(vocab, tmp_path):
+    path = tmp_path / "ok.csv"
+    path.write_bytes("\ufeffskill,text\n\npython,\"Team Lead, Python\"\nsql,\"two\nlines\"\n".encode())
+    assert load_edges(path, vocab).texts == ["Team Lead, Python", "two\nlines"]
+
+
 def test_text_na_is_kept_as_text(vocab, tmp_path):
     path = write(tmp_path, "na.csv", "skill,text\npython,NA\n")
     assert load_edges(path, vocab).texts == ["NA"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 
 import uwe_lightning as uwe
+from tests.helpers.faults import load_strict_json
 from uwe_lightning.model.pretrained import FORMAT_VERSION, UWE_CONFIG_FILE, UWEModel, read_uwe_config
 from uwe_lightning.model.scoring import SCORERS
 
@@ -42,6 +44,23 @@ def test_saved_format_is_versioned_and_atomic(tiny_model_dir, tmp_path):
     model.save_pretrained(tmp_path / "m", step=2)  # replacing an existing directory leaves no staging dirs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
     assert read_uwe_config(out)["provenance"]["step"] == 2
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_model_is_0644_and_0755_whatever_the_umask(tiny_model_dir, tmp_path, umask):
+    """Before: model.safetensors came out 0600 (transformers' own mode), and under umask 077 every directory
+    0700: a model another user or the service cannot read."""
+    model = UWEModel.from_pretrained(tiny_model_dir, scorer="softmax", tau=0.3)
+    previous = os.umask(umask)
+    try:
+        out = model.save_pretrained(tmp_path / "best_model", nan_metric=float("nan"))
+    finally:
+        os.umask(previous)
+    entries = [out, *out.rglob("*")]
+    assert (out / "model.safetensors") in entries
+    for path in entries:
+        assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
+    assert load_strict_json(out / UWE_CONFIG_FILE)["provenance"]["nan_metric"] is None
 
 
 def test_reads_pre_versioned_exports(tiny_model_dir, tmp_path):

@@ -91,3 +91,17 @@ def test_bad_out_is_one_line_exit_2(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("[rank] error:")]
     assert errors == ["[rank] error: out must be a file ending in .jsonl or .csv (one row per query x rank), "
                       "got 'ranked.txt'; e.g. out=rankings.jsonl"]
+
+
+def test_rank_into_a_finished_rank_run_keeps_its_rankings(tiny_model_dir, tmp_path):
+    """Before: a second rank into the same run directory replaced rankings.json silently; now the earlier one is
+    kept under its modification time, as evaluate keeps results.json."""
+    targets_file = tmp_path / "targets.txt"
+    targets_file.write_text("python\nteach\nnursing care\n")
+    run_dir = tmp_path / "run"
+    for query in ("cook", "nurse"):
+        run(rank_cfg(tiny_model_dir, tmp_path, "targets=file", f"targets_file={targets_file}", f"queries=[{query}]",
+                     "k=2"), run_dir)
+    (kept,) = run_dir.glob("rankings.*.json")
+    assert [r["query"] for r in json.loads(kept.read_text())["results"]] == ["cook"]
+    assert [r["query"] for r in json.loads((run_dir / "rankings.json").read_text())["results"]] == ["nurse"]

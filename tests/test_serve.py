@@ -29,7 +29,7 @@ from tests.helpers.tolerance import assert_close_to_scale  # noqa: E402
 from uwe_lightning.cli.rank import DIRECTIONS, load_targets  # noqa: E402
 from uwe_lightning.paths import REPO_DIR  # noqa: E402
 from uwe_lightning.ranking.ranker import Ranker  # noqa: E402
-from uwe_lightning.service.app import ServedSpace, create_app  # noqa: E402
+from uwe_lightning.service.app import LOOPBACK_HOSTS, ServedSpace, create_app  # noqa: E402
 from uwe_lightning.service.batching import MicroBatcher  # noqa: E402
 from uwe_lightning.service.requests import Limits  # noqa: E402
 
@@ -79,6 +79,7 @@ def make_app(ranker, spaces):
         ranker.hold = None
         kw.setdefault("limits", Limits(max_queries=8, max_chars=200, max_k=20, max_body_bytes=20_000))
         kw.setdefault("max_batch_queries", 16)
+        kw.setdefault("allowed_hosts", [*LOOPBACK_HOSTS, "testserver", "uwe"])  # the test clients' Host names
         return create_app(ranker, spaces, directions=DIRECTIONS, **kw)
 
     return make
@@ -185,8 +186,10 @@ def test_create_app_rejects_bad_settings(ranker, spaces):
         create_app(ranker, {})
     with pytest.raises(ValueError, match="default_target 'x'"):
         create_app(ranker, spaces, default_space="x")
-    with pytest.raises(ValueError, match="batching.max_queries"):
-        create_app(ranker, spaces, limits=Limits(max_queries=64), max_batch_queries=8)
+    with pytest.raises(ValueError, match="max_tokens must be a whole number >= 1"):
+        create_app(ranker, spaces, max_batch_tokens=0)
+    with pytest.raises(ValueError, match="allowed_hosts must list host names"):
+        create_app(ranker, spaces, allowed_hosts=[])
     with pytest.raises(ValueError, match="limits.max_k"):
         Limits(max_k=0)
 
@@ -219,10 +222,15 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_answers(make_ap
     assert stats.requests == len(bodies) and stats.calls == 2 and stats.largest_call == 8
 
 
-def test_a_batch_never_exceeds_max_queries(make_app, ranker):
+def test_a_batch_never_exceeds_max_queries_and_split_requests_get_their_own_answers(make_app, ranker, spaces):
     app = make_app(max_wait_ms=50, max_batch_queries=8)
-    answers = _post_all(app, [{"queries": QUERIES[:3]} for _ in range(5)])  # 15 queries: 3 + 3, 3 + 3, 3
-    assert all(a.status_code == 200 for a in answers) and sorted(ranker.calls) == [3, 6, 6]
+    bodies = [{"queries": QUERIES[i : i + 3], "k": 3} for i in range(4)] + [{"queries": QUERIES, "k": 3}]
+    answers = _post_all(app, bodies)  # 18 queries: calls of at most 8, a request may span two or three
+    assert all(a.status_code == 200 for a in answers)
+    assert max(ranker.calls) == 8 and sum(ranker.calls) == 18 and len(ranker.calls) == 3, ranker.calls
+    assert app.state.batcher.stats.split_requests >= 1
+    for body, answer in zip(bodies, answers, strict=True):  # assembled from chunks: as if ranked alone
+        assert_same(answer.json(), expected(ranker, spaces["esco_skills"], body["queries"], 3), spaces["esco_skills"])
 
 
 def test_a_failing_request_does_not_fail_its_batch():
@@ -240,7 +248,7 @@ def test_a_failing_request_does_not_fail_its_batch():
 
     results, stats = asyncio.run(go())
     assert results[0] == ["A"] and isinstance(results[1], RuntimeError) and results[2] == ["B", "C"]
-    assert stats.failed_calls == 2  # the batch, then the bad request alone
+    assert stats.failed_calls == 3  # the batch; the half with the bad request; the bad request alone
 
 
 def test_a_client_cancelled_mid_request_leaves_the_server_answering(make_app, ranker, spaces):
@@ -295,7 +303,7 @@ def test_a_closed_socket_mid_request_leaves_the_server_answering(live_server, ra
     app = server.config.app
     host, port = url.removeprefix("http://").split(":")
     body = b'{"queries": ["nurse"], "k": 3}'
-    request = (b"POST /rank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request = (b"POST /rank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                b"Content-Length: %d\r\n\r\n" % len(body))
     ranker.hold, ranker.entered = threading.Event(), threading.Event()
     with socket.create_connection((host, int(port)), timeout=10) as sock:  # the whole request, then gone
@@ -348,7 +356,7 @@ def test_serve_config_builds_the_app_from_the_rank_cache(tiny_model_dir, tmp_pat
     assert list(app.state.spaces) == ["esco_skills", "esco_occupations"]
     again = build_app(cfg)  # the second start loads both spaces from the cache
     assert all(space.cache_hit for space in again.state.spaces.values())
-    with TestClient(again) as client:
+    with TestClient(again, base_url="http://localhost:8080") as client:  # a loopback name: allowed_hosts
         answer = client.post("/rank", json={"queries": ["software engineer"], "k": 3}).json()
     space = again.state.spaces["esco_skills"]
     assert_same(answer, expected(again.state.ranker, space, ["software engineer"], 3), space)
@@ -362,7 +370,12 @@ def test_serve_config_builds_the_app_from_the_rank_cache(tiny_model_dir, tmp_pat
     ("default_target=esco_occupations", "default_target 'esco_occupations' is not in targets"),
     ("port=70000", "port must be a whole number 0..65535"),
     ("limits.max_queries=0", "limits.max_queries must be a whole number >= 1"),
-    ("limits.max_queries=100", "batching.max_queries (64) must be >= limits.max_queries (100)"),
+    ("batching.max_tokens=0", "batching.max_tokens must be a whole number >= 1"),
+    ("queue.max_requests=-3", "queue.max_requests must be a whole number >= 1"),
+    ("queue.deadline_s=0", "queue.deadline_s must be a number > 0"),
+    ("body_timeout_s=abc", "body_timeout_s must be a number > 0"),
+    ("allowed_hosts=[]", "allowed_hosts is empty"),
+    ("allowed_hosts=[http://evil.example/]", "allowed_hosts: 'http://evil.example/' is not a host name"),
     ("batching.max_wait_ms=-1", "batching.max_wait_ms must be a number >= 0"),
     ("log_level=loud", "log_level must be one of"),
 ])

@@ -2,18 +2,21 @@
 
 A bad input file fails with a :class:`DataError` that names the file (and the row and field where one is at
 fault); every result, checkpoint and cache file is published atomically (temporary file beside it, fsync,
-``os.replace``), so a reader never sees half a file and a crash leaves the previous version in place.
+``os.replace``), so a reader never sees half a file and a crash leaves the previous version in place. Published
+files are ``0644`` and the directories made for them ``0755`` whatever the process umask (results, models and
+caches are shared), and JSON is always strict (NaN/infinity become null).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +55,80 @@ class MissingDependencyError(ImportError):
     """An optional package a requested feature needs is not installed; the message names the pip extra."""
 
 
+#: The pip extra (pyproject.toml ``[project.optional-dependencies]``) that brings each optional package.
+EXTRA_OF = {
+    "fastapi": "serve", "uvicorn": "serve",
+    "onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx",
+    "faiss": "ann", "usearch": "ann",
+    "workrb": "workrb", "sentence_transformers": "st",
+    "optuna": "sweeps", "hydra_plugins": "sweeps", "submitit": "cluster",
+}
+
+
+def require(module: str, feature: str) -> Any:
+    """Import the optional package ``module`` for ``feature``, or fail with one line: the extra that provides it
+    and the exact pip command (the one place every optional import goes through)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        top = module.split(".")[0]
+        if (err.name or top).split(".")[0] != top:
+            raise  # the package is there but one of ITS imports failed: that traceback is the useful one
+        extra = EXTRA_OF.get(top, "all")
+        raise MissingDependencyError(
+            f"{feature} needs the '{top}' package, which is not installed: pip install 'uwe_lightning[{extra}]' "
+            f"(in a source checkout: pip install -e '.[{extra}]')"
+        ) from err
+
+
+#: The mode of every published file and of the directories made for them, whatever the umask: what the project
+#: writes (results, models, caches) is read by other users and services (a model saved 0600 cannot be served).
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+
+def make_dirs(path: str | os.PathLike) -> Path:
+    """``mkdir -p path``; each directory it creates gets :data:`DIR_MODE` (``mkdir`` alone would take the
+    umask's, e.g. 0700 under ``umask 077``); directories that already exist keep their mode."""
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for made in reversed(missing):
+        with suppress(PermissionError):  # made by another user at the same moment: theirs to set
+            os.chmod(made, DIR_MODE)
+    return path
+
+
+def publish_tree(path: str | os.PathLike) -> Path:
+    """Give a directory tree we wrote (a staged model, an export) :data:`DIR_MODE` directories and
+    :data:`FILE_MODE` files, before it is renamed into place; libraries that write into it (``transformers``
+    writes ``model.safetensors`` 0600) or ``tempfile.mkdtemp`` (0700) would leave it unreadable to others.
+    Symbolic links are left alone (their targets are not ours)."""
+    root = Path(path)
+    for entry in [root, *root.rglob("*")]:
+        if entry.is_symlink():
+            continue
+        os.chmod(entry, DIR_MODE if entry.is_dir() else FILE_MODE)
+    return root
+
+
 @contextmanager
 def atomic_write_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; once written it is fsynced and ``os.replace``-d onto ``path``.
 
     Readers never see half a file and a crash leaves the previous version in place; on error the temporary
     file is removed. Every result, checkpoint and cache file of the project is published through this. The
-    file gets the mode a plain ``open()`` would give (``0o666`` minus the umask), not mkstemp's private 0600,
-    so results and caches stay readable by whoever may read the directory.
+    file gets :data:`FILE_MODE` (not mkstemp's private 0600, nor a stricter umask's), and missing parent
+    directories :data:`DIR_MODE`, so results and caches stay readable by whoever may read the directory.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(target.parent)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
     os.close(fd)
     try:
@@ -74,29 +140,14 @@ def atomic_write_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator
 
 
 def publish_file(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Make a finished ``tmp`` file (in ``target``'s directory) the file ``target``: fsync, the mode a plain
-    ``open()`` gives, ``os.replace``. What :func:`atomic_write_path` does on success; also the last step of a
-    resumable download (whose ``.part`` name must stay fixed between runs)."""
+    """Make a finished ``tmp`` file (in ``target``'s directory) the file ``target``: fsync, :data:`FILE_MODE`,
+    ``os.replace``. What :func:`atomic_write_path` does on success; also the last step of a resumable download
+    (whose ``.part`` name must stay fixed between runs)."""
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
-    os.chmod(tmp, 0o666 & ~_current_umask())
+    os.chmod(tmp, FILE_MODE)
     os.replace(tmp, target)
     return Path(target)
-
-
-def _current_umask() -> int:
-    """The process umask, read without changing it where the OS allows (``os.umask`` can only be read by
-    setting it, which briefly affects files other threads create)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -104,9 +155,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
-    """``data`` as indented JSON (non-JSON values through ``str``), published atomically."""
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2, **dumps_kwargs: Any) -> None:
+    """``data`` as strict JSON (:func:`strict_json`: NaN/infinity as null, non-JSON values through ``str``),
+    published atomically. Why strict: Python's ``json`` writes a bare ``NaN``, which other readers reject."""
+    atomic_write_text(path, strict_json(data, indent=indent, **dumps_kwargs) + "\n")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -236,15 +288,17 @@ def read_parquet_checked(path: str | os.PathLike, required_columns: Sequence[str
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """A CSV/TSV/Parquet/JSONL file as a frame (type by suffix); text formats are read as strings (no NA
-    guessing). Used for edge files and custom skill vocabularies."""
+    guessing). Used for user data that has no manifest to be checked against (edge files, custom skill
+    vocabularies and skill lists), so text formats are parsed strictly: a CSV/TSV row with fewer or more fields
+    than the header, or a JSONL object with other keys than the first one, is a :class:`DataError` naming the
+    row (pandas would pad a short row with empty fields, and make a long first row's extra field an index)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.is_file():
         raise DataError(f"{path} does not exist")
     try:
         if suffix in (".csv", ".tsv", ".tab"):
-            sep = "," if suffix == ".csv" else "\t"
-            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+            return _read_delimited(path, "," if suffix == ".csv" else "\t")
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix in (".jsonl", ".ndjson"):
@@ -254,6 +308,46 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     except Exception as err:  # parser errors: name the file
         raise DataError(f"{path}: cannot be read as {suffix[1:]}: {err}") from err
     raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .parquet or .jsonl")
+
+
+def _fields(n: int) -> str:
+    return f"{n} field" + ("" if n == 1 else "s")
+
+
+def _read_delimited(path: Path, delimiter: str) -> pd.DataFrame:
+    """A delimited text file with a header line, every data row holding exactly the header's number of fields.
+
+    Rows are numbered like the readers' own errors (1-based data row, header and blank lines not counted), with
+    the line where the row ends (a quoted field may span lines). A UTF-8 BOM is dropped; bytes that are not
+    UTF-8 name their line."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            header = next((row for row in reader if row), None)
+            if header is None:
+                raise DataError(f"{path}: empty file; the first line must be the header (column names)")
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:
+                raise DataError(f"{path}: the header names column(s) {repeated} more than once")
+            rows = []
+            for row in reader:
+                if not row:  # a blank line
+                    continue
+                if len(row) != len(header):
+                    hint = (f"quote a field that holds {'a comma' if delimiter == ',' else 'a tab'}"
+                            if len(row) > len(header) else "is the line cut, or a field missing?")
+                    raise DataError(
+                        f"{path}: row {len(rows) + 1} (line {reader.line_num}): {_fields(len(row))}, but the "
+                        f"header has {_fields(len(header))} {header}; {hint}"
+                    )
+                rows.append(row)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: {first_line_of_byte(path)}: not UTF-8 text ({err.reason}); re-save the file "
+                        "as UTF-8") from err
+    except csv.Error as err:
+        raise DataError(f"{path}: line {reader.line_num}: malformed {'CSV' if delimiter == ',' else 'TSV'} "
+                        f"({err})") from err
+    return pd.DataFrame(rows, columns=header, dtype=str)
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
@@ -268,5 +362,12 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                 raise DataError(f"{path}: line {line_no}: invalid JSON ({err.msg})") from err
             if not isinstance(row, dict):
                 raise DataError(f"{path}: line {line_no}: expected a JSON object with 'skill' and 'text'")
+            if rows and row.keys() != rows[0].keys():
+                missing = [key for key in rows[0] if key not in row]
+                extra = [key for key in row if key not in rows[0]]
+                what = "; ".join(part for part in (f"missing {missing}" if missing else "",
+                                                   f"extra {extra}" if extra else "") if part)
+                raise DataError(f"{path}: line {line_no}: the object's keys differ from the first line's "
+                                f"{list(rows[0])} ({what}); give every line the same keys (null for no value)")
             rows.append(row)
     return pd.DataFrame(rows)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
+from pathlib import Path
 
 import lightning.pytorch as pl
 
@@ -38,3 +41,23 @@ class KillAt(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.step == -1:
             self._fire()
+
+
+def tree_state(root: Path) -> dict[str, str]:
+    """Every entry under ``root`` (relative path -> sha256 of a file's bytes, ``"<dir>"`` for a directory): two
+    equal states mean no byte, file or directory was added, removed or changed (what a refused command must
+    leave behind)."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        state[rel] = "<dir>" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return state
+
+
+def load_strict_json(path: Path):
+    """``path`` parsed by a strict JSON reader: a bare NaN, Infinity or -Infinity (which Python's ``json`` writes
+    but other readers reject) fails the test."""
+    def refuse(name: str):
+        raise AssertionError(f"{path} holds {name}: not strict JSON")
+
+    return json.loads(Path(path).read_text(), parse_constant=refuse)

@@ -26,7 +26,7 @@ from uwe_lightning.enrichment.pipeline import (
     run_merge,
 )
 from uwe_lightning.enrichment.prompts import KINDS
-from uwe_lightning.io import ConfigError, atomic_write_json, check_whole_number
+from uwe_lightning.io import ConfigError, atomic_write_json, check_whole_number, make_dirs
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.protocol.leakage import QueryGuard, query_key
 
@@ -93,7 +93,7 @@ def enrich(cfg: DictConfig) -> dict[str, Any]:
     check_whole_number(cfg.max_skills, "max_skills", optional=True)
     check_whole_number(cfg.concurrency, "concurrency")
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     cache = new_cache(out_dir, cfg.cache_dir)
     generated = [s for s in steps if s in KINDS]
     skills = load_skill_list(str(cfg.skills), cfg.paths.data_dir, cfg.max_skills) if generated else []

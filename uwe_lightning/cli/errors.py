@@ -18,6 +18,7 @@ from hydra.errors import InstantiationException
 from omegaconf.errors import OmegaConfBaseException
 
 from uwe_lightning.io import ConfigError, DataError, MissingDependencyError, ModelNotFoundError
+from uwe_lightning.training.jobrecord import drop_held_log
 
 T = TypeVar("T")
 USER_ERROR_EXIT = 2
@@ -60,11 +61,17 @@ def one_line(err: BaseException) -> str:
 
 
 def run_reporting_user_errors(tool: str, fn: Callable[[], T]) -> T:
-    """``fn()``; a user error prints one line and exits 2 (unless debugging); other errors propagate."""
+    """``fn()``; a user error prints one line and exits 2 (unless debugging); other errors propagate.
+
+    A user error is a refusal: the log lines held for the run directory are dropped (:mod:`~uwe_lightning.
+    training.jobrecord`), so a refused command changes no byte there.
+    """
     try:
         return fn()
     except Exception as err:
         found = user_error(err)
+        if found is not None:
+            drop_held_log()
         if found is None or debug_enabled():
             _state["internal_error"] = found is None
             raise

@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from uwe_lightning.io import DataError, publish_file
+from uwe_lightning.io import DataError, make_dirs, publish_file
 
 USER_AGENT = "uwe_lightning-fetch/1 (python urllib)"
 CHUNK = 1 << 16
@@ -150,7 +150,7 @@ def download(
     """
     dest = Path(dest)
     what = what or str(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest.parent)
     part = dest.with_name(dest.name + PART_SUFFIX)
     for attempt in range(retries + 1):
         try:

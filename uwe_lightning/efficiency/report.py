@@ -7,12 +7,11 @@ Pure functions of the result dict that :func:`uwe_lightning.efficiency.benchmark
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from uwe_lightning.efficiency.measure import quiet_cores
-from uwe_lightning.io import atomic_copy, atomic_save_figure, atomic_write_text
+from uwe_lightning.io import atomic_copy, atomic_save_figure, atomic_write_json, atomic_write_text, make_dirs
 from uwe_lightning.paths import REPO_DIR
 
 
@@ -219,7 +218,7 @@ def plot_growth(result: dict, path: Path) -> Path | None:
 def write_outputs(result: dict, out_dir: Path) -> list[Path]:
     """``bench.json``, ``bench.md`` and (with a growth sweep) ``latency_vs_targets.png`` in ``out_dir``."""
     paths = [out_dir / "bench.json", out_dir / "bench.md"]
-    atomic_write_text(paths[0], json.dumps(result, indent=1, default=str))
+    atomic_write_json(paths[0], result, indent=1)
     atomic_write_text(paths[1], markdown(result))
     png = plot_growth(result, out_dir / "latency_vs_targets.png")
     return paths + ([png] if png else [])
@@ -230,7 +229,7 @@ def publish(out_dir: Path, dest: Path, model_name: str) -> list[Path]:
 
     The published text uses paths relative to :func:`results_root` and links the renamed plot.
     """
-    dest.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest)
     root, plot = f"{results_root()}/", f"bench_{model_name}_latency_vs_targets.png"
     copied = []
     for name, target in (("bench.md", f"bench_{model_name}.md"), ("bench.json", f"bench_{model_name}.json"),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import time
@@ -30,7 +29,14 @@ from uwe_lightning.enrichment.cache import ResponseCache, request_key
 from uwe_lightning.enrichment.generate import Generator, Settings, SkillResult
 from uwe_lightning.enrichment.merge import merge_titles, plot_thresholds
 from uwe_lightning.enrichment.prompts import KINDS, Skill
-from uwe_lightning.io import ConfigError, DataError, atomic_write_json, atomic_write_text, read_table
+from uwe_lightning.io import (
+    ConfigError,
+    DataError,
+    atomic_write_json,
+    atomic_write_text,
+    read_table,
+    strict_json,
+)
 from uwe_lightning.protocol.leakage import QueryGuard
 
 if TYPE_CHECKING:
@@ -77,7 +83,7 @@ def read_edge_rows(path: str | os.PathLike, what: str) -> list[tuple[str, str]]:
 
 
 def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(path, "".join(strict_json(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def summarize(results: Sequence[SkillResult], n: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from uwe_lightning.io import ModelNotFoundError
+from uwe_lightning.io import ModelNotFoundError, make_dirs
 from uwe_lightning.paths import default_model_dir
 
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     model_dir = args.model_dir or default_model_dir()
-    model_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(model_dir)
     unknown = sorted(set(args.names) - set(BACKBONES))
     if unknown:
         parser.error(f"unknown backbone(s) {unknown}; known: {sorted(BACKBONES)}")

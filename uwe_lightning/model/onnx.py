@@ -31,10 +31,12 @@ from torch import nn
 
 from uwe_lightning.io import (
     ConfigError,
-    MissingDependencyError,
     ModelNotFoundError,
     atomic_write_json,
     atomic_write_path,
+)
+from uwe_lightning.io import (
+    require as require_optional,
 )
 from uwe_lightning.model.encoder import Encoder, TokenEmbeddings, positions_from_mask
 
@@ -59,14 +61,8 @@ def default_onnx_int8_path(model_dir: str | Path) -> Path:
 
 
 def require(module: str, feature: str = "ONNX export / the ONNX query backend"):
-    """Import an optional package, or fail with one line naming the extra that provides it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise MissingDependencyError(
-            f"{feature} needs the '{module}' package: pip install 'uwe_lightning[onnx]' (onnx, onnxscript, "
-            "onnxruntime)"
-        ) from err
+    """Import an optional ONNX package, or fail with one line naming the extra (:func:`uwe_lightning.io.require`)."""
+    return require_optional(module, feature)
 
 
 class _Backbone(nn.Module):

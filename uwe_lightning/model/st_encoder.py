@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from uwe_lightning.io import ModelNotFoundError
+from uwe_lightning.io import ModelNotFoundError, require
 
 SIDES = ("query", "target")
 
@@ -90,12 +90,7 @@ def load_sentence_transformer(name_or_path: str, query_prompt: str | None = None
                               target_prompt: str | None = None, device: str | None = None
                               ) -> SentenceTransformerEncoder:
     """Load a sentence-transformers model from a directory (or a hub id, where a hub is reachable)."""
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as err:
-        raise ModelNotFoundError(
-            "model=sentence_transformers needs the sentence-transformers package: pip install sentence-transformers"
-        ) from err
+    SentenceTransformer = require("sentence_transformers", "model=sentence_transformers").SentenceTransformer
     try:
         model = SentenceTransformer(str(name_or_path), device=device or "cpu")
     except (OSError, ValueError) as err:

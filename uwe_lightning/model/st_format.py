@@ -21,10 +21,11 @@ or :class:`~uwe_lightning.model.pretrained.UWEModel` (the model card says so).
 
 from __future__ import annotations
 
-import json
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from uwe_lightning.io import strict_json
 
 MODULES_FILE = "modules.json"
 ST_CONFIG_FILE = "sentence_bert_config.json"
@@ -134,7 +135,7 @@ def write_sentence_transformers_files(
     written[out / ST_CONFIG_FILE] = st_config
     for path, content in written.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+        path.write_text(strict_json(content, indent=2) + "\n", encoding="utf-8")
     if format == "pylate":
         import torch
         from safetensors.torch import save_file

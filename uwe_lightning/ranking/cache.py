@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from uwe_lightning.io import atomic_write_bytes, atomic_write_path
+from uwe_lightning.io import atomic_write_bytes, atomic_write_path, strict_json
 
 #: 2: the header holds payload checksums (files of format 1 are rebuilt, never trusted unchecked).
 FORMAT_VERSION = 2
@@ -126,7 +126,7 @@ def model_fingerprint(model_dir: str | os.PathLike, memo_dir: str | os.PathLike 
         if memo_path:
             on_disk[str(root)] = {"stamp": stamp, "sha256": fingerprint}
             try:
-                atomic_write_bytes(memo_path, json.dumps(on_disk, indent=1).encode())
+                atomic_write_bytes(memo_path, strict_json(on_disk, indent=1).encode())
             except OSError as err:  # a read-only cache: the memo is an optimisation only
                 warn_unwritable(memo_path.parent, err)
     _memo[str(root)] = (stamp, fingerprint)
@@ -244,7 +244,7 @@ def save_packed(
     header = {"key": key.as_dict(), "hidden_size": int(tokens.shape[1]), "total_tokens": int(tokens.shape[0]),
               "checksum": payload_checksums(tensors, checksum)}
     with atomic_write_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(header, sort_keys=True)})
+        save_file(tensors, str(tmp), metadata={_META_KEY: strict_json(header, sort_keys=True)})
     return path
 
 

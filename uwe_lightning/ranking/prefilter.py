@@ -3,7 +3,7 @@
 Why: exact token-level scoring reads every target token for every query (5 GB of fp16 at 1M targets); the
 mean-pooled vectors are 64x smaller and an approximate index over them finds, in a few milliseconds, the
 candidates that the exact scorer then ranks. The result is exact *among the candidates*; what it can miss is
-measured as recall@10 against exact scoring over the full space (experiments/bench_peers.py: 100k and 1M
+measured as recall@10 against exact scoring over the full space (experiments/bench/bench_peers.py: 100k and 1M
 synthetic targets), never assumed.
 
 Backends (cosine on the L2-normalised pooled vectors): ``faiss_ivf`` (FAISS IVF with 8-bit scalar-quantised
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from uwe_lightning.io import MissingDependencyError
+from uwe_lightning.io import require
 from uwe_lightning.ranking import fast
 from uwe_lightning.ranking.packed import EncodedTexts
 
@@ -30,13 +30,7 @@ BACKENDS: tuple[str, ...] = ("faiss_ivf", "faiss_hnsw", "usearch", "exact")
 
 
 def _require(module: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise MissingDependencyError(f"the {module} prefilter needs the '{module}' package: pip install "
-                                     "'uwe_lightning[ann]' (faiss-cpu, usearch)") from err
+    return require(module, f"the {module} prefilter")
 
 
 class Prefilter:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from uwe_lightning.io import ConfigError, atomic_write_json, atomic_write_text
+from uwe_lightning.io import ConfigError, atomic_write_json, atomic_write_text, make_dirs
 from uwe_lightning.paths import REPO_DIR, RUN_INFO_FILE
 from uwe_lightning.studies import plots, tables
 from uwe_lightning.studies.aggregate import aggregate, choose_kind
@@ -112,7 +112,7 @@ def build_report(
 def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> list[Path]:
     """Write the plots, ``report.json`` and ``report.md`` into ``out_dir``; returns the paths written."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     figures = plots.plot(report, out)
     report["plots"] = [p.name for p in figures]
     curves_json = write_curves_json(report, out)

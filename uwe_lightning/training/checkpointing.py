@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pickle
 import shutil
 import signal
 import threading
@@ -28,7 +29,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from uwe_lightning.io import atomic_write_path
+from uwe_lightning.io import DataError, atomic_write_path
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,12 @@ def last_checkpoint_note(run_dir: Path) -> str:
 
 
 def checkpoint_step(path: Path) -> int:
-    """The ``global_step`` stored in a Lightning checkpoint (read lazily: weights are memory-mapped)."""
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
-    return int(ckpt["global_step"])
+    """The ``global_step`` stored in a Lightning checkpoint (read lazily: weights are memory-mapped); a damaged
+    checkpoint is one :class:`DataError` naming it, before the run starts from it."""
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
+        return int(ckpt["global_step"])
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, TypeError, pickle.UnpicklingError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise DataError(f"checkpoint {path} is damaged ({type(err).__name__}: {first}); move it away to resume "
+                        "from the checkpoint before it, or start again with overwrite=true") from err

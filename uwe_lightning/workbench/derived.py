@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from uwe_lightning.io import DataError, atomic_write_bytes
+from uwe_lightning.io import DataError, atomic_write_bytes, strict_json
 from uwe_lightning.paths import DERIVED_INDEX_FILE
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
 
@@ -25,7 +25,7 @@ TASKS_DIR = "workbench"
 
 def write_gz_json(path: Path, data: Any) -> int:
     """Write ``data`` as gzipped compact JSON (mtime 0, so equal data gives equal bytes); returns the size."""
-    raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    raw = strict_json(data, ensure_ascii=False, separators=(",", ":")).encode()
     payload = gzip.compress(raw, compresslevel=9, mtime=0)
     atomic_write_bytes(path, payload)
     return len(payload)
