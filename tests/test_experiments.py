@@ -54,8 +54,8 @@ def last_job(cfg: DictConfig) -> list[str]:
 
 
 def test_every_expected_file_exists():
-    assert EXPERIMENTS == ["ablation_late_interaction", "ablation_loss", "cpu_minilm", "cross_task_transfer",
-                           "temperature", "uwe"]
+    assert EXPERIMENTS == ["ablation_late_interaction", "ablation_loss", "cpu_minilm", "cross_task_transfer", "learning_curves",
+                           "own_graph", "temperature", "uwe"]
     assert SEARCHES == ["alpha_a", "alpha_j", "alpha_v", "loss_tau_a", "loss_tau_j", "loss_tau_v", "lr", "optuna",
                         "scorer_tau"]
     assert SCALES == ["cpu", "paper"]
@@ -154,7 +154,7 @@ def test_every_experiment_composes_with_every_scale(override, scale):
     for key in ("scorer", "loss", "optim", "data.augment_p", "data.graphs", "train", "export", "test.tasks",
                 "test.knowledge_gain", "validation.tasks"):
         assert OmegaConf.select(scaled, key) == OmegaConf.select(paper, key), key
-    if override != "+experiment=cpu_minilm":
+    if override not in ("+experiment=cpu_minilm", "+experiment=own_graph"):  # these pin their own length
         assert scaled.data.skills_per_step == scaled.scale.skills_per_step
         assert scaled.trainer.max_steps in scaled.scale.steps.values()
         assert scaled.model.name == ("minilm" if scale == "cpu" else "mpnet")
@@ -212,7 +212,7 @@ def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-SINGLE_RUNS = ("+experiment=uwe", "+experiment=cpu_minilm")  # the other files are multiruns by themselves
+SINGLE_RUNS = ("+experiment=uwe", "+experiment=cpu_minilm", "+experiment=own_graph")  # the other files are multiruns by themselves
 
 
 @pytest.mark.slow

@@ -146,7 +146,7 @@ def test_default_precision_follows_the_measured_agreement():
     """DEFAULT_PRECISION gives fp16 exactly to the scorers whose measured WorkBench agreement reached 99.9 %."""
     record = ROOT / "experiments" / "results" / "fast" / "agreement.json"
     if not record.is_file():
-        pytest.skip(f"{record} not measured yet (experiments/fast_agreement.py)")
+        pytest.skip(f"{record} not measured yet (experiments/bench/fast_agreement.py)")
     measured = json.loads(record.read_text())
     for name in SCORERS:
         worst = min(task["top10_agreement"] for task in measured["scorers"][name]["fp16"]["tasks"].values())

@@ -368,7 +368,7 @@ def test_real_pack_matches_the_shipped_hashes(real_data_dir):
 @pytest.mark.slow
 @pytest.mark.data
 def test_shipped_manifest_is_what_the_pack_gives(real_data_dir):
-    proc = subprocess.run([sys.executable, "experiments/make_data_manifest.py", "--pack", str(real_data_dir),
+    proc = subprocess.run([sys.executable, "experiments/data/make_data_manifest.py", "--pack", str(real_data_dir),
                            "--check"], capture_output=True, text=True, cwd=REPO_DIR, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -216,7 +216,7 @@ def test_published_onet_table_is_what_its_results_give():
 
     from uwe_lightning.paths import REPO_DIR
 
-    spec = importlib.util.spec_from_file_location("onet_table", REPO_DIR / "experiments" / "onet_table.py")
+    spec = importlib.util.spec_from_file_location("onet_table", REPO_DIR / "experiments" / "studies" / "onet_table.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     results = REPO_DIR / "experiments" / "results" / "onet"

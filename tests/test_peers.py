@@ -1,6 +1,6 @@
 """The bench's peers rank the same vectors as the Ranker: sentence-transformers' semantic_search and FAISS's
 IndexFlatIP give our mean top-10, PyLate's padded-einsum MaxSim gives our maxsim top-10; the bench's helpers
-(timing with CPU time, RSS probes, synthetic spaces); a slow smoke run of experiments/bench_peers.py."""
+(timing with CPU time, RSS probes, synthetic spaces); a slow smoke run of experiments/bench/bench_peers.py."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def test_bench_peers_smoke(tiny_model_dir, real_data_dir, tmp_path, monkeypatch)
     pytest.importorskip("faiss")
     pytest.importorskip("sentence_transformers")
     monkeypatch.setenv("UWE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.syspath_prepend(str(peers.Path(__file__).resolve().parents[1] / "experiments"))
+    monkeypatch.syspath_prepend(str(peers.Path(__file__).resolve().parents[1] / "experiments" / "bench"))
     import bench_peers
 
     out = tmp_path / "bench_peers.md"

@@ -111,9 +111,10 @@ def default_model_dir() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """``UWE_CACHE_DIR`` if set, else ``<repo>/.cache`` (target-space caches and derived data)."""
+    """``UWE_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/uwe_lightning/cache`` (target-space caches, derived data,
+    verified-file stamps): never inside the checkout, wherever a command runs from."""
     env = os.environ.get("UWE_CACHE_DIR")
-    return Path(env).expanduser() if env else _project_or_user_dir(".cache")
+    return Path(env).expanduser() if env else user_cache_dir() / "cache"
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -27,6 +27,9 @@ def base_overrides(
         f"data.source.edge_files.V='{EDGES / 'V.jsonl'}'",
         f"data.source.edge_files.A='{EDGES / 'A.tsv'}'",
         f"data.source.skill_vocab='{EDGES / 'vocab.csv'}'",
+        "data.source.holdout.val=0",  # these runs validate on the mini pack's WorkBench, not on held-out edges
+        "data.source.holdout.test=0",
+        "data.source.evaluate_on=workbench",
         "data.skills_per_step=6",
         "data.num_workers=0",
         f"paths.data_dir='{MINI_DATA}'",

@@ -1,5 +1,9 @@
 """``python -m uwe_lightning.evaluate model=minilm split=test``: WorkBench for any model (Hydra, conf/evaluate.yaml).
 
+Your own held-out edges: ``'tasks=[edges]' edges.file=heldout.csv edges.skill_vocab=skills.csv``, with
+``'baselines=[popularity,tfidf]' popularity.edges=train.csv`` scored beside the model (README "Train on your own
+graph").
+
 ``runner=workrb`` evaluates the same model with WorkRB's tasks and metrics instead (:mod:`uwe_lightning.
 integrations.workrb`); the results files have the same layout.
 """
@@ -7,18 +11,24 @@ integrations.workrb`); the results files have the same layout.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
 from uwe_lightning.cli.loading import model_spec, ranker_from_config
-from uwe_lightning.io import ConfigError, atomic_copy
+from uwe_lightning.io import ConfigError, atomic_copy, make_dirs
 from uwe_lightning.paths import CONF_DIR
+from uwe_lightning.training.jobrecord import accept_run
+from uwe_lightning.workbench.popularity import PopularityRankingModel
+from uwe_lightning.workbench.registry import get_task
 from uwe_lightning.workbench.report import keep_previous, write_results
 from uwe_lightning.workbench.runner import EncoderRankingModel, check_max_queries, evaluate
 
 RUNNERS = ("workbench", "workrb")
+#: ``model.edges=open`` / ``popularity.edges=open``: the popularity prior of the open protocol's training graph J.
+OPEN_PROTOCOL = "open"
 
 
 def build_ranking_model(cfg: DictConfig):
@@ -32,6 +42,8 @@ def build_ranking_model(cfg: DictConfig):
         from uwe_lightning.model.lexical import TfidfRankingModel
 
         return TfidfRankingModel()
+    if spec.kind == "popularity":
+        return popularity_model(spec.edges, spec.skill_vocab, cfg)
     ranker = ranker_from_config(cfg, "evaluate", spec)
     backend = ranker.query_backend
     suffix = "" if backend == "torch" else f"+{backend}-queries"
@@ -52,19 +64,63 @@ def run(cfg: DictConfig) -> dict:
     if runner == "workrb":
         results, title = run_workrb(cfg, out_dir)
     else:
+        task_options = edges_task_options(cfg)  # a bad edges.file fails here, before any model loads
+        baselines = [build_baseline(name, cfg) for name in cfg.get("baselines") or []]
         model = build_ranking_model(cfg)
-        results = evaluate(
-            model, tasks=list(cfg.tasks), split=cfg.split, data_dir=cfg.paths.data_dir,
-            max_queries=cfg.max_queries, seed=cfg.seed, block_size=cfg.block_size,
-            show_progress=cfg.show_progress,
-        )
+        options = {"tasks": list(cfg.tasks), "split": cfg.split, "data_dir": cfg.paths.data_dir,
+                   "max_queries": cfg.max_queries, "seed": cfg.seed, "block_size": cfg.block_size,
+                   "show_progress": cfg.show_progress, "task_options": task_options}
+        results = evaluate(model, **options)
+        if baselines:
+            results["baselines"] = {b.name: evaluate(b, **options) for b in baselines}
         title = f"WorkBench {cfg.split}: {model.name}"
+        accept_run(cfg)  # the run is accepted: its record goes beside its results (a refusal writes none)
     results["config"] = OmegaConf.to_container(cfg, resolve=False)
     json_path, md_path = write_results(results, out_dir, title=title)
     print(md_path.read_text())
     if cfg.publish:
         publish(Path(cfg.publish), (json_path, md_path))
     return results
+
+
+def edges_task_options(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Options of the ``edges`` task (your held-out edge file), checked before any model loads."""
+    if "edges" not in list(cfg.tasks):
+        return {}
+    edges = cfg.get("edges") or {}
+    file = edges.get("file")
+    if not file:
+        raise ConfigError("tasks=[edges] needs edges.file=<held-out edge file, columns skill,text> and "
+                          "edges.skill_vocab=<your skills, columns uri,label>")
+    options = {"file": str(file), "skill_vocab": str(edges.get("skill_vocab")),
+               "on_unknown": str(edges.get("on_unknown", "error"))}
+    get_task("edges", **options).load(cfg.split, cfg.paths.data_dir)  # bad path / column / skill: one line
+    return {"edges": options}
+
+
+def popularity_model(edges: Any, skill_vocab: str | None, cfg: DictConfig) -> PopularityRankingModel:
+    """The popularity prior of ``edges`` (a file or a list of files) over ``skill_vocab`` (default: the
+    ``edges`` task's vocabulary)."""
+    files = [] if edges is None else [str(edges)] if isinstance(edges, str) else [str(f) for f in edges]
+    if files == [OPEN_PROTOCOL]:  # WorkBench: the open protocol's TRAINING graph J (its held-out titles removed)
+        from uwe_lightning.protocol.build import OpenProtocolSource
+
+        vocab_, graphs = OpenProtocolSource(cfg.paths.data_dir).load(["J"])
+        return PopularityRankingModel.from_graph(graphs["J"], vocab_)
+    vocab = skill_vocab or (cfg.get("edges") or {}).get("skill_vocab") or "esco-v1.2.0"
+    return PopularityRankingModel.from_edges(files, str(vocab), cfg.paths.data_dir)
+
+
+def build_baseline(name: str, cfg: DictConfig):
+    """A baseline evaluated beside the model: ``tfidf`` or ``popularity`` (``popularity.edges``)."""
+    if name == "tfidf":
+        from uwe_lightning.model.lexical import TfidfRankingModel
+
+        return TfidfRankingModel()
+    if name == "popularity":
+        pop = cfg.get("popularity") or {}
+        return popularity_model(pop.get("edges"), pop.get("skill_vocab"), cfg)
+    raise ConfigError(f"baselines: unknown baseline {name!r}; known: ['popularity', 'tfidf']")
 
 
 def run_workrb(cfg: DictConfig, out_dir: Path) -> tuple[dict, str]:
@@ -82,6 +138,7 @@ def run_workrb(cfg: DictConfig, out_dir: Path) -> tuple[dict, str]:
     if not isinstance(model, EncoderRankingModel):
         raise ConfigError("runner=workrb needs a neural model (model=minilm, mpnet or trained); "
                           "model=tfidf is WorkBench-only (WorkRB has its own TfIdfModel)")
+    accept_run(cfg)  # WorkRB writes into the run directory from here on
     results = bridge.evaluate_with_workrb(
         bridge.UWEWorkRBModel.from_ranker(model.ranker, block_size=cfg.block_size), list(cfg.tasks),
         split=cfg.split, output_dir=out_dir, languages=list(cfg.workrb.languages),
@@ -92,7 +149,7 @@ def run_workrb(cfg: DictConfig, out_dir: Path) -> tuple[dict, str]:
 
 def publish(dest: Path, files: tuple[Path, ...]) -> list[Path]:
     """Copy ``files`` into ``dest`` atomically; a file of the same name there is kept, not overwritten."""
-    dest.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest)
     copied = []
     for path in files:
         target = dest / path.name

@@ -32,7 +32,9 @@ from uwe_lightning.ranking.cache import model_fingerprint
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m uwe_lightning.export", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m uwe_lightning.export", description=__doc__.splitlines()[0],
+                                epilog="sentence-transformers needs no export: a run's best_model/ loads as it is, "
+                                       "SentenceTransformer('<run>/best_model') (mean pooling + normalize).")
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
     onnx = formats.add_parser("onnx", help="the encoder backbone as ONNX (dynamo exporter, dynamic axes)")
     onnx.add_argument("model", help="a saved UWE model / HF directory, or a backbone name (minilm, mpnet)")

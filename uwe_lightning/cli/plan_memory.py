@@ -76,6 +76,9 @@ def step_from_config(cfg, world: int | None = None) -> StepShape:
     """The :class:`StepShape` of a composed train config."""
     from hydra.utils import instantiate
 
+    from uwe_lightning.training.owndata import resolve_data_graphs
+
+    resolve_data_graphs(cfg)  # data=edges: the graphs with an edge file
     graphs = instantiate(cfg.loss, graphs=list(cfg.data.graphs)).active_graphs
     skills = int(cfg.data.skills_per_step)
     if world is None:

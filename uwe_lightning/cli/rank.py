@@ -2,8 +2,11 @@
 
 ``python -m uwe_lightning.rank queries='[data scientist,nurse]' targets=esco_skills k=5`` loads the model,
 loads the encoded target space from the cache (or encodes and caches it), ranks, prints the top k per query
-and writes ``rankings.json`` into the run directory. Which list is the target space is the direction:
-``esco_skills`` ranks skills for job titles, ``esco_occupations`` occupations for skills, ``file`` any list.
+and writes ``rankings.json`` into the run directory (one already there is kept as ``rankings.<its mtime>.json``).
+Which list is the target space is the direction: ``esco_skills`` ranks skills for job titles,
+``esco_occupations`` occupations for skills, ``file`` any list: one target text a line, or a table with id and text
+columns (``targets_file=skills.csv``, header ``uri,label`` detected, or ``targets_columns=[id,text]``; CSV, TSV,
+parquet, JSONL), whose ids are kept in the output.
 ``out=rankings.jsonl`` (or ``.csv``) writes one row per query x rank (query, rank, id, label, score) and shows a
 progress bar instead of printing every query: the batch mode for many queries.
 """
@@ -13,7 +16,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +32,14 @@ from uwe_lightning.io import (
     atomic_write_text,
     check_whole_number,
     line_of_byte,
+    make_dirs,
     strict_json,
 )
 from uwe_lightning.paths import CONF_DIR, resolve_cache_dir
 from uwe_lightning.ranking.results import ROW_FIELDS, top_rows
 from uwe_lightning.ranking.texts import is_blank
+from uwe_lightning.training.jobrecord import accept_run
+from uwe_lightning.workbench.report import keep_previous
 
 if TYPE_CHECKING:
     from uwe_lightning.ranking.packed import EncodedTexts
@@ -44,6 +49,9 @@ TARGET_SOURCES = ("esco_skills", "esco_occupations", "file")
 DIRECTIONS = {"job2skill": "esco_skills", "skill2job": "esco_occupations"}
 #: What ``out=`` may end in: one row per query x rank either way.
 OUT_FORMATS = (".jsonl", ".csv")
+#: The run directory's summary (and the rankings themselves without ``out=``); an earlier one is kept under
+#: its modification time (``rankings.<time>.json``).
+RANKINGS_FILE = "rankings.json"
 
 
 @dataclass
@@ -82,11 +90,67 @@ def read_lines(path: str | Path, what: str) -> list[str]:
     return [text for _, text in read_numbered_lines(path, what)]
 
 
-def load_targets(source: str, data_dir=None, targets_file=None, esco_version: str = "v1.2.0") -> TargetSpace:
-    """The target space ``source``: ESCO skill / occupation preferred labels, or the lines of a file."""
+#: Header names recognised in a ``targets_file`` table (case-insensitive): its id column and its text column.
+ID_COLUMNS = ("uri", "id", "skill_id", "concepturi", "code")
+TEXT_COLUMNS = ("label", "text", "preferredlabel", "name", "title")
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
+
+
+def table_columns(path: Path, columns) -> tuple[str, str] | None:
+    """The (id, text) columns of ``targets_file`` when it is a table: named by ``targets_columns``, or a header
+    with a known id and text name (:data:`ID_COLUMNS`, :data:`TEXT_COLUMNS`); parquet / JSONL are always tables.
+    None: a plain file, one target text a line (a comma is then part of the text)."""
+    if columns:
+        names = [str(c) for c in columns]
+        if len(names) != 2:
+            raise ConfigError(f"targets_columns must name two columns [id, text], got {names}")
+        return names[0], names[1]
+    suffix = path.suffix.lower()
+    if suffix in TABLE_SUFFIXES and path.is_file():
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            first = next((line for line in fh if line.strip()), "")
+        header = next(csv.reader([first], delimiter="," if suffix == ".csv" else "\t"), [])
+        by_name = {h.strip().casefold(): h.strip() for h in header}
+        found_id = next((by_name[c] for c in ID_COLUMNS if c in by_name), None)
+        found_text = next((by_name[c] for c in TEXT_COLUMNS if c in by_name), None)
+        return (found_id, found_text) if found_id and found_text and len(header) >= 2 else None
+    if suffix in (".parquet", ".jsonl", ".ndjson"):
+        raise ConfigError(f"targets_file {path} is a {suffix[1:]} table: name its columns, e.g. "
+                          "targets_columns=[uri,label] (id column, text column)")
+    return None
+
+
+def read_target_table(path: Path, id_column: str, text_column: str) -> TargetSpace:
+    """Ids and texts of a target table (CSV/TSV/parquet/JSONL); an empty cell is an error naming its row."""
+    from uwe_lightning.io import read_table
+
+    frame = read_table(path)
+    missing = [c for c in (id_column, text_column) if c not in frame.columns]
+    if missing:
+        raise DataError(f"targets_file {path}: no column(s) {missing} (found {list(frame.columns)}); "
+                        "name the id and text columns with targets_columns=[<id>,<text>]")
+    ids, texts = [], []
+    for row, (ident, text) in enumerate(zip(frame[id_column], frame[text_column], strict=True), start=1):
+        ident, text = ("" if v is None else str(v).strip() for v in (ident, text))
+        if not ident or is_blank(text):
+            raise DataError(f"targets_file {path}: row {row}: empty {id_column if not ident else text_column!r}")
+        ids.append(ident)
+        texts.append(text)
+    if not texts:
+        raise DataError(f"targets_file {path} holds no rows")
+    return TargetSpace(f"file:{path}", texts, ids)
+
+
+def load_targets(source: str, data_dir=None, targets_file=None, esco_version: str = "v1.2.0",
+                 columns=None) -> TargetSpace:
+    """The target space ``source``: ESCO skill / occupation preferred labels, or a file: a table with id and text
+    columns (:func:`table_columns`; the ids are kept) or plain lines (ids ``line:<n>``)."""
     if source == "file":
         if not targets_file:
             raise ValueError("targets=file needs targets_file=<path> (one target text a line)")
+        found = table_columns(Path(targets_file).expanduser(), columns)
+        if found is not None:
+            return read_target_table(Path(targets_file).expanduser(), *found)
         numbered = read_numbered_lines(targets_file, "targets_file")
         return TargetSpace(f"file:{targets_file}", [t for _, t in numbered], [f"line:{n}" for n, _ in numbered])
     from uwe_lightning import esco
@@ -151,7 +215,7 @@ def write_rows(path: str | Path, queries: list[str], ranked: list[list[dict]]) -
         writer.writerows(rows)
         text = buffer.getvalue()
     else:
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        text = "".join(strict_json(row, ensure_ascii=False) + "\n" for row in rows)
     atomic_write_text(path, text)
     return len(rows)
 
@@ -191,7 +255,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     source = DIRECTIONS.get(cfg.direction, cfg.targets) if cfg.direction else cfg.targets
-    targets = load_targets(source, cfg.paths.data_dir, cfg.targets_file, cfg.esco_version)
+    targets = load_targets(source, cfg.paths.data_dir, cfg.targets_file, cfg.esco_version,
+                           cfg.get("targets_columns"))
     spec = model_spec(cfg)
     ranker = ranker_from_config(cfg, "rank", spec)
     ranker.display_name = str(spec.backbone)
@@ -208,6 +273,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         scores, index = ranker.rank(queries, space, k=cfg.k)
     rank_s = time.perf_counter() - t1
 
+    accept_run(cfg)  # the run is accepted: Hydra's record and the log go into the run directory from here on
     if out_file:  # batch mode: the rows go to the file, rankings.json keeps the summary
         written = write_rows(out_file, queries, top_rows(scores, index, targets.ids, targets.texts))
         listed: dict = {"out": {"path": str(out_file), "rows": written}}
@@ -239,10 +305,12 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         **listed,
     }
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "rankings.json", strict_json(report, indent=1, ensure_ascii=False))
+    make_dirs(out)
+    text = strict_json(report, indent=1, ensure_ascii=False)
+    keep_previous(out / RANKINGS_FILE)  # an earlier rank into this directory keeps its rankings, as evaluate does
+    atomic_write_text(out / RANKINGS_FILE, text)
     hit = "loaded from cache" if ranker.last_index_hit else "encoded"
-    wrote = f"{out_file} ({listed['out']['rows']} rows) and {out / 'rankings.json'}" if out_file else out / "rankings.json"
+    wrote = f"{out_file} ({listed['out']['rows']} rows) and {out / RANKINGS_FILE}" if out_file else out / RANKINGS_FILE
     print(f"[rank] {len(targets.texts)} targets ({targets.source}) {hit} in {index_s:.1f}s; "
           f"{len(queries)} queries ranked in {rank_s:.2f}s; wrote {wrote}", flush=True)
     return report

@@ -7,7 +7,7 @@ Choices this module makes explicit:
 
 * A skill without a neighbour in G contributes no text to G, so N_G may be < S; its row of ``pos_mask``
   is all False and the loss skips it. A graph with no text at all in a step is absent from
-  ``UWEBatch.graphs``. (Open protocol, 512 skills: ~361 J and ~252 A texts; ``experiments/batch_counts.py``.)
+  ``UWEBatch.graphs``. (Open protocol, 512 skills: ~361 J and ~252 A texts; ``experiments/data/batch_counts.py``.)
 * ``sampling="per_graph"``: the uniform draw is topped up, per graph, with skills that graph covers until S of
   the step's skills have a neighbour in it, one text each (S texts per graph); the added skills are rows of
   every graph (each ``pos_mask`` spans all rows). With full coverage it adds nothing: the rule above.
@@ -48,8 +48,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from uwe_lightning.data.batch import GraphBatch, GraphSample, StepSample, UWEBatch
 from uwe_lightning.data.graphs import GRAPHS, BipartiteGraph, SkillVocabulary
 from uwe_lightning.data.sampling import (
+    AUTO_SAMPLING,
     SAMPLINGS,
     augment_texts,
+    choose_sampling,
     sample_contexts,
     sample_neighbors,
     sample_per_graph,
@@ -105,7 +107,8 @@ class UWETrainDataset(IterableDataset):
         if sampling not in SAMPLINGS:
             raise ConfigError(f"data.sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
         if not 0 < skills_per_step <= len(vocab):
-            raise ValueError(f"skills_per_step={skills_per_step} must be in [1, {len(vocab)}] (vocabulary size)")
+            raise ConfigError(f"data.skills_per_step={skills_per_step} must be in [1, {len(vocab)}] (the vocabulary "
+                              f"{vocab.name} has {len(vocab)} skills): set data.skills_per_step={min(64, len(vocab))}")
         if not 0.0 <= augment_p <= 1.0:
             raise ValueError(f"augment_p={augment_p} must be in [0, 1]")
         for name, graph in graphs.items():
@@ -248,7 +251,7 @@ class UWEDataModule(pl.LightningDataModule):
         source: GraphSource,
         tokenizer: str | None = None,
         skills_per_step: int = 512,
-        graphs: Sequence[str] = GRAPHS,
+        graphs: Sequence[str] | None = GRAPHS,
         max_length: int = 64,
         augment_p: float = 0.8,
         num_steps: int | None = None,
@@ -257,8 +260,10 @@ class UWEDataModule(pl.LightningDataModule):
         sampling: str = "skill_uniform",
     ) -> None:
         super().__init__()
-        if sampling not in SAMPLINGS:
-            raise ConfigError(f"data.sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
+        if sampling not in (*SAMPLINGS, AUTO_SAMPLING):
+            raise ConfigError(f"data.sampling must be one of {[*SAMPLINGS, AUTO_SAMPLING]}, got {sampling!r}")
+        if graphs is None:  # follow the source (data=edges: the graphs that have an edge file)
+            graphs = source.available_graphs() if hasattr(source, "available_graphs") else GRAPHS
         graphs = list(graphs)
         if not graphs or len(set(graphs)) != len(graphs):
             raise ValueError(f"graphs must be a non-empty list of distinct names, got {graphs}")
@@ -311,6 +316,7 @@ class UWEDataModule(pl.LightningDataModule):
         if self.dataset is not None:
             return
         self.vocab, self.graphs = self.source.load(self.graph_names)
+        self.sampling = choose_sampling(len(self.vocab), self.graphs, self.sampling)  # resolves "auto" (logged)
         if self.tokenizer is None and self.tokenizer_name is not None:
             from transformers import AutoTokenizer
 

@@ -13,7 +13,10 @@ paper's synthetic titles / sentences / paraphrases):
   after strip + case-fold (the first spelling is kept) and duplicate edges are merged.
 
 Errors name the file, the row (1-based data row, header not counted) and the field; unknown skills either
-raise (``on_unknown="error"``) or are dropped and counted in ``graph.meta`` (``on_unknown="drop"``).
+raise (``on_unknown="error"``) or are dropped and counted in ``graph.meta`` (``on_unknown="drop"``). An edge file
+has no manifest to be checked against, so it is parsed strictly (:func:`uwe_lightning.io.read_table`): a CSV/TSV
+row with fewer or more fields than the header (a text with an unquoted comma, a cut line) or a JSONL line whose
+keys differ from the first line's is an error naming the row, never padded or cut.
 
 Example (CSV)::
 
@@ -24,6 +27,8 @@ Example (CSV)::
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,13 +36,18 @@ from typing import Any
 
 import numpy as np
 
-from uwe_lightning.data.graphs import BipartiteGraph, SkillVocabulary, load_vocabulary
-from uwe_lightning.io import DataError, read_table
+from uwe_lightning.data.graphs import GRAPHS, BipartiteGraph, SkillVocabulary, load_vocabulary, normalize_text
+from uwe_lightning.io import ConfigError, DataError, read_table
 
 EDGE_COLUMNS = ("skill", "text")
 ON_UNKNOWN = ("error", "drop")
+#: What a run on your own graph validates, selects its checkpoint and tests on (``data.source.evaluate_on``).
+EVALUATE_ON = ("own", "workbench")
+#: The task of the ``own`` suite that scores held-out edges (:mod:`uwe_lightning.workbench.tasks.edges`).
+OWN_TASK = "edges"
+HOLDOUT_KEYS = ("graph", "val", "test", "seed", "val_file", "test_file")
 
-
+log = logging.getLogger(__name__)
 
 
 def _cell(value: object) -> str:
@@ -48,7 +58,8 @@ def _cell(value: object) -> str:
 
 
 def load_edges(
-    path: str | os.PathLike, vocab: SkillVocabulary, name: str | None = None, on_unknown: str = "error"
+    path: str | os.PathLike, vocab: SkillVocabulary, name: str | None = None, on_unknown: str = "error",
+    vocab_key: str = "data.source.skill_vocab",
 ) -> BipartiteGraph:
     """Read a graph in the generic edge format (see module docstring) against ``vocab``.
 
@@ -57,7 +68,9 @@ def load_edges(
     """
     if on_unknown not in ON_UNKNOWN:
         raise ValueError(f"on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}")
-    path = Path(path)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"edge file {path} does not exist (give an existing CSV/TSV/parquet/JSONL file)")
     frame = read_table(path)
     missing = [c for c in EDGE_COLUMNS if c not in frame.columns]
     if missing:
@@ -79,7 +92,8 @@ def load_edges(
             if on_unknown == "error":
                 raise DataError(
                     f"{path}: row {row}: field 'skill' = {skill!r} is neither a URI nor a preferredLabel of "
-                    f"{vocab!r} (add data.source.on_unknown=drop to skip such rows)"
+                    f"{vocab!r}; give your skills table with {vocab_key}=<csv with columns uri,label> "
+                    f"({vocab_key.rsplit('.', 1)[0]}.on_unknown=drop skips such rows instead)"
                 )
             unknown.append(skill)
             continue
@@ -114,6 +128,79 @@ def save_edges(graph: BipartiteGraph, vocab: SkillVocabulary, path: str | os.Pat
     return path
 
 
+def holdout_unit(text: str, seed: int) -> float:
+    """Where a text falls in [0, 1): a seeded hash of its normalised form, so a split never depends on row order
+    and every spelling of one text lands on the same side."""
+    digest = hashlib.sha256(f"{seed}\0{normalize_text(text)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def holdout_split(text: str, val: float, test: float, seed: int) -> str | None:
+    """``"val"`` if the text's unit is below ``val``, ``"test"`` below ``val + test``, else None (training).
+
+    >>> holdout_split("Nurse", 0.0, 0.0, 0) is None, holdout_split("Nurse", 1.0, 0.0, 0)
+    (True, 'val')
+    """
+    unit = holdout_unit(text, seed)
+    return "val" if unit < val else "test" if unit < val + test else None
+
+
+def subgraph(graph: BipartiteGraph, keep_texts: Sequence[int], name: str | None = None,
+             meta: dict | None = None) -> BipartiteGraph:
+    """The edges of ``graph`` whose text is in ``keep_texts`` (text indices), as a new graph."""
+    keep = np.zeros(graph.n_texts, dtype=bool)
+    keep[np.asarray(list(keep_texts), dtype=np.int64)] = True
+    chosen = keep[graph.text_index]
+    return BipartiteGraph.from_pairs(name or graph.name, graph.skill_index[chosen].tolist(),
+                                     [graph.texts[t] for t in graph.text_index[chosen]], graph.n_skills,
+                                     {**graph.meta, **(meta or {})})
+
+
+def check_holdout(holdout: Mapping[str, Any]) -> dict[str, Any]:
+    """The holdout options with defaults; a ConfigError names the ``data.source.holdout`` key at fault."""
+    unknown = sorted(set(holdout) - set(HOLDOUT_KEYS))
+    if unknown:
+        raise ConfigError(f"data.source.holdout: unknown key(s) {unknown}; known: {list(HOLDOUT_KEYS)}")
+    out = {"graph": None, "val": 0.0, "test": 0.0, "seed": 0, "val_file": None, "test_file": None, **holdout}
+    for key in ("val", "test"):
+        value = out[key]
+        if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+            raise ConfigError(f"data.source.holdout.{key}={value!r}: a fraction of the texts in [0, 1), e.g. 0.1")
+        out[key] = float(value)
+    if out["val"] + out["test"] >= 1.0:
+        raise ConfigError(f"data.source.holdout: val + test = {out['val'] + out['test']} leaves nothing to train on")
+    if out["graph"] is not None and out["graph"] not in GRAPHS:
+        raise ConfigError(f"data.source.holdout.graph={out['graph']!r}: one of {list(GRAPHS)}")
+    return out
+
+
+def heldout_graphs(graph: BipartiteGraph, vocab: SkillVocabulary, holdout: Mapping[str, Any],
+                   on_unknown: str = "error") -> tuple[BipartiteGraph, dict[str, BipartiteGraph]]:
+    """Split ``graph`` into (training graph, {split: held-out graph}) by text, as ``holdout`` says.
+
+    A split given as a file (``val_file`` / ``test_file``) is that file's edges; otherwise the texts whose
+    :func:`holdout_split` is that split. Every held-out text (by normalised text) leaves the training graph,
+    so no edge of it is trained on. A split with neither a file nor a fraction is absent.
+    """
+    opts = check_holdout(holdout)
+    splits: dict[str, BipartiteGraph] = {}
+    for split in ("val", "test"):
+        file = opts[f"{split}_file"]
+        if file:
+            splits[split] = load_edges(file, vocab, f"{graph.name}-{split}", on_unknown)
+        elif opts[split] > 0:
+            side = [i for i, t in enumerate(graph.texts)
+                    if holdout_split(t, opts["val"], opts["test"], int(opts["seed"])) == split]
+            if side:
+                splits[split] = subgraph(graph, side, f"{graph.name}-{split}")
+    held = {normalize_text(t) for g in splits.values() for t in g.texts}
+    train = [i for i, t in enumerate(graph.texts) if normalize_text(t) not in held]
+    if not train:
+        raise DataError(f"graph {graph.name}: every text is held out by data.source.holdout; lower its fractions")
+    trained = subgraph(graph, train, graph.name, {"heldout_texts": graph.n_texts - len(train)})
+    return trained, splits
+
+
 class EdgeFileSource:
     """Graphs read from one edge file per graph (the ``data=edges`` config), over ``skill_vocab``.
 
@@ -122,6 +209,10 @@ class EdgeFileSource:
         skill_vocab: ``"esco-<version>"`` from the data pack, or a table with columns ``uri``, ``label``.
         on_unknown: ``error`` (default) or ``drop`` rows whose skill is not in the vocabulary.
         data_dir: the data pack (for ``esco-*`` vocabularies).
+        holdout: texts of one graph (``graph``; null: the first trained, J if given) kept out of training for validation and test:
+            fractions ``val`` / ``test`` by a ``seed``-ed hash of the text, or files ``val_file`` / ``test_file``.
+        evaluate_on: ``own`` (the held-out edges: validation, checkpoint choice and test) or ``workbench``
+            (the run's ``validation.tasks`` / ``test.tasks``, ESCO WorkBench).
     """
 
     def __init__(
@@ -130,25 +221,81 @@ class EdgeFileSource:
         skill_vocab: str = "esco-v1.2.0",
         on_unknown: str = "error",
         data_dir: str | None = None,
+        holdout: Mapping[str, Any] | None = None,
+        evaluate_on: str = "workbench",
     ) -> None:
         if on_unknown not in ON_UNKNOWN:
-            raise ValueError(f"on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}")
+            raise ConfigError(f"data.source.on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}")
+        if evaluate_on not in EVALUATE_ON:
+            raise ConfigError(f"data.source.evaluate_on must be one of {EVALUATE_ON}, got {evaluate_on!r}")
         self.edge_files = {g: str(p) for g, p in (edge_files or {}).items() if p is not None}
         self.skill_vocab = skill_vocab
         self.on_unknown = on_unknown
         self.data_dir = data_dir
+        self.holdout = check_holdout(dict(holdout or {}))
+        self.evaluate_on = evaluate_on
+        self.heldout: dict[str, BipartiteGraph] = {}
+        self.vocab: SkillVocabulary | None = None
+        self.target_graph: str | None = None  # the graph held out from (known once loaded)
+        self.trained_target: BipartiteGraph | None = None  # its edges left for training
+
+    def available_graphs(self) -> list[str]:
+        """The graphs that have an edge file (what ``data.graphs: null`` trains)."""
+        graphs = [g for g in GRAPHS if g in self.edge_files] + sorted(set(self.edge_files) - set(GRAPHS))
+        if not graphs:
+            raise ConfigError("data=edges needs at least one edge file, e.g. data.source.edge_files.J=jobs.csv "
+                              "(columns skill,text)")
+        return graphs
+
+    def has_holdout(self) -> bool:
+        o = self.holdout
+        return bool(o["val"] or o["test"] or o["val_file"] or o["test_file"])
 
     def load(self, graphs: Sequence[str]) -> tuple[SkillVocabulary, dict[str, BipartiteGraph]]:
         missing = [g for g in graphs if g not in self.edge_files]
         if missing:
-            raise ValueError(f"data=edges needs edge_files for graphs {missing} (got {sorted(self.edge_files)})")
+            raise ConfigError(f"data.graphs={list(graphs)} needs edge_files for graphs {missing}: set "
+                              f"data.source.edge_files.{missing[0]}=<file>, or leave data.graphs=null to train the "
+                              f"graphs with a file ({sorted(self.edge_files)})")
         vocab = load_vocabulary(self.skill_vocab, self.data_dir)
-        return vocab, {g: load_edges(self.edge_files[g], vocab, g, self.on_unknown) for g in graphs}
+        self.vocab = vocab
+        loaded = {g: load_edges(self.edge_files[g], vocab, g, self.on_unknown) for g in graphs}
+        target = self.target_graph = self.holdout["graph"] or list(graphs)[0]
+        if self.has_holdout():
+            if target not in loaded:
+                raise ConfigError(f"data.source.holdout.graph={target} is not trained (data.graphs={list(graphs)})")
+            loaded[target], self.heldout = heldout_graphs(loaded[target], vocab, self.holdout, self.on_unknown)
+            self.trained_target = loaded[target]
+            for split, graph in self.heldout.items():
+                log.info("held out for %s: %d %s texts, %d edges", split, graph.n_texts, target, graph.n_edges)
+        return vocab, loaded
+
+    def evaluation_tasks(self, configured: Sequence[str]) -> list[str]:
+        """What validation / test run on: the held-out edges (``evaluate_on=own``), else ``configured``."""
+        if self.evaluate_on == "own":
+            return [OWN_TASK] if self.has_holdout() else []
+        return list(configured)
 
     def task_options(self) -> dict[str, dict[str, Any]]:
-        """Your own graphs define no evaluation splits: every task is built with its defaults."""
-        return {}
+        """The ``edges`` task rebuilds the held-out split from the same file, vocabulary and hash."""
+        if not self.has_holdout():
+            return {}
+        target = self.target_graph or self.holdout["graph"] or self.available_graphs()[0]
+        return {OWN_TASK: {"file": self.edge_files.get(target), "skill_vocab": self.skill_vocab,
+                           "on_unknown": self.on_unknown, "holdout": dict(self.holdout)}}
+
+    def write_heldout(self, directory: str | os.PathLike) -> dict[str, str]:
+        """Save the held-out edges as ``<directory>/{val,test}.csv`` (to evaluate them later from the CLI) and the
+        held-out graph's training edges as ``train.csv`` (what ``model=popularity`` may count)."""
+        if not self.heldout or self.vocab is None:
+            return {}
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        parts = {**self.heldout, **({"train": self.trained_target} if self.trained_target is not None else {})}
+        return {split: str(save_edges(graph, self.vocab, out / f"{split}.csv")) for split, graph in parts.items()}
 
     def describe(self) -> dict[str, Any]:
         return {"source": "edges", "edge_files": dict(self.edge_files), "skill_vocab": self.skill_vocab,
-                "on_unknown": self.on_unknown}
+                "on_unknown": self.on_unknown, "holdout": dict(self.holdout), "evaluate_on": self.evaluate_on,
+                "heldout": {s: g.summary() for s, g in self.heldout.items()},
+                "vocabulary": {"name": self.vocab.name, "skills": len(self.vocab)} if self.vocab else None}

@@ -1,7 +1,7 @@
 """The data pack as a manifest of files with their public sources, and the two things done with it: verify a
 directory against it, and build a directory from the sources (``make data``).
 
-The manifest (``sources.json`` beside this module, written by ``experiments/make_data_manifest.py`` from the
+The manifest (``sources.json`` beside this module, written by ``experiments/data/make_data_manifest.py`` from the
 pack itself) lists every file of the pack with its sha256 and size, and the sources it can be obtained from, in
 the order they are tried:
 

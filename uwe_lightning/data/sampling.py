@@ -11,6 +11,7 @@ neighbour in every graph); ``per_graph`` then tops the draw up per graph with sk
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ from uwe_lightning.data.graphs import BipartiteGraph
 _AUGMENT_TRIES = 20
 #: How a step picks its skills (``data.sampling``).
 SAMPLINGS = ("skill_uniform", "per_graph")
+log = logging.getLogger("uwe_lightning.data")
 
 
 def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
@@ -157,3 +159,22 @@ def augment_texts(
         for i in todo:  # still too long after three cuts
             fitted[i] = None
     return [_join(text, context, bool(p)) for text, context, p in zip(texts, fitted, prefix, strict=True)]
+
+
+#: ``data.sampling=auto``: per-graph coverage when most skills have no text in any graph, else skill-uniform.
+AUTO_SAMPLING = "auto"
+
+
+def choose_sampling(n_skills: int, graphs: Mapping[str, BipartiteGraph], sampling: str = AUTO_SAMPLING) -> str:
+    """``sampling`` itself unless it is ``auto``: then ``per_graph`` when over half the vocabulary has no text in
+    any graph (a uniform draw would mostly sample skills without a positive), else ``skill_uniform``; logged."""
+    if sampling != AUTO_SAMPLING:
+        return sampling
+    covered = np.zeros(n_skills, dtype=bool)
+    for graph in graphs.values():
+        covered |= graph.skill_degree > 0
+    share = 1.0 - float(covered.mean()) if n_skills else 0.0
+    choice = "per_graph" if share > 0.5 else "skill_uniform"
+    log.info("data.sampling=auto -> %s: %.0f %% of the %d skills have no text in any graph", choice,
+             100 * share, n_skills)
+    return choice

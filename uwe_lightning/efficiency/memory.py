@@ -28,13 +28,13 @@ backward* (activations, one layer's working memory and the parameter gradients, 
 activations shrink as the gradients appear). A GradCache backward holds the mini-batch's gradients next to their
 running sum, and the word embeddings' dense backward needs about one more copy of that matrix for a moment
 (measured on CPU: 82 MiB peak for MiniLM's 44.7 MiB matrix, with ``backward()`` and ``torch.autograd.grad`` alike,
-``experiments/grad_copy_check.py``); in a plain step that moment is covered by counting the activations and the
+``experiments/checks/grad_copy_check.py``); in a plain step that moment is covered by counting the activations and the
 gradients together.
 
 Every text is assumed ``max_length`` tokens long (the budget) unless ``lengths`` gives each group's padded
 length (``plan_memory --lengths auto`` measures them on the configured data): real batches need less. Sizes
 under bf16-mixed (2 bytes per activation, fp32 attention maps) are the same rule, not measured on a GPU; the CPU
-check is ``experiments/memory_check.py`` (``experiments/results/memory/``).
+check is ``experiments/checks/memory_check.py`` (``experiments/results/memory/``).
 """
 
 from __future__ import annotations

@@ -48,17 +48,22 @@ def render_card(config: dict[str, Any], test_markdown: str | None = None, pylate
     prov = dict(config.get("provenance") or {})
     val = prov.get("val_metric") or {}
     token_level = scorer != "mean"
+    data = dict(prov.get("training_data") or {})
+    vocab = dict(data.get("vocabulary") or {})
+    esco = bool(data.get("esco", True))  # models saved before this field was recorded were trained on ESCO
+    skills = "ESCO skills" if esco else f"the skills of the vocabulary `{vocab.get('name', 'custom')}`"
     lines = [
         "---",
         f"library_name: {'PyLate' if pylate else 'sentence-transformers'}",
         "pipeline_tag: sentence-similarity",
-        "tags: [uwe_lightning, unified-work-embeddings, esco, skills, job-titles, sentence-transformers]",
+        f"tags: [uwe_lightning, unified-work-embeddings, {'esco, ' if esco else ''}skills, job-titles, "
+        "sentence-transformers]",
         "language: [en]",
         "---",
         "",
         f"# UWE model ({prov.get('backbone', 'unknown backbone')})",
         "",
-        "A unified work encoder: one encoder for job titles, vacancy sentences and ESCO skills, trained with "
+        f"A unified work encoder: one encoder for job titles, vacancy sentences and {skills}, trained with "
         "uwe_lightning (Unified Work Embeddings) to rank skills for jobs, jobs for skills, and to normalise and "
         "extract skills.",
         "",
@@ -100,15 +105,37 @@ def render_card(config: dict[str, Any], test_markdown: str | None = None, pylate
         + (f", selected on {_value(val.get('name'))} = {val['value']:.4f}" if val.get("value") is not None else ""),
         f"- source checkpoint: {_value(prov.get('source_checkpoint'))}",
         f"- uwe_lightning format: {_value(config.get('uwe_format'))}",
+        *training_data_lines(data),
         "",
     ]
     if test_markdown:
-        lines += ["## Test results (WorkBench)", "", test_markdown.strip(), ""]
+        lines += [f"## Test results ({'WorkBench' if esco else 'held-out edges of the training graph'})", "",
+                  test_markdown.strip(), ""]
     lines += [
         "## Limits",
-        "- English only, ESCO skill vocabulary (1.2.0); other taxonomies need re-indexing and were not tested.",
-        "- Numbers depend on the evaluation protocol (open-protocol splits); see the uwe_lightning README.",
+        ("- English only, ESCO skill vocabulary (1.2.0); other taxonomies need re-indexing and were not tested."
+         if esco else f"- Trained on a custom vocabulary ({vocab.get('skills', '?')} skills); not evaluated on "
+         "ESCO / WorkBench unless a table above says so."),
+        ("- Numbers depend on the evaluation protocol (open-protocol splits); see the uwe_lightning README." if esco
+         else "- Numbers are on texts held out of the training graph (no held-out text's edge was trained on)."),
         "- A model trained at CPU scale (few steps, small batches) is a research artefact, not a product model.",
         "",
     ]
     return "\n".join(lines)
+
+
+def training_data_lines(data: dict[str, Any]) -> list[str]:
+    """The vocabulary and per-graph edge counts a model was trained on (and held out), as card lines.
+
+    >>> training_data_lines({"vocabulary": {"name": "skills", "skills": 3}, "graphs": {"J": {"texts": 2, "edges": 4}}})
+    ['- skill vocabulary: `skills` (3 skills)', '- graph J: 2 texts, 4 edges']
+    """
+    if not data:
+        return []
+    vocab = data.get("vocabulary") or {}
+    lines = [f"- skill vocabulary: `{vocab.get('name')}` ({vocab.get('skills', 0):,} skills)"]
+    lines += [f"- graph {name}: {g.get('texts', 0):,} texts, {g.get('edges', 0):,} edges"
+              for name, g in (data.get("graphs") or {}).items()]
+    lines += [f"- held out for {split}: {g.get('texts', 0):,} texts, {g.get('edges', 0):,} edges"
+              for split, g in (data.get("heldout") or {}).items()]
+    return lines

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from uwe_lightning.integrity import file_records
-from uwe_lightning.io import atomic_write_text
+from uwe_lightning.io import atomic_write_text, publish_tree, strict_json
 from uwe_lightning.model.backbones import resolve_backbone
 from uwe_lightning.model.card import CARD_FILE, render_card
 from uwe_lightning.model.encoder import SAVED_CONFIG_FILE, Encoder, TokenEmbeddings
@@ -39,7 +39,9 @@ FORMAT_VERSION = 1
 _LEGACY_PROVENANCE = ("backbone", "step", "val_metric", "source_checkpoint")
 
 
-MODEL_KINDS = ("encoder", "lexical", "sentence_transformers")
+MODEL_KINDS = ("encoder", "lexical", "sentence_transformers", "popularity")
+#: Kinds without an encoder: the runner scores them itself (TF-IDF, the popularity prior of training edges).
+NO_ENCODER_KINDS = ("lexical", "popularity")
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,13 @@ class ModelSpec:
     backbone: str | None = None
     query_prompt: str | None = None
     target_prompt: str | None = None
+    edges: Any = None  # kind popularity: the training edge file(s) whose skill frequencies rank the targets
+    skill_vocab: str | None = None  # kind popularity: the vocabulary those edges name skills of
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"model.kind must be one of {MODEL_KINDS}, got {self.kind!r}")
-        if self.kind != "lexical" and not self.backbone:
+        if self.kind not in NO_ENCODER_KINDS and not self.backbone:
             raise ValueError(f"model={self.name} needs model.backbone (a backbone name or a model directory)")
 
 
@@ -69,8 +73,8 @@ def load_model(spec: ModelSpec, scorer: str | None = None, tau: float | None = N
     ``scorer=None``: a saved UWE model's own scorer (``uwe.json``), else ``mean``. A sentence-transformers model
     gives one vector per text, so it ranks with ``mean`` (its own cosine) only.
     """
-    if spec.kind == "lexical":
-        raise ValueError(f"model={spec.name} is lexical (TF-IDF): it has no encoder to load")
+    if spec.kind in NO_ENCODER_KINDS:
+        raise ValueError(f"model={spec.name} ({spec.kind}) has no encoder to load")
     if spec.kind == "sentence_transformers":
         if scorer not in (None, "mean"):
             raise ValueError(f"scorer={scorer}: model={spec.name} (sentence-transformers) gives one vector per "
@@ -210,10 +214,11 @@ class UWEModel(nn.Module):
         self.encoder.backbone.save_pretrained(staging)
         self.encoder.tokenizer.save_pretrained(staging)
         config = {**self.config(), "files": file_records(staging)}  # weights + tokenizer, checked when loaded
-        (staging / UWE_CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
+        (staging / UWE_CONFIG_FILE).write_text(strict_json(config, indent=2) + "\n")
         write_sentence_transformers_files(staging, self.encoder.hidden_size, self.effective_max_length(), config,
                                           format=format)
         (staging / CARD_FILE).write_text(render_card(config, pylate=format == "pylate"), encoding="utf-8")
+        publish_tree(staging)  # 0755/0644 whatever the umask (transformers writes model.safetensors 0600)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

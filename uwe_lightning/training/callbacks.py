@@ -8,7 +8,6 @@ checkpoint callback (:mod:`uwe_lightning.training.checkpointing`) monitors.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -20,8 +19,9 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from uwe_lightning.io import atomic_write_json, atomic_write_text
+from uwe_lightning.io import atomic_write_json, atomic_write_text, strict_json
 from uwe_lightning.ranking.ranker import Ranker
+from uwe_lightning.workbench.report import headline_average
 from uwe_lightning.workbench.runner import evaluate_ranker
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def val_metrics(results: dict) -> dict[str, float]:
     for task, row in results["tasks"].items():
         out[f"val/{task}/map"] = float(row["map"])
         out[f"val/{task}/rp@10"] = float(row["rp@10"])
-    macro = results.get("macro", {})
+    macro = headline_average(results)  # no WorkBench task: a data=edges run validates on its own held-out edges
     out[VAL_MONITOR] = float(macro.get("map", math.nan))
     out["val/macro_rp@10"] = float(macro.get("rp@10", math.nan))
     return out
@@ -104,7 +104,7 @@ class WorkBenchValidation(Callback):
         # that was killed later) are dropped, and are done again by this run.
         self.history = [h for h in self.history if h["step"] <= trainer.global_step]
         if self.history_file is not None and trainer.is_global_zero:
-            atomic_write_text(self.history_file, "".join(json.dumps(h) + "\n" for h in self.history))
+            atomic_write_text(self.history_file, "".join(strict_json(h) + "\n" for h in self.history))
         if self.at_start and trainer.global_step == 0 and not any(h["step"] == 0 for h in self.history):
             self.validate(trainer, pl_module)
 
@@ -164,7 +164,7 @@ class WorkBenchValidation(Callback):
         if self.history_file is not None and trainer.is_global_zero:
             self.history_file.parent.mkdir(parents=True, exist_ok=True)
             with open(self.history_file, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(strict_json(record) + "\n")
         if trainer.is_global_zero:
             log.info("step %d: val/macro_map %.4f (%.1f s)", step, metrics[VAL_MONITOR], metrics["val/seconds"])
         return metrics

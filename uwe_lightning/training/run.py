@@ -10,7 +10,9 @@ One run = one Hydra run directory (``outputs/<task_name>/runs/<time>/``, or ``hy
 - ``best_model/``: the selected weights as a saved :class:`~uwe_lightning.model.pretrained.UWEModel`
   (``UWEModel.from_pretrained`` / ``Ranker.from_pretrained`` / ``model=trained model.backbone=<dir>`` load it);
 - ``results.json`` + ``results.md``: the final test evaluation of ``best_model/`` (plus the knowledge gain
-  over the step-0 model when ``test.knowledge_gain=true``).
+  over the step-0 model when ``test.knowledge_gain=true``);
+- ``.hydra/``: Hydra's config.yaml, hydra.yaml, overrides.yaml, written once the run is accepted (a refused run
+  changes nothing); a resume's own go to ``.hydra/restarts/<time>/`` (:mod:`~uwe_lightning.training.jobrecord`).
 
 Resume an interrupted run in its own directory (same overrides as the original run)::
 
@@ -44,6 +46,7 @@ from uwe_lightning.io import atomic_write_text
 from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.pretrained import ModelSpec, write_model_card
 from uwe_lightning.ranking.ranker import Ranker
+from uwe_lightning.training import owndata
 from uwe_lightning.training.callbacks import (
     PROGRESS_FILE,
     VAL_MONITOR,
@@ -62,6 +65,7 @@ from uwe_lightning.training.checkpointing import (
 )
 from uwe_lightning.training.config import check_sections, check_values
 from uwe_lightning.training.distributed import check_launch, launched_as_rank_zero
+from uwe_lightning.training.jobrecord import accept_run
 from uwe_lightning.training.module import NonFiniteError, UWEModule
 from uwe_lightning.training.provenance import (
     add_info,
@@ -207,7 +211,8 @@ def select_and_export(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, r
         log.warning("no best checkpoint (validation off or fast_dev_run); exporting the final model")
     module.model.cpu()
     provenance = {"backbone": str(cfg.model.backbone), "step": int(step), "val_metric": val_metric,
-                  "source_checkpoint": source, "data": data_description(cfg)}
+                  "source_checkpoint": source, "data": data_description(cfg),
+                  "training_data": owndata.training_data(trainer.datamodule)}
     out = module.model.save_pretrained(run_dir / "best_model", **provenance)
     log.info("exported %s (step %d) to %s", source, step, out)
     return {"dir": str(out), **module.model.config()}
@@ -231,13 +236,12 @@ def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict
     ranker = Ranker.from_pretrained(str(model_dir), model_id=f"{cfg.task_name}/best_model", **kwargs)
     results = evaluate_ranker(ranker, **evaluate)
     del ranker
+    results.update(owndata.baselines(cfg, run_dir, evaluate))  # data=edges: the popularity prior beside it
     if t.knowledge_gain:
-        base = Ranker.from_pretrained(
-            str(cfg.model.backbone), scorer=cfg.scorer.name, tau=cfg.scorer.tau, model_dir=cfg.paths.model_dir,
-            model_id="step0", **kwargs,
-        )
+        base = Ranker.from_pretrained(str(cfg.model.backbone), scorer=cfg.scorer.name, tau=cfg.scorer.tau,
+                                      model_dir=cfg.paths.model_dir, model_id="step0", **kwargs)
         base_results = evaluate_ranker(base, **evaluate)
-        results["step0"] = {"tasks": base_results["tasks"], "macro": base_results["macro"]}
+        results["step0"] = {k: base_results[k] for k in ("tasks", "macro", "suites")}
         results["knowledge_gain"] = knowledge_gain(results, base_results)
     write_results(results, run_dir, title=f"{cfg.task_name}: {model_dir.name} on the test split")
     write_model_card(model_dir, results_markdown(results, title="test split"))
@@ -264,11 +268,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt_path = last if cfg.resume and last.is_file() else None
     pl.seed_everything(cfg.seed, workers=True)
 
+    owndata.resolve_data_graphs(cfg)
     loss, skip = loss_or_skip_reason(cfg)
     if skip:
         log.warning("skipping this run: %s", skip)
         if not rank_zero:
             return {"skipped": skip}
+        accept_run(cfg)
         record_start(run_dir, cfg, None, 0)
         return add_summary(run_dir, {"skipped": skip})
     module = build_module(cfg, loss)
@@ -278,14 +284,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     graph_report = datamodule.graph_report()
     for name, counts in graph_report.items():
         log.info("graph %s: %s", name, counts)
-    task_options = datamodule.source.task_options()
+    task_options = owndata.resolve_evaluation_tasks(cfg, datamodule.source)  # and the options of those tasks
     start_step = checkpoint_step(ckpt_path) if ckpt_path else 0
     if ckpt_path is not None:
         datamodule.set_start_step(start_step)
         log.info("resuming from %s at step %d", ckpt_path, start_step)
-    if rank_zero:
+    if rank_zero:  # the run is accepted and its data loaded: the first byte written into the run directory
+        accept_run(cfg)
         record_start(run_dir, cfg, ckpt_path, start_step,
                      data={**datamodule.source.describe(), "graphs": graph_report})
+        owndata.write_heldout(datamodule.source, run_dir)
 
     loggers, wandb_run = build_loggers(cfg, run_dir) if rank_zero else ([], None)
     if wandb_run is not None:
@@ -305,7 +313,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         finish_wandb(loggers)
     return add_summary(run_dir, summary) if trainer.is_global_zero else summary
-
 
 
 def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, datamodule: UWEDataModule,

@@ -8,6 +8,8 @@ tasks (``uwe_lightning.workbench.tasks``, one file per task as in WorkRB) on any
 Every task belongs to a *suite*: ``workbench`` (the paper's benchmark and its protocol variants: in the WorkBench
 macro average, usable for validation) or a zero-shot suite such as ``onet`` (O*NET 29.2: a target space no
 training protocol may see; never validated on, reported in its own table, never in the WorkBench macro average).
+Suite ``own`` (the ``edges`` task: a user's held-out edges) is validated on by ``data=edges`` runs but, like a
+zero-shot suite, averaged in its own table.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from uwe_lightning.workbench.dataset import RankingDataset
 
 #: The suite of the paper's benchmark (and its protocol variants); every other suite is zero-shot only.
 WORKBENCH_SUITE = "workbench"
+#: The suite of a user's own held-out edges (``data=edges``): validated on, averaged on its own, never in WorkBench.
+OWN_SUITE = "own"
 
 
 class Task(ABC):
@@ -80,7 +84,7 @@ def task_suite(name: str) -> str:
 
 def is_zero_shot_only(name: str) -> bool:
     """Whether ``name`` is a task no training protocol may see (not in the WorkBench suite). Unknown: False."""
-    return name in TASKS and TASKS[name].suite != WORKBENCH_SUITE
+    return name in TASKS and TASKS[name].suite not in (WORKBENCH_SUITE, OWN_SUITE)
 
 
 def list_tasks() -> dict[str, str]:

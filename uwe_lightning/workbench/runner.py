@@ -22,7 +22,7 @@ from uwe_lightning.paths import derived_dir
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.derived import load_derived_split
 from uwe_lightning.workbench.metrics import RankingMetrics, macro_average
-from uwe_lightning.workbench.registry import WORKBENCH_SUITE, get_task, task_suite
+from uwe_lightning.workbench.registry import OWN_SUITE, WORKBENCH_SUITE, get_task, task_suite
 
 #: The paper's seven WorkBench subtasks, in Table 2's order.
 WORKBENCH_TASKS = ("Job2Skill", "Skill2Job", "JobNorm", "SkillNorm", "SkillSim", "SkillExtr-T", "SkillExtr-H")
@@ -100,7 +100,7 @@ def load_tasks(
         options = dict((task_options or {}).get(name, {}))
         try:
             task = get_task(name, **options)  # an unknown name or option fails here, in either case
-            if derived is not None:
+            if derived is not None and task.suite != OWN_SUITE:  # own edges are read from the user's files
                 datasets[name] = load_derived_split(derived, name, split, options)
             else:
                 datasets[name] = task.load(split, data_dir)

@@ -1,5 +1,5 @@
-"""The seven WorkBench (sub)tasks and the four zero-shot O*NET 29.2 tasks, one module each (as in workrb's
-``tasks/ranking``).
+"""The seven WorkBench (sub)tasks, the four zero-shot O*NET 29.2 tasks and ``edges`` (your held-out edges), one
+module each (as in workrb's ``tasks/ranking``).
 
 Importing this package registers them by name (:func:`~uwe_lightning.workbench.registry.register_task`);
 :mod:`.builders` holds the conventions and helpers they share, :mod:`.sources` the pack readers
@@ -20,8 +20,9 @@ from uwe_lightning.workbench.tasks.onet_jobnorm import OnetJobNorm
 from uwe_lightning.workbench.tasks.onet_occ2tech import OnetOcc2Tech
 from uwe_lightning.workbench.tasks.onet_tech2occ import OnetTech2Occ
 from uwe_lightning.workbench.tasks.onet_task2occ import OnetTask2Occ
+from uwe_lightning.workbench.tasks.edges import EdgesTask
 
 # isort: on
 
-__all__ = ["Job2Skill", "JobNorm", "OnetJobNorm", "OnetOcc2Tech", "OnetTask2Occ", "OnetTech2Occ", "Skill2Job",
+__all__ = ["EdgesTask", "Job2Skill", "JobNorm", "OnetJobNorm", "OnetOcc2Tech", "OnetTask2Occ", "OnetTech2Occ", "Skill2Job",
            "SkillExtrH", "SkillExtrT", "SkillNorm", "SkillSim"]
