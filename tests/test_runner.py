@@ -133,3 +133,24 @@ def test_encoder_model_scores_equal_the_rankers_own_path(scorer, tiny_model_dir)
         got = torch.cat([block for _, block in model.score_blocks(queries, targets, 2)])
         assert_close_to_scale(got, want)
         assert (model._query_side is model._target_side) == (ranker.pooled("query") == ranker.pooled("target"))
+
+
+@pytest.mark.parametrize(("cli_args", "line"), [
+    (["tasks=[Foo]"], r"tasks: unknown task\(s\) \['Foo'\]; known tasks:"),
+    (["split=train"], r"split='train': WorkBench has the splits \['val', 'test'\]"),
+])
+def test_evaluate_cli_names_an_unknown_task_or_split_in_one_line(cli_args, line, tmp_path):
+    """Issue 31: both were 17-50-line tracebacks with exit 1."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.helpers.paths import MINI_DATA
+    from uwe_lightning.paths import REPO_DIR
+
+    result = subprocess.run([sys.executable, "-m", "uwe_lightning.evaluate", "model=tfidf", *cli_args,
+                             f"paths.data_dir={MINI_DATA}", f"hydra.run.dir={tmp_path / 'run'}"],
+                            cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and re.search(line, lines[0]), result.stderr

@@ -42,7 +42,7 @@ from uwe_lightning.efficiency.spaces import (
     by_target_pooling,
     encode_task_spaces,
 )
-from uwe_lightning.io import DataError
+from uwe_lightning.io import ConfigError, DataError
 from uwe_lightning.model.pretrained import ModelSpec, load_model
 from uwe_lightning.paths import resolve_cache_dir
 from uwe_lightning.ranking.packed import memory_bytes
@@ -63,7 +63,7 @@ def load_datasets(names: Sequence[str], split: str, data_dir: str | Path | None
     for name in names:
         try:
             found, missing = load_tasks([name], split, data_dir)
-        except (DataError, KeyError) as err:
+        except (DataError, ConfigError, KeyError) as err:  # ConfigError: an unknown task name
             unavailable[name] = f"{type(err).__name__}: {err}"
             continue
         datasets.update(found)

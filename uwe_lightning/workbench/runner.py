@@ -17,12 +17,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from uwe_lightning.io import check_whole_number
+from uwe_lightning.io import ConfigError, check_whole_number
 from uwe_lightning.paths import derived_dir
-from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
+from uwe_lightning.workbench.dataset import SPLITS, RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.derived import load_derived_split
 from uwe_lightning.workbench.metrics import RankingMetrics, macro_average
-from uwe_lightning.workbench.registry import OWN_SUITE, WORKBENCH_SUITE, get_task, task_suite
+from uwe_lightning.workbench.registry import OWN_SUITE, TASKS, WORKBENCH_SUITE, get_task, task_suite
 
 #: The paper's seven WorkBench subtasks, in Table 2's order.
 WORKBENCH_TASKS = ("Job2Skill", "Skill2Job", "JobNorm", "SkillNorm", "SkillSim", "SkillExtr-T", "SkillExtr-H")
@@ -93,6 +93,11 @@ def load_tasks(
     ``task_options``: per task name, the options it is built with (``get_task(name, **options)``), e.g. the
     open protocol's fractions for its ``@open`` tasks, so that validation matches the training split.
     """
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r}: WorkBench has the splits {list(SPLITS)} (training data is not a split)")
+    unknown = [name for name in tasks if name not in TASKS]
+    if unknown:
+        raise ConfigError(f"tasks: unknown task(s) {unknown}; known tasks: {sorted(TASKS)}")
     datasets: dict[str, RankingDataset] = {}
     unavailable: dict[str, str] = {}
     derived = derived_dir(data_dir)  # an unpacked offline bundle: the splits as compact files, no raw pack
