@@ -51,22 +51,30 @@ class CountingRanker(Ranker):
             assert self.hold.wait(30), "test never released the ranker"
         return super().rank(queries, targets, k=k, block_size=block_size)
 
+    @classmethod
+    def tiny(cls, model_dir: Path) -> CountingRanker:
+        """The tiny test model as this ranker (MaxSim), its counters empty."""
+        ranker = cls.from_pretrained(str(model_dir), scorer="maxsim", device="cpu")
+        ranker.calls, ranker.entered = [], threading.Event()
+        return ranker
+
+
+def served(ranker: Ranker, name: str) -> ServedSpace:
+    """An ESCO target space of the mini pack encoded by ``ranker``, as the service holds it."""
+    target = load_targets(name, MINI_DATA)
+    return ServedSpace(name, target.source, target.ids, target.texts, ranker.index(target.texts))
+
 
 @pytest.fixture(scope="module")
 def ranker(tiny_model_dir: Path) -> CountingRanker:
-    ranker = CountingRanker.from_pretrained(str(tiny_model_dir), scorer="maxsim", device="cpu")
-    ranker.calls, ranker.entered = [], threading.Event()
-    return ranker
+    return CountingRanker.tiny(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
 def spaces(ranker: CountingRanker) -> dict[str, ServedSpace]:
-    skills = load_targets("esco_skills", MINI_DATA)
-    occupations = load_targets("esco_occupations", MINI_DATA)
     return {
-        "esco_skills": ServedSpace("esco_skills", skills.source, skills.ids, skills.texts, ranker.index(skills.texts)),
-        "esco_occupations": ServedSpace("esco_occupations", occupations.source, occupations.ids, occupations.texts,
-                                        ranker.index(occupations.texts)),
+        "esco_skills": served(ranker, "esco_skills"),
+        "esco_occupations": served(ranker, "esco_occupations"),
         "file": ServedSpace("file", "file", [f"line:{i}" for i in range(1, 9)], FILE_TARGETS,
                             ranker.index(FILE_TARGETS)),
     }

@@ -23,9 +23,8 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tests.helpers.paths import MINI_DATA  # noqa: E402
-from tests.test_serve import QUERIES, CountingRanker, _serve_cfg, assert_same, expected  # noqa: E402
-from uwe_lightning.cli.rank import DIRECTIONS, load_targets  # noqa: E402
+from tests.test_serve import QUERIES, CountingRanker, _serve_cfg, assert_same, expected, served  # noqa: E402
+from uwe_lightning.cli.rank import DIRECTIONS  # noqa: E402
 from uwe_lightning.ranking.texts import is_blank  # noqa: E402
 from uwe_lightning.service.app import ServedSpace, create_app  # noqa: E402
 from uwe_lightning.service.batching import DeadlineExceeded, MicroBatcher, Overloaded  # noqa: E402
@@ -52,16 +51,12 @@ class SlowRanker(CountingRanker):
 
 @pytest.fixture(scope="module")
 def ranker(tiny_model_dir: Path) -> SlowRanker:
-    ranker = SlowRanker.from_pretrained(str(tiny_model_dir), scorer="maxsim", device="cpu")
-    ranker.calls, ranker.entered = [], threading.Event()
-    return ranker
+    return SlowRanker.tiny(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
 def spaces(ranker: SlowRanker) -> dict[str, ServedSpace]:
-    skills = load_targets("esco_skills", MINI_DATA)
-    return {"esco_skills": ServedSpace("esco_skills", skills.source, skills.ids, skills.texts,
-                                       ranker.index(skills.texts))}
+    return {"esco_skills": served(ranker, "esco_skills")}
 
 
 @pytest.fixture
