@@ -54,7 +54,7 @@ def last_job(cfg: DictConfig) -> list[str]:
 
 
 def test_every_expected_file_exists():
-    assert EXPERIMENTS == ["ablation_late_interaction", "ablation_loss", "cpu_minilm", "cross_task_transfer", "learning_curves",
+    assert EXPERIMENTS == ["ablation_late_interaction", "ablation_loss", "batch_size", "cpu_minilm", "cross_task_transfer", "learning_curves",
                            "own_graph", "temperature", "uwe"]
     assert SEARCHES == ["alpha_a", "alpha_j", "alpha_v", "loss_tau_a", "loss_tau_j", "loss_tau_v", "lr", "optuna",
                         "scorer_tau"]
