@@ -6,6 +6,7 @@ the loopback tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -288,27 +289,35 @@ def test_a_client_cancelled_mid_request_leaves_the_server_answering(make_app, ra
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def live_server(make_app):
-    """The app under uvicorn on 127.0.0.1 and a free port; yields its base URL."""
+@contextlib.contextmanager
+def running(app) -> Iterator[str]:
+    """``app`` under uvicorn on 127.0.0.1 and a free port (a thread); yields its base URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(make_app(max_wait_ms=0), host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", server
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def live_server(make_app):
+    """The app under uvicorn on 127.0.0.1 and a free port; yields its base URL and the app."""
+    app = make_app(max_wait_ms=0)
+    with running(app) as url:
+        yield url, app
 
 
 def test_a_closed_socket_mid_request_leaves_the_server_answering(live_server, ranker, spaces):
-    url, server = live_server
-    app = server.config.app
+    url, app = live_server
     host, port = url.removeprefix("http://").split(":")
     body = b'{"queries": ["nurse"], "k": 3}'
     request = (b"POST /rank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

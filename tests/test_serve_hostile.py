@@ -14,7 +14,6 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,15 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tests.test_serve import QUERIES, CountingRanker, _serve_cfg, assert_same, expected, served  # noqa: E402
+from tests.test_serve import (  # noqa: E402
+    QUERIES,
+    CountingRanker,
+    _serve_cfg,
+    assert_same,
+    expected,
+    running,
+    served,
+)
 from uwe_lightning.cli.rank import DIRECTIONS  # noqa: E402
 from uwe_lightning.ranking.texts import is_blank  # noqa: E402
 from uwe_lightning.service.app import ServedSpace, create_app  # noqa: E402
@@ -70,25 +77,6 @@ def make_app(ranker, spaces):
 
     yield make
     ranker.hold, ranker.delay, ranker.poison = None, 0.0, None
-
-
-@contextlib.contextmanager
-def running(app) -> Iterator[str]:
-    """``app`` under uvicorn on 127.0.0.1 and a free port (a thread); yields its base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def one_line(res: httpx.Response) -> str:

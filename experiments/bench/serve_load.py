@@ -6,7 +6,7 @@ Starts ``python -m uwe_lightning.serve`` on 127.0.0.1 (a free port) with the giv
 requests per concurrency level (after a short warm-up), then stops the server and ranks the same queries with
 ``Ranker.rank`` in this process (one query a call, as each request asked). Writes a Markdown table.
 
-    UWE_MODEL_DIR=/work/main/models nice -n 15 .venv/bin/python experiments/bench/serve_load.py --clients 1 4 16
+    UWE_MODEL_DIR=models nice -n 15 .venv/bin/python experiments/bench/serve_load.py --clients 1 4 16
 
 Exit status 1 when a request went unanswered or an answer differs from ``Ranker.rank`` beyond float rounding
 (two targets whose scores differ by less than ``--tie-tol`` may swap places: the service encodes queries in
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             verdicts[v] = verdicts.get(v, 0) + 1
     ok = set(verdicts) <= {"equal", "near-tie swap"}
 
-    command = "UWE_MODEL_DIR=/work/main/models nice -n 15 .venv/bin/python experiments/bench/" + " ".join(
+    command = "UWE_MODEL_DIR=models nice -n 15 .venv/bin/python experiments/bench/" + " ".join(
         [Path(__file__).name, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     lines = [
         "# Ranking service: loopback load test",

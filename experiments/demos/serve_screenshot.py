@@ -4,7 +4,7 @@ Starts ``python -m uwe_lightning.serve`` on 127.0.0.1 (see :func:`serve_load.run
 ``/?q=...`` (the page fills in the queries and ranks them at once) in Debian's ``chromium``, checks that the
 rendered page holds a ranking for every query, and saves the screenshot.
 
-    UWE_MODEL_DIR=/work/main/models nice -n 15 .venv/bin/python experiments/demos/serve_screenshot.py
+    UWE_MODEL_DIR=models nice -n 15 .venv/bin/python experiments/demos/serve_screenshot.py
 """
 
 from __future__ import annotations
