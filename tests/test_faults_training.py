@@ -25,7 +25,15 @@ from tests.helpers.configs import base_overrides, make_cfg
 from tests.helpers.faults import Killed, tree_state
 from uwe_lightning.io import ConfigError, DataError
 from uwe_lightning.paths import REPO_DIR
-from uwe_lightning.training.jobrecord import HYDRA_DIR, HYDRA_FILES, RESTARTS_DIR, HeldFileHandler
+from uwe_lightning.training.jobrecord import (
+    HYDRA_DIR,
+    HYDRA_FILES,
+    KEPT_MULTIRUN_FILE,
+    MULTIRUN_FILE,
+    RESTARTS_DIR,
+    SWEEP_RESTARTS_DIR,
+    HeldFileHandler,
+)
 from uwe_lightning.training.run import train
 from uwe_lightning.training.rundir import prepare_run_dir
 
@@ -250,6 +258,24 @@ def test_resume_keeps_the_first_starts_record(finished_cli_run, tiny_model_dir, 
     (restart,) = (run_dir / HYDRA_DIR / RESTARTS_DIR).iterdir()
     assert "resume=true" in (restart / "overrides.yaml").read_text()
     assert "resume=true" not in first["overrides.yaml"].decode()
+
+
+def test_multirun_into_a_sweep_dir_keeps_its_first_record(finished_cli_run, tiny_model_dir, tmp_path):
+    """Hydra's sweeper rewrote <sweep>/multirun.yaml at every start: a second multirun into the same directory
+    (here one whose only job is refused, the directory holding a finished run) replaced the first's record.
+    Now the first stays byte-identical and the later start's goes to .restarts/<time>/."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(finished_cli_run, sweep / "0")
+    first = b"# the first start's record\n"
+    (sweep / MULTIRUN_FILE).write_bytes(first)
+    before = tree_state(sweep / "0")
+    result = cli("train", "-m", *small_cli_run(tiny_model_dir), "optim.lr=0.001", f"hydra.sweep.dir='{sweep}'")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert (sweep / MULTIRUN_FILE).read_bytes() == first
+    assert tree_state(sweep / "0") == before
+    (later,) = (sweep / SWEEP_RESTARTS_DIR).glob(f"*/{MULTIRUN_FILE}")
+    assert "optim.lr=0.001" in later.read_text()
+    assert not (sweep / KEPT_MULTIRUN_FILE).exists()
 
 
 def test_overwrite_replaces_the_earlier_runs_record(tmp_path):

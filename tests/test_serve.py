@@ -290,11 +290,15 @@ def test_a_client_cancelled_mid_request_leaves_the_server_answering(make_app, ra
 
 
 @contextlib.contextmanager
-def running(app) -> Iterator[str]:
-    """``app`` under uvicorn on 127.0.0.1 and a free port (a thread); yields its base URL."""
+def running(app, header_timeout_s: float = 10.0) -> Iterator[str]:
+    """``app`` under uvicorn on 127.0.0.1 and a free port (a thread), with the protocol ``serve`` runs it
+    under; yields its base URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    from uwe_lightning.service.http import with_head_deadline
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           http=with_head_deadline(header_timeout_s)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

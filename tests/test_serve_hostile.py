@@ -318,6 +318,32 @@ def test_a_half_sent_body_is_cut_off_with_408(make_app):
         assert httpx.post(f"{url}/rank", json={"queries": ["nurse"]}, timeout=20).status_code == 200
 
 
+def test_a_half_sent_head_is_cut_off_with_408(make_app):
+    """uvicorn gave a request line or header block that stalls no deadline (nor a connection that sends
+    nothing): each such client held a connection for ever (slowloris). Now header_timeout_s closes it, and
+    clients beside it are answered."""
+    app = make_app()
+    with running(app, header_timeout_s=0.5) as url:
+        host, port = url.removeprefix("http://").split(":")
+        for sent in (b"", b"POST /rank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty"):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                t0 = time.perf_counter()
+                sock.sendall(sent)
+                assert httpx.post(f"{url}/rank", json={"queries": ["nurse"]}, timeout=20).status_code == 200
+                answer = b""
+                while chunk := sock.recv(4096):  # until the server closes the connection
+                    answer += chunk
+                elapsed = time.perf_counter() - t0
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert 0.4 < elapsed < 5, elapsed
+        # a kept-alive connection: the deadline counts from the next request's first byte, not from the last
+        # response; a whole request sent slowly within it is answered
+        with httpx.Client(timeout=20) as client:
+            for _ in range(2):
+                assert client.post(f"{url}/rank", json={"queries": ["nurse"]}).status_code == 200
+                time.sleep(0.6)
+
+
 @pytest.mark.parametrize(("allowed", "host", "status"), [
     (None, "localhost:8080", 200),
     (None, "127.0.0.1", 200),

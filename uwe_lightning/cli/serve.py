@@ -161,7 +161,10 @@ def serve(app: FastAPI, cfg: DictConfig) -> None:
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"[serve] warning: listening on {cfg.host}, beyond this machine; the service has no authentication "
               "(clients must name a host in allowed_hosts)", flush=True)
-    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
+    from uwe_lightning.service.http import with_head_deadline
+
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level,
+                            http=with_head_deadline(float(cfg.header_timeout_s)))
     sock = config.bind_socket()
     print(f"[serve] {app.state.ranker.model_id} ({app.state.ranker.spec.name}) on {url_of(sock)} "
           f"(Host names answered: {', '.join(allowed_hosts(cfg))})", flush=True)

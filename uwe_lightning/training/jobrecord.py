@@ -15,18 +15,25 @@ or ``evaluate``/``rank`` again into the same directory) writes its files to ``.h
 them, so the record of how the run was started is never replaced (``train overwrite=true`` removes the earlier
 run's ``.hydra/`` together with its outputs: the new run is a new start). Its log lines are appended to the
 same ``<job>.log``, as Hydra does.
+
+A multirun's sweep directory gets the same care (:class:`KeepSweepRecord`, a Hydra callback set in
+``conf/hydra/default.yaml``): Hydra's basic sweeper rewrites ``<sweep dir>/multirun.yaml`` at every start, so a
+second multirun into the same directory (to resume its jobs, or one whose jobs are all refused) would replace the
+record of the first. The first start's file stays; a later one's goes to ``<sweep dir>/.restarts/<time>/``.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from uwe_lightning.io import atomic_write_text
+from uwe_lightning.io import atomic_write_bytes, atomic_write_text
 
 HYDRA_DIR = ".hydra"
 #: Where the files of a later start into the same directory go (inside :data:`HYDRA_DIR`).
@@ -99,18 +106,23 @@ def _hydra_state():
     return HydraConfig.instance().cfg if HydraConfig.initialized() else None
 
 
+def _restart_dir(parent: Path) -> Path:
+    """A new ``parent/<%Y%m%dT%H%M%S>[-n]`` (not created)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target, n = parent / stamp, 0
+    while target.exists():
+        n += 1
+        target = parent / f"{stamp}-{n}"
+    return target
+
+
 def hydra_files_dir(run_dir: Path) -> Path:
     """Where this start's files go in ``run_dir``: ``.hydra/`` for the first start, else a new
     ``.hydra/restarts/<%Y%m%dT%H%M%S>[-n]/``."""
     first = run_dir / HYDRA_DIR
     if not (first / HYDRA_FILES[0]).exists():
         return first
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    target, n = first / RESTARTS_DIR / stamp, 0
-    while target.exists():
-        n += 1
-        target = first / RESTARTS_DIR / f"{stamp}-{n}"
-    return target
+    return _restart_dir(first / RESTARTS_DIR)
 
 
 def accept_run(cfg: DictConfig) -> Path | None:
@@ -132,3 +144,42 @@ def accept_run(cfg: DictConfig) -> Path | None:
     for name, text in zip(HYDRA_FILES, contents, strict=True):
         atomic_write_text(target / name, text)
     return target
+
+
+MULTIRUN_FILE = "multirun.yaml"
+#: A sweep directory's first ``multirun.yaml``, kept aside while Hydra's sweeper writes its own.
+KEPT_MULTIRUN_FILE = ".multirun.yaml.first"
+SWEEP_RESTARTS_DIR = ".restarts"
+
+
+class KeepSweepRecord(Callback):
+    """Keep the first ``multirun.yaml`` of a sweep directory; a later start's goes to ``.restarts/<time>/``.
+
+    Hydra's basic sweeper writes ``multirun.yaml`` between ``on_multirun_start`` and the first job, so the first
+    start's file is copied aside at ``on_multirun_start`` and put back at the first ``on_job_start`` (in the job's
+    process, so joblib and submitit jobs do it too; the first to rename wins). A start that died in between
+    leaves the copy, which the next start puts back first.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        kept, current = sweep_dir / KEPT_MULTIRUN_FILE, sweep_dir / MULTIRUN_FILE
+        if kept.exists():  # an earlier start died before its first job: its first record comes back first
+            os.replace(kept, current)
+        if current.exists():
+            atomic_write_bytes(kept, current.read_bytes())
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default=None)
+        if sweep_dir is None or "MULTIRUN" not in str(OmegaConf.select(config, "hydra.mode", default="")):
+            return
+        kept, current = Path(str(sweep_dir)) / KEPT_MULTIRUN_FILE, Path(str(sweep_dir)) / MULTIRUN_FILE
+        if not kept.exists():
+            return
+        later = _restart_dir(Path(str(sweep_dir)) / SWEEP_RESTARTS_DIR) / MULTIRUN_FILE
+        later.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(current, later)
+            os.replace(kept, current)
+        except FileNotFoundError:  # another job of this sweep did it first
+            pass
