@@ -7,6 +7,9 @@ mini pack also MAP / RP@10 / n_queries of the tiny BERT (:mod:`tests.helpers.mod
 of what a task builds, write the record again and commit it with the change, saying why in the message::
 
     UWE_DATA_DIR=/path/to/uwe-data .venv/bin/python -m tests.helpers.task_digests --write
+
+``--tiny-real 50`` prints the tiny BERT's metrics on the real pack instead (50 queries per task and split): run it
+on two versions of the code to compare them beyond the digests.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ def task_records(data_dir: Path) -> dict[str, dict[str, object]]:
     return records
 
 
-def tiny_metrics(model_dir: Path, data_dir: Path, records: dict[str, dict[str, object]]) -> dict[str, dict[str, float]]:
+def tiny_metrics(model_dir: Path, data_dir: Path, records: dict[str, dict[str, object]],
+                 max_queries: int = TINY_MAX_QUERIES) -> dict[str, dict[str, float]]:
     """``"<task>/<split>"`` -> MAP, RP@10 and n_queries of the tiny BERT (mean scorer) on ``data_dir``, for the
     splits that ``records`` (:func:`task_records`) say load."""
     from uwe_lightning.ranking.ranker import Ranker
@@ -72,7 +76,7 @@ def tiny_metrics(model_dir: Path, data_dir: Path, records: dict[str, dict[str, o
     metrics: dict[str, dict[str, float]] = {}
     for split in SPLITS:
         tasks = [name for name in recorded_tasks() if "n_queries" in records[f"{name}/{split}"]]
-        result = evaluate_ranker(ranker, tasks, split, data_dir, max_queries=TINY_MAX_QUERIES)
+        result = evaluate_ranker(ranker, tasks, split, data_dir, max_queries=max_queries)
         for name, row in result["tasks"].items():
             metrics[f"{name}/{split}"] = {key: row[key] for key in ("map", "rp@10", "n_queries")}
     return metrics
@@ -98,11 +102,19 @@ def _write(path: Path, record: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Print or --write the golden task records.")
     parser.add_argument("--write", action="store_true", help=f"write them under {RECORDS}")
+    parser.add_argument("--tiny-real", type=int, metavar="N", default=None,
+                        help="print only the tiny BERT's metrics on the real pack, N queries per task and split")
     args = parser.parse_args()
     from tests.helpers.models import build_tiny_model
     from uwe_lightning.esco import clear_cache
     from uwe_lightning.paths import default_data_dir
 
+    if args.tiny_real:
+        real = default_data_dir()
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = tiny_metrics(build_tiny_model(Path(tmp)), real, task_records(real), args.tiny_real)
+        print(json.dumps(metrics, indent=1, sort_keys=True))
+        return
     records = {}
     with mini_pack_with_skillsim() as pack, tempfile.TemporaryDirectory() as tmp:
         clear_cache()
