@@ -491,3 +491,30 @@ def test_real_pack_sizes(real_data_dir):
     assert sizes == REAL_SIZES
     paper_rows = JobNorm(drop_retired_uris=True)
     assert [paper_rows.load(s, real_data_dir).n_queries for s in ("val", "test")] == [15_462, 15_461]
+
+
+# ------------------------------------------------------------------------------------------ the task base
+
+
+def test_ranking_task_checks_the_split_before_building_and_wraps_what_it_builds():
+    """A task file declares only ``build``; the base refuses an unknown split first and adds the shared meta."""
+    from uwe_lightning.workbench.tasks.base import RankingTask, TaskSplit
+
+    built = []
+
+    class Tiny(RankingTask):  # not registered: the registry stays as the package defines it
+        name, group, description, esco_version = "JobNorm", "JobNorm", "t", "v1.0.x"
+
+        def build(self, split, data_dir):
+            built.append(split)
+            return TaskSplit(["q"], ["a", "b"], [[1]], ["why"], exclude=[[0]], meta={"n_rows": 1})
+
+    with pytest.raises(ValueError, match="unknown split 'train'"):
+        Tiny().load("train")
+    assert built == []
+    ds = Tiny().load("val")
+    assert (ds.task, ds.split, ds.queries, ds.targets, ds.labels, ds.exclude) == ("JobNorm", "val", ["q"], ["a", "b"],
+                                                                                   [[1]], [[0]])
+    assert list(ds.meta) == ["paper_n_queries", "paper_n_targets", "esco_version", "n_rows", "notes"]
+    assert ds.meta["paper_n_queries"] == 15_462 and ds.meta["esco_version"] == "v1.0.x"
+    assert ds.meta["notes"][1:] == ["why"] and "paper Table 1: 15,462 x 2,942" in ds.meta["notes"][0]

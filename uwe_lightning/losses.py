@@ -126,22 +126,33 @@ def mtm_loss(
     scores: Scores, pos_masks: Mapping[str, Tensor], pair_index: Mapping[str, Tensor], config: LossConfig
 ) -> tuple[Tensor, dict[str, float]]:
     """``L_MTM = sum_G alpha_G (L_{Y|Q} + L_{Q|Y})`` (Eq. 4)."""
-    terms = {}
-    for graph in config.active_graphs:
-        fwd, rev = _checked_graph(graph, scores, pos_masks, pair_index)
-        terms[graph] = mtm_terms(fwd, rev, pos_masks[graph], config.tau[graph])
-    return _weighted_total(terms, config, pos_masks, pair_index)
+    return _sum_over_graphs(
+        lambda g, fwd, rev: mtm_terms(fwd, rev, pos_masks[g], config.tau[g]), scores, pos_masks, pair_index, config
+    )
 
 
 def mtm_pairwise_loss(
     scores: Scores, pos_masks: Mapping[str, Tensor], pair_index: Mapping[str, Tensor], config: LossConfig
 ) -> tuple[Tensor, dict[str, float]]:
     """``sum_G alpha_G (CE_fwd + CE_rev)`` with one positive per (skill, text) pair."""
+    return _sum_over_graphs(
+        lambda g, fwd, rev: mtm_pairwise_terms(fwd, rev, pair_index[g], config.tau[g]),
+        scores, pos_masks, pair_index, config,
+    )
+
+
+def _sum_over_graphs(
+    graph_terms: Callable[[str, Tensor, Tensor], dict[str, Tensor]],
+    scores: Scores, pos_masks: Mapping[str, Tensor], pair_index: Mapping[str, Tensor], config: LossConfig,
+) -> tuple[Tensor, dict[str, float]]:
+    """``sum_G alpha_G sum(graph_terms(G, fwd_G, rev_G))`` over the active graphs, each checked first: the shape
+    of both structure-aware losses, which differ only in a graph's terms."""
     terms = {}
     for graph in config.active_graphs:
         fwd, rev = _checked_graph(graph, scores, pos_masks, pair_index)
-        terms[graph] = mtm_pairwise_terms(fwd, rev, pair_index[graph], config.tau[graph])
-    return _weighted_total(terms, config, pos_masks, pair_index)
+        terms[graph] = graph_terms(graph, fwd, rev)
+    total = sum(config.alpha[g] * sum(graph.values()) for g, graph in terms.items())
+    return total, _logs(total, terms, pos_masks, pair_index)
 
 
 def infonce_loss(
@@ -294,16 +305,6 @@ def _checked_graph(
             f"graph {graph}: pair_index {tuple(index.shape)} {index.dtype} should be long ({n_texts},)"
         )
     return fwd, rev
-
-
-def _weighted_total(
-    terms: dict[str, dict[str, Tensor]],
-    config: LossConfig,
-    pos_masks: Mapping[str, Tensor],
-    pair_index: Mapping[str, Tensor],
-) -> tuple[Tensor, dict[str, float]]:
-    total = sum(config.alpha[g] * sum(graph_terms.values()) for g, graph_terms in terms.items())
-    return total, _logs(total, terms, pos_masks, pair_index)
 
 
 def _logs(

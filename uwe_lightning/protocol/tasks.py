@@ -57,46 +57,49 @@ def _restrict_queries(dataset: RankingDataset, keep: Iterable[bool], task: str, 
     )
 
 
-@register_task
-class Job2SkillOpen(Task):
-    """Job2Skill under the open protocol: val = the held-out vacancy titles only; test = standard test."""
+class _OpenTitlesTask(Task):
+    """``base_task`` under the open protocol: test = the standard test; val keeps only the vacancy titles held out
+    of graph J (``titles_are`` says whether they are the base task's ``queries`` or its ``targets``), so validation
+    never sees a training title."""
 
-    name = "Job2Skill@open"
-    group = "Job2Skill"
-    description = "Job2Skill, validation on the titles held out of the open protocol's J graph"
-
-    def __init__(self, val_fraction: float = DEFAULT_VAL_FRACTION) -> None:
-        self.val_fraction = val_fraction
-
-    def load(self, split: str, data_dir: str | Path | None = None) -> RankingDataset:
-        base = get_task("Job2Skill").load(split, data_dir)
-        if split == "test":
-            return _restrict_queries(base, [True] * base.n_queries, self.name, "Standard Job2Skill test.")
-        keep = [is_validation_title(q, self.val_fraction) for q in base.queries]
-        return _restrict_queries(
-            base, keep, self.name, f"Open protocol: only the {sum(keep)} titles held out of graph J."
-        )
-
-
-@register_task
-class Skill2JobOpen(Task):
-    """Skill2Job under the open protocol: val targets = the held-out vacancy titles; test = standard test."""
-
-    name = "Skill2Job@open"
-    group = "Skill2Job"
-    description = "Skill2Job, validation on the titles held out of the open protocol's J graph"
+    base_task = ""
+    titles_are = "queries"
 
     def __init__(self, val_fraction: float = DEFAULT_VAL_FRACTION) -> None:
         self.val_fraction = val_fraction
 
     def load(self, split: str, data_dir: str | Path | None = None) -> RankingDataset:
-        base = get_task("Skill2Job").load(split, data_dir)
+        base = get_task(self.base_task).load(split, data_dir)
         if split == "test":
-            return _restrict_queries(base, [True] * base.n_queries, self.name, "Standard Skill2Job test.")
+            return _restrict_queries(base, [True] * base.n_queries, self.name, f"Standard {self.base_task} test.")
+        if self.titles_are == "queries":
+            keep = [is_validation_title(q, self.val_fraction) for q in base.queries]
+            return _restrict_queries(
+                base, keep, self.name, f"Open protocol: only the {sum(keep)} titles held out of graph J."
+            )
         keep = [is_validation_title(t, self.val_fraction) for t in base.targets]
         return _restrict_targets(
             base, keep, self.name, f"Open protocol: target space = the {sum(keep)} titles held out of graph J."
         )
+
+
+@register_task
+class Job2SkillOpen(_OpenTitlesTask):
+    """Job2Skill under the open protocol: val = the held-out vacancy titles only; test = standard test."""
+
+    name = "Job2Skill@open"
+    group = base_task = "Job2Skill"
+    description = "Job2Skill, validation on the titles held out of the open protocol's J graph"
+
+
+@register_task
+class Skill2JobOpen(_OpenTitlesTask):
+    """Skill2Job under the open protocol: val targets = the held-out vacancy titles; test = standard test."""
+
+    name = "Skill2Job@open"
+    group = base_task = "Skill2Job"
+    description = "Skill2Job, validation on the titles held out of the open protocol's J graph"
+    titles_are = "targets"
 
 
 @register_task
@@ -126,5 +129,4 @@ def _skill_label_uri(data_dir: str | os.PathLike | None) -> tuple[list[str], lis
     return skills["label"].tolist(), skills["uri"].tolist()
 
 
-PROTOCOL_TASKS = (Job2SkillOpen.name, Skill2JobOpen.name, SkillNormHeldout.name)
 PROTOCOL_TASKS = (Job2SkillOpen.name, Skill2JobOpen.name, SkillNormHeldout.name)

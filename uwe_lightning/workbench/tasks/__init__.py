@@ -1,9 +1,12 @@
 """The seven WorkBench (sub)tasks, the four zero-shot O*NET 29.2 tasks and ``edges`` (your held-out edges), one
 module each (as in workrb's ``tasks/ranking``).
 
-Importing this package registers them by name (:func:`~uwe_lightning.workbench.registry.register_task`);
+Importing this package registers them by name (:func:`~uwe_lightning.workbench.registry.register_task`).
+Each pack-built task is a :class:`~.base.RankingTask` that declares only what is particular to it (name, group,
+description, ESCO release, and ``build``: its queries, targets, positives, notes and counts for one split);
 :mod:`.builders` holds the conventions and helpers they share, :mod:`.sources` the pack readers
-(:mod:`.onet_sources` those of O*NET). The O*NET tasks are suite ``onet``: zero-shot only (see the registry).
+(:mod:`.onet_sources` those of O*NET, :mod:`.onet_base` their common base). The O*NET tasks are suite ``onet``:
+zero-shot only (see the registry).
 """
 
 from __future__ import annotations

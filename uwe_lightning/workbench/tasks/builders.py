@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,27 @@ def group_in_order(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for key, value in pairs:
         grouped.setdefault(key, {})[value] = None
     return {key: list(values) for key, values in grouped.items()}
+
+
+def label_rows(rows: Iterable[Iterable[str]], index: Mapping[str, int]) -> list[list[int]]:
+    """Each row of target texts as its positives: the sorted distinct target indices.
+
+    >>> label_rows([["b", "a", "b"], ["a"]], {"a": 0, "b": 1})
+    [[0, 1], [0]]
+    """
+    return [sorted({index[text] for text in row}) for row in rows]
+
+
+def multi_label_queries(
+    pairs: Iterable[tuple[str, str]], index: Mapping[str, int]
+) -> tuple[list[str], list[list[int]]]:
+    """(query, target text) pairs as one query per distinct query (first-appearance order) with its positives.
+
+    >>> multi_label_queries([("chef", "cook"), ("nurse", "care"), ("chef", "plan")], {"care": 0, "cook": 1, "plan": 2})
+    (['chef', 'nurse'], [[1, 2], [0]])
+    """
+    grouped = group_in_order(pairs)
+    return list(grouped), label_rows(grouped.values(), index)
 
 
 def stable_unit(key: str, salt: str) -> float:

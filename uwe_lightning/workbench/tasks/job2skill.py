@@ -5,14 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from uwe_lightning.esco import RELATION_FILES
-from uwe_lightning.workbench.dataset import RankingDataset
-from uwe_lightning.workbench.registry import Task, register_task
-from uwe_lightning.workbench.tasks.builders import (
-    check_split,
-    group_in_order,
-    make_dataset,
-    merge_duplicate_queries,
-)
+from uwe_lightning.workbench.registry import register_task
+from uwe_lightning.workbench.tasks.base import RankingTask, TaskSplit
+from uwe_lightning.workbench.tasks.builders import merge_duplicate_queries, multi_label_queries
 from uwe_lightning.workbench.tasks.sources import (
     STRIPPED_SKILL_MATCH_NOTE,
     VACANCY_TITLES_FILE,
@@ -23,7 +18,7 @@ from uwe_lightning.workbench.tasks.sources import (
 
 
 @register_task
-class Job2Skill(Task):
+class Job2Skill(RankingTask):
     """Job title -> its ESCO v1.2.0 skills, ranked against all 13,939 v1.2.0 skills (multi-label).
 
     test: each ESCO v1.2.0 occupation (preferredLabel) with all its related skills, essential AND optional
@@ -36,45 +31,23 @@ class Job2Skill(Task):
     name = "Job2Skill"
     group = "Job2Skill"
     description = "job title -> ESCO v1.2.0 skills it requires"
+    esco_version = "v1.2.0"
 
-    def load(self, split: str, data_dir: str | Path | None = None) -> RankingDataset:
-        check_split(self.name, split)
+    def build(self, split: str, data_dir: str | Path | None) -> TaskSplit:
         targets, index = v120_skill_targets(data_dir)
         if split == "test":
             pairs, n_dropped = relation_label_pairs(data_dir, "v1.2.0")
-            grouped = group_in_order(pairs)
-            queries = list(grouped)
-            labels = [sorted(index[s] for s in skills) for skills in grouped.values()]
-            return make_dataset(
-                self.name,
-                split,
-                queries,
-                targets,
-                labels,
-                notes=["ESCO v1.2.0 occupation preferredLabels; essential + optional relations."],
-                esco_version="v1.2.0",
-                sources=[RELATION_FILES["v1.2.0"]],
-                n_relations_without_label=n_dropped,
-            )
+            queries, labels = multi_label_queries(pairs, index)
+            notes = ["ESCO v1.2.0 occupation preferredLabels; essential + optional relations."]
+            meta = {"sources": [RELATION_FILES["v1.2.0"]], "n_relations_without_label": n_dropped}
+            return TaskSplit(queries, targets, labels, notes, meta=meta)
         rows, n_unknown = vacancy_skills_in_targets(data_dir, index)
         raw_queries = [title for title, _ in rows]
-        queries, labels = merge_duplicate_queries(
-            raw_queries, [[index[s] for s in skills] for _, skills in rows]
-        )
-        return make_dataset(
-            self.name,
-            split,
-            queries,
-            targets,
-            labels,
-            notes=[
-                "Vacancy titles of workrb's first-commit job_skill_val.parquet; later workrb versions read "
-                "the hub dataset TechWolf/vacancy-job-to-skill instead (not verified to be identical).",
-                STRIPPED_SKILL_MATCH_NOTE,
-            ],
-            esco_version="v1.2.0",
-            sources=[VACANCY_TITLES_FILE],
-            n_skill_mentions_outside_targets=n_unknown,
-            n_merged_duplicate_queries=len(raw_queries) - len(queries),
-            n_queries_without_positives=sum(not row for row in labels),
-        )
+        queries, labels = merge_duplicate_queries(raw_queries, [[index[s] for s in skills] for _, skills in rows])
+        notes = ["Vacancy titles of workrb's first-commit job_skill_val.parquet; later workrb versions read the hub "
+                 "dataset TechWolf/vacancy-job-to-skill instead (not verified to be identical).",
+                 STRIPPED_SKILL_MATCH_NOTE]
+        meta = {"sources": [VACANCY_TITLES_FILE], "n_skill_mentions_outside_targets": n_unknown,
+                "n_merged_duplicate_queries": len(raw_queries) - len(queries),
+                "n_queries_without_positives": sum(not row for row in labels)}
+        return TaskSplit(queries, targets, labels, notes, meta=meta)

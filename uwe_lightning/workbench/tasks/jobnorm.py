@@ -9,15 +9,15 @@ import numpy as np
 from uwe_lightning.esco import load_occupations
 from uwe_lightning.io import DataError, read_csv_checked
 from uwe_lightning.paths import data_file
-from uwe_lightning.workbench.dataset import RankingDataset
-from uwe_lightning.workbench.registry import Task, register_task
-from uwe_lightning.workbench.tasks.builders import check_split, make_dataset, target_index
+from uwe_lightning.workbench.registry import register_task
+from uwe_lightning.workbench.tasks.base import RankingTask, TaskSplit
+from uwe_lightning.workbench.tasks.builders import target_index
 
 JOBNORM_FILES = {"val": "workbench/jobnorm/titles.csv", "test": "workbench/jobnorm/titles.test.csv"}
 
 
 @register_task
-class JobNorm(Task):
+class JobNorm(RankingTask):
     """Vacancy title -> its ESCO occupation, among the 2,942 ESCO v1.0.x occupations (single label).
 
     JobBERT evaluation dataset: ``titles.csv`` (val) and ``titles.test.csv`` (test), 15,463 rows each;
@@ -33,12 +33,12 @@ class JobNorm(Task):
     name = "JobNorm"
     group = "JobNorm"
     description = "vacancy title -> ESCO v1.0.x occupation"
+    esco_version = "v1.0.x"
 
     def __init__(self, drop_retired_uris: bool = False) -> None:
         self.drop_retired_uris = drop_retired_uris
 
-    def load(self, split: str, data_dir: str | Path | None = None) -> RankingDataset:
-        check_split(self.name, split)
+    def build(self, split: str, data_dir: str | Path | None) -> TaskSplit:
         occupations = load_occupations(data_dir, "v1.0.x")
         targets, index = target_index(occupations["label"])
         uri_to_target = {
@@ -63,20 +63,9 @@ class JobNorm(Task):
             keep = uris.isin(set(load_occupations(data_dir, "v1.2.0")["uri"])).to_numpy()
         queries = rows["vacancyTitle"].str.strip()[keep].tolist()
         labels = [[uri_to_target[u]] for u in uris[keep]]
-        return make_dataset(
-            self.name,
-            split,
-            queries,
-            targets,
-            labels,
-            notes=[
-                "Every row is its own query (duplicate titles not merged, README).",
-                "Paper 15,462 / 15,461: 1 val and 2 test rows point at occupations absent from ESCO v1.2.0; "
-                "JobNorm(drop_retired_uris=True) drops them and reproduces the paper's counts.",
-            ],
-            esco_version="v1.0.x",
-            sources=[JOBNORM_FILES[split]],
-            n_rows=len(rows),
-            n_dropped_retired=int((~keep).sum()),
-            n_duplicate_titles=len(queries) - len(set(queries)),
-        )
+        notes = ["Every row is its own query (duplicate titles not merged, README).",
+                 "Paper 15,462 / 15,461: 1 val and 2 test rows point at occupations absent from ESCO v1.2.0; "
+                 "JobNorm(drop_retired_uris=True) drops them and reproduces the paper's counts."]
+        meta = {"sources": [JOBNORM_FILES[split]], "n_rows": len(rows), "n_dropped_retired": int((~keep).sum()),
+                "n_duplicate_titles": len(queries) - len(set(queries))}
+        return TaskSplit(queries, targets, labels, notes, meta=meta)

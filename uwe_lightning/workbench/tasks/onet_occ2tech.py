@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from uwe_lightning.workbench.dataset import RankingDataset
 from uwe_lightning.workbench.registry import register_task
-from uwe_lightning.workbench.tasks.builders import check_split, group_in_order, make_dataset, target_index
+from uwe_lightning.workbench.tasks.base import TaskSplit
+from uwe_lightning.workbench.tasks.builders import group_in_order, label_rows, target_index
 from uwe_lightning.workbench.tasks.onet_base import OnetTask
-from uwe_lightning.workbench.tasks.onet_sources import (
-    ONET_FILES,
-    VERSION_NOTE,
-    code_rows,
-    occupation_titles,
-    split_grouped,
-)
+from uwe_lightning.workbench.tasks.onet_sources import code_rows, occupation_titles, split_grouped
 
 
 @register_task
@@ -32,20 +26,12 @@ class OnetOcc2Tech(OnetTask):
     description = "O*NET 29.2 occupation -> its technology skills (zero-shot)"
     salt = "uwe-onet/Occ2Tech"
 
-    def load(self, split: str, data_dir: str | Path | None = None) -> RankingDataset:
-        check_split(self.name, split)
+    def build(self, split: str, data_dir: str | Path | None) -> TaskSplit:
         titles = occupation_titles(data_dir)
         pairs = code_rows(data_dir, "technology_skills", "Example", titles)
         targets, index = target_index(example for _, example in pairs)
-        by_code = split_grouped(group_in_order(pairs), split, self.salt, self.val_fraction, self.test_fraction,
-                                key=lambda code: code)
-        queries = [titles[code] for code in by_code]
-        labels = [sorted({index[e] for e in examples}) for examples in by_code.values()]
-        return make_dataset(
-            self.name, split, queries, targets, labels,
-            notes=[VERSION_NOTE, self.split_note("O*NET-SOC code")],
-            onet_version="29.2",
-            sources=[ONET_FILES["occupations"], ONET_FILES["technology_skills"]],
-            val_fraction=self.val_fraction, test_fraction=self.test_fraction,
-            n_rows=len(pairs), n_occupations_with_technology=len(group_in_order(pairs)),
-        )
+        by_code = group_in_order(pairs)
+        chosen = split_grouped(by_code, split, self.salt, self.val_fraction, self.test_fraction, key=lambda code: code)
+        counts = {"n_rows": len(pairs), "n_occupations_with_technology": len(by_code)}
+        return self.onet_split([titles[code] for code in chosen], targets, label_rows(chosen.values(), index),
+                               "technology_skills", "O*NET-SOC code", counts)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from uwe_lightning.esco import RELATION_FILES, load_occupations
-from uwe_lightning.workbench.dataset import RankingDataset
-from uwe_lightning.workbench.registry import Task, register_task
-from uwe_lightning.workbench.tasks.builders import check_split, group_in_order, make_dataset, target_index
+from uwe_lightning.workbench.registry import register_task
+from uwe_lightning.workbench.tasks.base import RankingTask, TaskSplit
+from uwe_lightning.workbench.tasks.builders import multi_label_queries, target_index
 from uwe_lightning.workbench.tasks.sources import (
     STRIPPED_SKILL_MATCH_NOTE,
     VACANCY_TITLES_FILE,
@@ -18,7 +18,7 @@ from uwe_lightning.workbench.tasks.sources import (
 
 
 @register_task
-class Skill2Job(Task):
+class Skill2Job(RankingTask):
     """ESCO v1.2.0 skill -> the job titles requiring it (inverted Job2Skill, multi-label).
 
     test: every v1.2.0 skill with at least one relation -> ESCO v1.2.0 occupations (13,492 x 3,039 =
@@ -30,41 +30,21 @@ class Skill2Job(Task):
     name = "Skill2Job"
     group = "Skill2Job"
     description = "ESCO v1.2.0 skill -> job titles requiring it"
+    esco_version = "v1.2.0"
 
-    def load(self, split: str, data_dir: str | Path | None = None) -> RankingDataset:
-        check_split(self.name, split)
+    def build(self, split: str, data_dir: str | Path | None) -> TaskSplit:
         if split == "test":
             targets, index = target_index(load_occupations(data_dir, "v1.2.0")["label"])
             pairs, n_dropped = relation_label_pairs(data_dir, "v1.2.0")
-            grouped = group_in_order((skill, occupation) for occupation, skill in pairs)
-            labels = [sorted(index[o] for o in occupations) for occupations in grouped.values()]
-            return make_dataset(
-                self.name,
-                split,
-                list(grouped),
-                targets,
-                labels,
-                notes=["Skills with at least one ESCO v1.2.0 relation (essential + optional)."],
-                esco_version="v1.2.0",
-                sources=[RELATION_FILES["v1.2.0"]],
-                n_relations_without_label=n_dropped,
-            )
+            queries, labels = multi_label_queries(((skill, job) for job, skill in pairs), index)
+            notes = ["Skills with at least one ESCO v1.2.0 relation (essential + optional)."]
+            meta = {"sources": [RELATION_FILES["v1.2.0"]], "n_relations_without_label": n_dropped}
+            return TaskSplit(queries, targets, labels, notes, meta=meta)
         _, skill_index = v120_skill_targets(data_dir)
         rows, n_unknown = vacancy_skills_in_targets(data_dir, skill_index)
         targets, index = target_index(title for title, _ in rows)
-        grouped = group_in_order((skill, title) for title, skills in rows for skill in skills)
-        labels = [sorted(index[t] for t in titles) for titles in grouped.values()]
-        return make_dataset(
-            self.name,
-            split,
-            list(grouped),
-            targets,
-            labels,
-            notes=[
-                "Inverted job_skill_val.parquet: target space = its distinct vacancy titles.",
-                STRIPPED_SKILL_MATCH_NOTE,
-            ],
-            esco_version="v1.2.0",
-            sources=[VACANCY_TITLES_FILE],
-            n_skill_mentions_outside_targets=n_unknown,
-        )
+        queries, labels = multi_label_queries(((skill, title) for title, skills in rows for skill in skills), index)
+        notes = ["Inverted job_skill_val.parquet: target space = its distinct vacancy titles.",
+                 STRIPPED_SKILL_MATCH_NOTE]
+        meta = {"sources": [VACANCY_TITLES_FILE], "n_skill_mentions_outside_targets": n_unknown}
+        return TaskSplit(queries, targets, labels, notes, meta=meta)

@@ -7,16 +7,16 @@ from pathlib import Path
 from uwe_lightning.esco import SKILL_FILES, load_skills
 from uwe_lightning.io import read_csv_checked
 from uwe_lightning.paths import data_file
-from uwe_lightning.workbench.dataset import RankingDataset
-from uwe_lightning.workbench.registry import Task, register_task
-from uwe_lightning.workbench.tasks.builders import check_split, group_in_order, make_dataset, target_index
+from uwe_lightning.workbench.registry import register_task
+from uwe_lightning.workbench.tasks.base import RankingTask, TaskSplit
+from uwe_lightning.workbench.tasks.builders import multi_label_queries, target_index
 
 SKILL_EXTRACTION_FILE = "workbench/skill_extraction/{subset}_{split}_annotations.csv"
 #: SkillSpan labels that are no ESCO skill; a sentence with only these is no query.
 NOT_A_SKILL = ("LABEL NOT PRESENT", "UNDERSPECIFIED")
 
 
-class _SkillExtract(Task):
+class _SkillExtract(RankingTask):
     """SkillSpan sentences -> the ESCO v1.1.0 skills annotated in them, among all 13,891 v1.1.0 skills.
 
     One row per annotated span; the labels of a (stripped) sentence are grouped into one multi-label
@@ -25,6 +25,7 @@ class _SkillExtract(Task):
     """
 
     group = "SkillExtract"
+    esco_version = "v1.1.0"
     subset = ""
 
     def source(self, split: str) -> str:
@@ -33,8 +34,7 @@ class _SkillExtract(Task):
             subset=self.subset, split="validation" if split == "val" else "test"
         )
 
-    def load(self, split: str, data_dir: str | Path | None = None) -> RankingDataset:
-        check_split(self.name, split)
+    def build(self, split: str, data_dir: str | Path | None) -> TaskSplit:
         targets, index = target_index(load_skills(data_dir, "v1.1.0")["label"])
         relpath = self.source(split)
         spans = read_csv_checked(
@@ -44,26 +44,15 @@ class _SkillExtract(Task):
         span_labels = spans["label"].str.strip()
         is_sentinel = span_labels.isin(NOT_A_SKILL)
         in_targets = span_labels.isin(index)
-        grouped = group_in_order(
-            (sentence, label)
-            for sentence, label, ok in zip(sentences, span_labels, in_targets, strict=True)
-            if ok
+        queries, labels = multi_label_queries(
+            ((sentence, label) for sentence, label, ok in zip(sentences, span_labels, in_targets, strict=True) if ok),
+            index,
         )
-        queries = list(grouped)
-        labels = [sorted(index[s] for s in skills) for skills in grouped.values()]
-        return make_dataset(
-            self.name,
-            split,
-            queries,
-            targets,
-            labels,
-            notes=["Sentences with at least one real ESCO v1.1.0 label (SkillSpan + Decorte et al. 2022)."],
-            esco_version="v1.1.0",
-            sources=[relpath, SKILL_FILES["v1.1.0"]],
-            n_sentences=int(sentences.nunique()),
-            n_sentinel_label_rows=int(is_sentinel.sum()),
-            n_label_rows_outside_targets=int((~is_sentinel & ~in_targets).sum()),
-        )
+        notes = ["Sentences with at least one real ESCO v1.1.0 label (SkillSpan + Decorte et al. 2022)."]
+        meta = {"sources": [relpath, SKILL_FILES["v1.1.0"]], "n_sentences": int(sentences.nunique()),
+                "n_sentinel_label_rows": int(is_sentinel.sum()),
+                "n_label_rows_outside_targets": int((~is_sentinel & ~in_targets).sum())}
+        return TaskSplit(queries, targets, labels, notes, meta=meta)
 
 
 @register_task

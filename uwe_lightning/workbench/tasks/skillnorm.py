@@ -7,14 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from uwe_lightning.esco import SKILL_FILES, load_skills
-from uwe_lightning.workbench.dataset import RankingDataset
-from uwe_lightning.workbench.registry import Task, register_task
-from uwe_lightning.workbench.tasks.builders import (
-    check_split,
-    class_uniform_split,
-    make_dataset,
-    target_index,
-)
+from uwe_lightning.workbench.registry import register_task
+from uwe_lightning.workbench.tasks.base import RankingTask, TaskSplit
+from uwe_lightning.workbench.tasks.builders import class_uniform_split, target_index
 
 
 def skillnorm_alt_to_skills(skills: pd.DataFrame, index: dict[str, int]) -> dict[str, list[int]]:
@@ -38,7 +33,7 @@ def skillnorm_alt_to_skills(skills: pd.DataFrame, index: dict[str, int]) -> dict
 
 
 @register_task
-class SkillNorm(Task):
+class SkillNorm(RankingTask):
     """ESCO v1.2.0 altLabel -> its skill(s) among all 13,939 v1.2.0 skills.
 
     Class-uniform split (workrb ``class_uniform_split``): walking the skills in FILE order and their
@@ -57,35 +52,27 @@ class SkillNorm(Task):
     name = "SkillNorm"
     group = "SkillNorm"
     description = "ESCO altLabel -> its ESCO v1.2.0 skill"
+    esco_version = "v1.2.0"
 
-    def load(self, split: str, data_dir: str | Path | None = None) -> RankingDataset:
-        check_split(self.name, split)
+    def build(self, split: str, data_dir: str | Path | None) -> TaskSplit:
         skills = load_skills(data_dir, "v1.2.0")
         targets, index = target_index(skills["label"])
         alt_to_skills = skillnorm_alt_to_skills(skills, index)
         val, test = class_uniform_split(alt_to_skills)
         queries, labels = val if split == "val" else test
         n_alt_entries = int(skills["alt_labels"].map(len).sum())
-        return make_dataset(
-            self.name,
-            split,
-            queries,
-            targets,
-            labels,
-            notes=[
-                "The class-uniform split walks skills in file order; this pack's skills file is sorted by "
-                "URI, not ESCO's original order, which moves altLabels between val and test (README: "
-                "zero-shot MAP moves by about 0.3).",
-                f"Queries are distinct altLabel strings: {len(alt_to_skills):,} in val + test, from "
-                f"{n_alt_entries:,} non-empty altLabel entries after dropping altLabels equal to their "
-                "preferredLabel and merging identical strings of several skills (README, workrb). The "
-                "paper's 13,222 + 73,311 = 86,533 equals the raw entry count of the pack's v1.2.0 file.",
-                "AltLabel == preferredLabel is tested on stripped text (workrb 0.6.0 compares with the raw "
-                "label and keeps 2 such altLabels on this pack: 72,008 test queries there).",
-            ],
-            esco_version="v1.2.0",
-            sources=[SKILL_FILES["v1.2.0"]],
-            n_alt_label_entries=n_alt_entries,
-            n_distinct_alt_labels=len(alt_to_skills),
-            n_multi_skill_queries=sum(len(row) > 1 for row in labels),
-        )
+        notes = [
+            "The class-uniform split walks skills in file order; this pack's skills file is sorted by "
+            "URI, not ESCO's original order, which moves altLabels between val and test (README: "
+            "zero-shot MAP moves by about 0.3).",
+            f"Queries are distinct altLabel strings: {len(alt_to_skills):,} in val + test, from "
+            f"{n_alt_entries:,} non-empty altLabel entries after dropping altLabels equal to their "
+            "preferredLabel and merging identical strings of several skills (README, workrb). The "
+            "paper's 13,222 + 73,311 = 86,533 equals the raw entry count of the pack's v1.2.0 file.",
+            "AltLabel == preferredLabel is tested on stripped text (workrb 0.6.0 compares with the raw "
+            "label and keeps 2 such altLabels on this pack: 72,008 test queries there).",
+        ]
+        meta = {"sources": [SKILL_FILES["v1.2.0"]], "n_alt_label_entries": n_alt_entries,
+                "n_distinct_alt_labels": len(alt_to_skills),
+                "n_multi_skill_queries": sum(len(row) > 1 for row in labels)}
+        return TaskSplit(queries, targets, labels, notes, meta=meta)

@@ -9,9 +9,10 @@ import pandas as pd
 
 from uwe_lightning.io import DataError, read_csv_checked, read_parquet_checked
 from uwe_lightning.paths import resolve_data_dir
-from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
-from uwe_lightning.workbench.registry import Task, register_task
-from uwe_lightning.workbench.tasks.builders import check_split, make_dataset, shuffle_split, target_index
+from uwe_lightning.workbench.dataset import TaskUnavailable
+from uwe_lightning.workbench.registry import register_task
+from uwe_lightning.workbench.tasks.base import RankingTask, TaskSplit
+from uwe_lightning.workbench.tasks.builders import shuffle_split, target_index
 
 SKILLMATCH_HUB_DATASET = "TechWolf/SkillMatch-1K"
 #: Local copy of SkillMatch-1K: one of these files (hub split "test") under ``<data_dir>/``.
@@ -69,7 +70,7 @@ def _hub_allowed_by_env() -> bool:
 
 
 @register_task
-class SkillSim(Task):
+class SkillSim(RankingTask):
     """SkillMatch-1K skill -> its related skill (one positive per related pair).
 
     Target space: all distinct skills of all pairs, related or not (2,648); the query itself is
@@ -118,8 +119,7 @@ class SkillSim(Task):
             "with datasets.load_dataset."
         )
 
-    def load(self, split: str, data_dir: str | Path | None = None) -> RankingDataset:
-        check_split(self.name, split)
+    def build(self, split: str, data_dir: str | Path | None) -> TaskSplit:
         frame, source = self.read_pairs(data_dir)
         skill_a = frame["skill_a"].astype(str).str.strip().tolist()
         skill_b = frame["skill_b"].astype(str).str.strip().tolist()
@@ -132,16 +132,6 @@ class SkillSim(Task):
         labels = [[index[pairs[i][1]]] for i in rows]
         # Paper over workrb: workrb does not exclude the query from its own ranking; the paper does.
         exclude = [[index[q]] for q in queries]
-        return make_dataset(
-            self.name,
-            split,
-            queries,
-            targets,
-            labels,
-            exclude=exclude,
-            notes=["SkillMatch-1K is not in the pack; sizes match the paper only with the original data."],
-            source=source,
-            n_pairs=len(frame),
-            n_related_pairs=len(pairs),
-            seed=self.seed,
-        )
+        notes = ["SkillMatch-1K is not in the pack; sizes match the paper only with the original data."]
+        meta = {"source": source, "n_pairs": len(frame), "n_related_pairs": len(pairs), "seed": self.seed}
+        return TaskSplit(queries, targets, labels, notes, exclude=exclude, meta=meta)
