@@ -18,12 +18,8 @@ among ties depends on the machine (an AVX-512 SIMD sort reorders equal keys), so
 are not reproducible across machines while ours are; without ties the two coincide.
 
 ``ties="expected"``: the exact expectation of AP and RP@k over a uniformly random order within every group of
-equal scores (McSherry & Najork, ECIR 2008), for a model whose scores tie by construction (the popularity
-prior gives every query one list, and every unseen skill the score 0): there "lower index first" would make
-the number depend on the order of the target file. For a group of ``n`` tied targets below ``s`` higher-scored
-ones, holding ``t`` positives with ``c`` positives above it, each of its positives adds to the AP sum
-``((c + 1) dH + (t - 1) / (n - 1) * (n - (s + 1) dH)) / n`` with ``dH = H(s + n) - H(s)`` (harmonic numbers),
-and to the top-k count ``clamp(k - s, 0, n) / n``. Without ties both rules give the same numbers.
+equal scores (:mod:`~uwe_lightning.workbench.ties`), for models whose scores tie by construction (the popularity
+prior). Without ties both rules give the same numbers.
 
 Conventions where workrb has none: duplicate labels of a query count once; an excluded target is removed
 from its query's ranking, and if it was a positive it is removed from the positives too (it cannot be
@@ -48,6 +44,8 @@ from itertools import chain
 
 import torch
 from torch import Tensor
+
+from uwe_lightning.workbench.ties import expected_per_query_metrics
 
 # Elements compared per step: ~75 rows of 14k targets (4 MB of float32) stay in cache, which measured
 # fastest on the 2-core CPU (2^18..2^20 best of 2^18..2^24); a GPU wants large launches.
@@ -195,43 +193,6 @@ def per_query_metrics(
     r_precision = {
         k: zeros.index_add(0, rows, (ranks <= k).double()) / counts.clamp(min=1, max=k).double() for k in ks
     }
-    return counts, average_precision, r_precision
-
-
-def expected_per_query_metrics(
-    higher: Tensor, tied: Tensor, rows: Tensor, n_rows: int, ks: Sequence[int]
-) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
-    """:func:`per_query_metrics` in expectation over a uniformly random order within each group of tied scores.
-
-    ``higher`` / ``tied``: per positive, from :func:`tie_groups`; ``rows``: its block row. Positives of one row
-    with the same ``higher`` count share one tie group (``t`` of them); ``c`` = the row's positives above it.
-    An untied positive (``tied == 1``) gets exactly what :func:`per_query_metrics` gives it.
-    """
-    counts = torch.bincount(rows, minlength=n_rows)
-    zeros = torch.zeros(n_rows, dtype=torch.float64, device=rows.device)
-    denominator = counts.clamp(min=1).double()
-    if not rows.numel():
-        return counts, zeros, {k: zeros.clone() for k in ks}
-    # Sort by (row, higher): a tie group is a run of equal keys, the row's positives above it come first.
-    key = rows * (int(higher.max()) + 1) + higher
-    order = torch.argsort(key)
-    key, rows, higher, tied = key[order], rows[order], higher[order], tied[order]
-    _, group, group_size = torch.unique_consecutive(key, return_inverse=True, return_counts=True)
-    group_start = torch.cumsum(group_size, 0) - group_size
-    row_start = torch.cumsum(counts, 0) - counts
-    above = (group_start[group] - row_start[rows]).double()  # c
-    in_group = group_size[group].double()  # t
-    s, n = higher.double(), tied.double()
-    harmonic_gap = torch.special.digamma(s + n + 1) - torch.special.digamma(s + 1)  # H(s + n) - H(s)
-    spread = (in_group - 1) / (n - 1).clamp(min=1) * (n - (s + 1) * harmonic_gap)
-    expected_precision = ((above + 1) * harmonic_gap + spread) / n
-    untied = tied == 1
-    expected_precision[untied] = (above[untied] + 1) / (s[untied] + 1)  # exact, as without the tie rule
-    average_precision = zeros.index_add(0, rows, expected_precision) / denominator
-    r_precision = {}
-    for k in ks:
-        in_top_k = (k - higher).clamp(min=0).minimum(tied).double() / n
-        r_precision[k] = zeros.index_add(0, rows, in_top_k) / counts.clamp(min=1, max=k).double()
     return counts, average_precision, r_precision
 
 
