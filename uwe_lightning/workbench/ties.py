@@ -32,8 +32,8 @@ def expected_per_query_metrics(
     within each group of tied scores (the module docstring has the formula).
 
     ``higher`` / ``tied``: per positive, from :func:`~uwe_lightning.workbench.metrics.tie_groups`; ``rows``: its
-    block row. Positives of one row
-    with the same ``higher`` count share one tie group (``t`` of them); ``c`` = the row's positives above it.
+    block row. Positives of one row with the same ``higher`` count share one tie group (``t`` of them); ``c`` =
+    the row's positives above it.
     An untied positive (``tied == 1``) gets exactly what the ``first`` rule gives it.
     """
     counts = torch.bincount(rows, minlength=n_rows)
