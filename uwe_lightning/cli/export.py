@@ -128,8 +128,8 @@ def main_st(args: argparse.Namespace) -> dict:
     record = run_reporting_user_errors("export", lambda: export_sentence_transformers(
         args.model, args.out, pooled=args.pooled, overwrite=args.overwrite, tolerance=args.tolerance))
     check = record["check"]
-    what = "the mean-pooled embedding of a " + str(record["scorer"]) + "-scorer model" if record["pooled"] else \
-        "a mean-scorer model (its own ranking)"
+    what = (f"the mean-pooled embedding of a {record['scorer']}-scorer model (not its own ranking)" if record["pooled"]
+            else f"a {record['scorer']}-scorer model (its own ranking)")
     print(f"[export] wrote {record['path']}: a sentence-transformers model, {what}, and "
           f"{Path(record['path']) / ST_EXPORT_INFO_FILE}")
     if "skipped" in check:

@@ -90,7 +90,7 @@ def results_markdown(results: dict, title: str) -> str:
                   f"| **{suite} average** | **{_pct(average.get('map'))}** | **{_pct(average.get('rp@10'))}** "
                   "| | | |", ""]
     if results.get("ties") == "expected":
-        lines.append(f"- {TIES_EXPECTED_NOTE}")
+        lines.append(f"- Tied scores: {TIES_EXPECTED_NOTE}")
     lines += baselines_markdown(results)
     for name, reason in results.get("unavailable", {}).items():
         lines.append(f"- {name} unavailable: {reason}")
@@ -106,8 +106,8 @@ def results_markdown(results: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-TIES_EXPECTED_NOTE = ("Tied scores: MAP and RP@10 are their exact expectation over a uniformly random order within "
-                      "each group of equal scores (ties=expected), not the order of the target file.")
+TIES_EXPECTED_NOTE = ("MAP and RP@10 are their exact expectation over a uniformly random order within each group of "
+                      "equal scores (ties=expected), not the order of the target file.")
 
 
 def baselines_markdown(results: dict) -> list[str]:
@@ -126,7 +126,7 @@ def baselines_markdown(results: dict) -> list[str]:
         lines += [f"| {name} | {task} | {_pct(r['map'])} | {_pct(r['rp@10'])} |" for task, r in res["tasks"].items()]
     expected = [name for name, res in results["baselines"].items() if res.get("ties") == "expected"]
     if expected:
-        lines += ["", f"{', '.join(expected)}: {TIES_EXPECTED_NOTE}"]
+        lines += ["", f"Tied scores of {', '.join(expected)}: {TIES_EXPECTED_NOTE}"]
     return [*lines, ""]
 
 
