@@ -293,3 +293,60 @@ def test_thread_setting_does_not_change_results_and_is_restored(cpu_threads):
     assert torch.get_num_threads() == before
     assert ranking_metrics(scores, labels, ks=KS, cpu_threads=cpu_threads) == single
     assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ties="expected": the mean over a uniformly random order within ties (the popularity prior's rule)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_expected_ties_hand_computed():
+    scores = torch.tensor([[0.9, 0.5, 0.5, 0.5, 0.1],   # positives 2, 3, 4: two of the tied three, then rank 5
+                           [1.0, 1.0, 1.0, 1.0, 1.0]])  # one list for every target (occupations under popularity)
+    labels = [[2, 3, 4], [4]]
+    got = ranking_metrics(scores, labels, ks=(1, 2, 10), ties="expected")
+    # Row 0: the tied positives sit at two of ranks 2..4, each pair equally likely: {2,3}: 1/2 + 2/3,
+    # {2,4}: 1/2 + 2/4, {3,4}: 1/3 + 2/4, mean 1; the last positive adds 3/5: AP = (1 + 3/5) / 3 = 8/15.
+    # Row 1: the positive is at rank 1..5 with equal chance: AP = (1 + 1/2 + 1/3 + 1/4 + 1/5) / 5 = 137/300.
+    assert got["map"] == pytest.approx((8 / 15 + 137 / 300) / 2, rel=1e-12)
+    # RP@1: row 0 has target 0 on top (0); row 1 its positive with chance 1/5.
+    assert got["rp@1"] == pytest.approx((0 + 1 / 5) / 2, rel=1e-12)
+    # RP@2: row 0 gets one of the three tied into the top 2, a positive with chance 2/3, over min(2, 3) = 2.
+    assert got["rp@2"] == pytest.approx((2 / 3 / 2 + 2 / 5) / 2, rel=1e-12)
+    assert got["rp@10"] == pytest.approx(1.0, rel=1e-12)
+    first = ranking_metrics(scores, labels, ks=(1, 2, 10))  # lower index first: positives last in every tie
+    assert first["map"] == pytest.approx(((1 / 3 + 2 / 4 + 3 / 5) / 3 + 1 / 5) / 2, rel=1e-12)
+    assert first["rp@1"] == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_expected_ties_equal_the_mean_over_every_order_within_ties(seed):
+    """Brute force: every permutation of the targets, ranked lower index first, averaged (a few scores, so
+    many ties; excluded targets too)."""
+    from itertools import permutations
+
+    rng = np.random.default_rng(seed)
+    for _ in range(12):
+        n_targets = int(rng.integers(2, 7))
+        scores = torch.tensor(rng.integers(0, 3, size=(3, n_targets)), dtype=torch.float64)
+        labels = [sorted(rng.choice(n_targets, int(rng.integers(1, n_targets + 1)), replace=False).tolist())
+                  for _ in range(3)]
+        exclude = [[int(rng.integers(0, n_targets))], [], []]
+        want: dict[str, list[float]] = {}
+        for perm in permutations(range(n_targets)):
+            position = {old: new for new, old in enumerate(perm)}
+            moved = ranking_metrics(scores[:, list(perm)], [[position[t] for t in row] for row in labels],
+                                    [[position[t] for t in row] for row in exclude], ks=(1, 3))
+            for name in ("map", "rp@1", "rp@3"):
+                want.setdefault(name, []).append(moved[name])
+        got = ranking_metrics(scores, labels, exclude, ks=(1, 3), ties="expected")
+        for name, values in want.items():
+            assert got[name] == pytest.approx(sum(values) / len(values), rel=1e-9), name
+
+
+def test_expected_ties_without_ties_are_the_first_rule_exactly():
+    scores = torch.randn(50, 300, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    labels = random_labels(np.random.default_rng(0), 50, 300, "mixed")
+    assert ranking_metrics(scores, labels, ks=KS, ties="expected") == ranking_metrics(scores, labels, ks=KS)
+    with pytest.raises(ValueError, match="ties must be one of"):
+        RankingMetrics(ties="random")

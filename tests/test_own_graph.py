@@ -168,6 +168,8 @@ def test_train_evaluate_rank_and_load_in_sentence_transformers(tmp_path, tiny_mo
     assert set(results["tasks"]) == {"edges"} and results["suites"]["own"]["map"] is not None
     assert set(results["baselines"]) == {"popularity"} and "edges" in results["step0"]["tasks"]  # beside it
     assert "| popularity | edges |" in (run / "results.md").read_text()
+    summary = json.loads((run / "run_info.json").read_text())["summary"]
+    assert summary["test_macro"]["map"] == results["suites"]["own"]["map"]  # judged by its held-out edges
     card = (run / "best_model" / "README.md").read_text()
     assert "ESCO skill" not in card and "held out for test" in card and "`skills` (24 skills)" in card
 

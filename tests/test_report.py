@@ -192,6 +192,54 @@ def test_runs_of_two_experiments_take_the_name_most_runs_have(tmp_path: Path):
     assert named["study"] == "figure4"  # mixed experiments: the study folder names the study
 
 
+def own_graph_results(edges_map: float, step0: float, popularity: float, tfidf: float | None) -> dict[str, Any]:
+    """results.json of a ``data=edges`` run: no WorkBench task (macro None), the ``own`` suite, step 0 and the
+    baselines evaluated on the same held-out queries."""
+    def evaluated(value: float, **extra: Any) -> dict[str, Any]:
+        return {"tasks": {"edges": {"map": value, "rp@10": value + 0.1, "n_queries": 10, "n_targets": 24,
+                                    "seconds": 0.1}},
+                "macro": {"map": None, "rp@10": None, "covers": [], "groups": {}},
+                "suites": {"own": {"map": value, "rp@10": value + 0.1, "covers": ["edges"]}}, **extra}
+
+    baselines = {"popularity": evaluated(popularity, model="popularity", ties="expected")}
+    if tfidf is not None:
+        baselines["tfidf"] = evaluated(tfidf, model="tfidf", ties="first")
+    return {"model": "own_graph/best_model", "split": "test", **evaluated(edges_map), "unavailable": {},
+            "step0": evaluated(step0), "baselines": baselines}
+
+
+def test_baselines_and_step0_beside_each_group(tmp_path: Path):
+    """Runs on one's own graph: the report's average is the held-out edges' (no WorkBench macro), and the
+    popularity / TF-IDF rows and step 0 that results.json holds stand beside the trained model."""
+    sweep = tmp_path / "own_graph"
+    for i, (scorer, seed) in enumerate([("mean", 0), ("mean", 1), ("softmax", 0)]):
+        run = sweep / str(i)
+        cfg = config(run, seed, "own_graph", scorer=scorer)
+        res = own_graph_results(0.40 + 0.1 * i, 0.10, 0.25, 0.30 if scorer == "mean" else None)
+        write_run(run, cfg, res, {"final_step": 4})
+    report, _ = make_report([sweep], tmp_path / "out", command="t", kind="none")
+    groups = {g["label"]: g for g in report["groups"]}
+    assert groups["mean"]["macro"]["map"]["mean"] == pytest.approx(0.45)  # the own suite's average, not None
+    assert list(groups["mean"]["beside"]) == ["zero-shot (step 0)", "popularity", "tfidf"]
+    assert groups["mean"]["beside"]["popularity"]["tasks"]["edges"]["map"]["mean"] == pytest.approx(0.25)
+    assert groups["mean"]["beside"]["tfidf"]["macro"]["map"]["n"] == 2
+    assert list(groups["softmax"]["beside"]) == ["zero-shot (step 0)", "popularity"]  # no TF-IDF in its runs
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Beside the baselines: MAP (%), same test queries" in md
+    assert "| `softmax` | popularity | 25.0 (n=1, no CI) | 25.0 (n=1, no CI) |" in md
+    assert "| `mean` | zero-shot (step 0) | 10.0 ± 0.0 (n=2) | 10.0 ± 0.0 (n=2) |" in md
+    assert "| `mean` | tfidf | 30.0 ± 0.0 (n=2) |" in md and "| `softmax` | tfidf |" not in md
+    assert "popularity: mean over a uniformly random order within tied scores" in md
+    assert [r["macro_map"] for r in report["runs"]] == pytest.approx([0.4, 0.5, 0.6])
+    plain, _ = make_report([tmp_path / "own_graph" / "0"], tmp_path / "plain", command="t", kind="none")
+    assert plain["groups"][0]["beside"]  # one run: its baselines too
+
+
+def test_no_baseline_section_without_baselines(loss_sweep: Path, tmp_path: Path):
+    make_report([loss_sweep], tmp_path / "out", command="t", kind="none")
+    assert "Beside the baselines" not in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_cli_warns_per_left_out_run(loss_sweep: Path, tmp_path: Path, capsys):
     out = tmp_path / "cli"
     report_main([str(loss_sweep), f"out={out}"])

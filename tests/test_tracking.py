@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from tests.helpers.configs import make_cfg
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.training.run import train
-from uwe_lightning.training.tracking import run_name, wandb_identity
+from uwe_lightning.training.tracking import TEST_TABLE_COLUMNS, log_test_table, run_name, wandb_identity
 
 
 def compose_with_hydra(*overrides: str):
@@ -46,7 +46,47 @@ def test_offline_run_holds_the_metrics_and_a_resume_reuses_its_id(tmp_path, tiny
         assert key in records  # per-task validation at every validation, the config, the test table
     (table,) = run.glob("files/media/table/test/results_*.table.json")
     rows = json.loads(table.read_text())["data"]
-    assert [r[0] for r in rows] == ["JobNorm", "SkillNorm", "macro"]
+    assert [r[1] for r in rows] == ["JobNorm", "SkillNorm", "macro"] and len({r[0] for r in rows}) == 1
     train(make_cfg(tmp_path, tiny_model_dir, "logger=wandb", "resume=true", steps=3, every=1))
     assert json.loads((tmp_path / "run_info.json").read_text())["wandb"]["id"] == wandb_id
     assert len(list(Path(tmp_path / "wandb").glob(f"offline-run-*-{wandb_id}"))) == 2  # same id, resumed
+
+
+class WandbLogger:
+    """Stands in for Lightning's ``WandbLogger`` (matched by class name): records what would be sent, no wandb."""
+
+    def __init__(self) -> None:
+        self.tables: list[dict] = []
+        self.experiment = type("Run", (), {"summary": {}})()
+
+    def log_table(self, key: str, columns: list[str], data: list[list]) -> None:
+        self.tables.append({"key": key, "columns": columns, "data": data})
+
+
+def _evaluated(value: float, tasks: tuple[str, ...] = ("edges",)) -> dict:
+    return {"tasks": {t: {"map": value, "rp@10": value + 0.1, "n_queries": 5} for t in tasks},
+            "macro": {"map": None, "rp@10": None}, "suites": {"own": {"map": value, "rp@10": value + 0.1}}}
+
+
+def test_test_table_holds_the_baselines_beside_the_model():
+    results = {"model": "own_graph/best_model", **_evaluated(0.5), "step0": _evaluated(0.1),
+               "baselines": {"popularity": {"model": "popularity", **_evaluated(0.3)},
+                             "tfidf": {"model": "tfidf", **_evaluated(0.2)}}}
+    wandb, other = WandbLogger(), object()
+    log_test_table([other, wandb], results)
+    (table,) = wandb.tables
+    assert table["key"] == "test/results" and table["columns"] == TEST_TABLE_COLUMNS == ["model", "task", "map",
+                                                                                          "rp@10", "n_queries"]
+    assert [row[:3] for row in table["data"]] == [
+        ["own_graph/best_model", "edges", 0.5], ["own_graph/best_model", "average", 0.5],
+        ["zero-shot (step 0)", "edges", 0.1], ["zero-shot (step 0)", "average", 0.1],
+        ["popularity", "edges", 0.3], ["popularity", "average", 0.3],
+        ["tfidf", "edges", 0.2], ["tfidf", "average", 0.2]]
+    summary = wandb.experiment.summary
+    assert summary["test/edges/map"] == 0.5 and summary["test/popularity/edges/map"] == 0.3
+    assert summary["test/step0/average/map"] == 0.1 and summary["test/tfidf/average/map"] == 0.2
+    workbench = {"model": "m", "tasks": {"JobNorm": {"map": 0.4, "rp@10": 0.5, "n_queries": 2}},
+                 "macro": {"map": 0.4, "rp@10": 0.5}}
+    plain = WandbLogger()
+    log_test_table([plain], workbench)  # no baselines: the model's rows only, its WorkBench macro last
+    assert [row[:2] for row in plain.tables[0]["data"]] == [["m", "JobNorm"], ["m", "macro"]]

@@ -69,7 +69,8 @@ def run(cfg: DictConfig) -> dict:
         model = build_ranking_model(cfg)
         options = {"tasks": list(cfg.tasks), "split": cfg.split, "data_dir": cfg.paths.data_dir,
                    "max_queries": cfg.max_queries, "seed": cfg.seed, "block_size": cfg.block_size,
-                   "show_progress": cfg.show_progress, "task_options": task_options}
+                   "show_progress": cfg.show_progress, "task_options": task_options,
+                   "ties": cfg.get("ties")}
         results = evaluate(model, **options)
         if baselines:
             results["baselines"] = {b.name: evaluate(b, **options) for b in baselines}

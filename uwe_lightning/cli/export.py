@@ -1,10 +1,14 @@
-"""``python -m uwe_lightning.export onnx <model dir or backbone name> [--out DIR] [--opset N] [--int8]``.
+"""``python -m uwe_lightning.export onnx <model dir or backbone name> [--out DIR] [--opset N] [--int8]`` and
+``python -m uwe_lightning.export st <model dir> --out DIR [--pooled] [--overwrite]``.
 
 Exports the encoder's backbone to ``<out>/model.onnx`` (default ``<model dir>/onnx/``) with torch's dynamo
 exporter, dynamic batch and sequence axes, and writes ``export_info.json`` beside it (source and its weights'
 sha256, opset, versions, parity vs torch measured at export time); see :mod:`uwe_lightning.model.onnx`. The
 export is what ``Ranker.from_pretrained(dir, query_backend="onnx")`` and ``evaluate query_backend=onnx`` load;
 ``--int8`` also writes its dynamically quantised twin ``model_int8.onnx`` (``query_backend=onnx_int8``).
+``st`` copies a saved model (a run's ``best_model/``) into a sentence-transformers model directory of its own and
+checks that ``SentenceTransformer(<out>)`` embeds as our encoder does (:mod:`uwe_lightning.model.st_export`); a model
+whose scorer compares token embeddings is refused unless ``--pooled``.
 Plain argparse rather than Hydra: one positional model and two options need no config tree or run directory.
 """
 
@@ -28,13 +32,17 @@ from uwe_lightning.model.onnx import (
     export_onnx,
     quantize_onnx,
 )
+from uwe_lightning.model.st_export import DEFAULT_TOLERANCE as ST_TOLERANCE
+from uwe_lightning.model.st_export import EXPORT_INFO_FILE as ST_EXPORT_INFO_FILE
+from uwe_lightning.model.st_export import export_sentence_transformers
 from uwe_lightning.ranking.cache import model_fingerprint
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m uwe_lightning.export", description=__doc__.splitlines()[0],
-                                epilog="sentence-transformers needs no export: a run's best_model/ loads as it is, "
-                                       "SentenceTransformer('<run>/best_model') (mean pooling + normalize).")
+                                epilog="A run's best_model/ also loads in sentence-transformers as it is, "
+                                       "SentenceTransformer('<run>/best_model') (mean pooling + normalize); "
+                                       "`st` makes a checked copy of its own.")
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
     onnx = formats.add_parser("onnx", help="the encoder backbone as ONNX (dynamo exporter, dynamic axes)")
     onnx.add_argument("model", help="a saved UWE model / HF directory, or a backbone name (minilm, mpnet)")
@@ -44,6 +52,15 @@ def parser() -> argparse.ArgumentParser:
                       help=f"max abs diff vs torch allowed at export time (default {DEFAULT_TOLERANCE:g})")
     onnx.add_argument("--int8", action="store_true",
                       help="also write model_int8.onnx (ONNX Runtime dynamic int8 quantisation; lossy, see README)")
+    st = formats.add_parser("st", help="a checked sentence-transformers copy of a saved model (SentenceTransformer(out))")
+    st.add_argument("model", type=Path, help="a saved UWE model directory (a run's best_model/)")
+    st.add_argument("--out", type=Path, required=True, help="the new model directory (must not exist)")
+    st.add_argument("--overwrite", action="store_true", help="replace --out if it exists (once the copy is checked)")
+    st.add_argument("--pooled", action="store_true",
+                    help="export a softmax/maxsim model's mean-pooled embedding anyway (refused without: "
+                         "sentence-transformers cannot reproduce token-level scores)")
+    st.add_argument("--tolerance", type=float, default=ST_TOLERANCE,
+                    help=f"max abs difference vs our encoder, x the embedding norm (default {ST_TOLERANCE:g})")
     return p
 
 
@@ -92,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     take_debug_flag(argv)
     args = parser().parse_args(argv)
+    if args.format == "st":
+        return main_st(args)
     record = run_reporting_user_errors(
         "export", lambda: export(args.model, args.out, args.opset, args.tolerance, args.int8))
     parity = record["parity"]
@@ -102,4 +121,20 @@ def main(argv: list[str] | None = None) -> dict:
         int8 = record["int8"]
         print(f"[export] wrote {Path(record['path']).with_name(int8['file'])} (int8, {int8['bytes_int8'] / 2**20:.0f} "
               f"MiB; fp32 {int8['bytes_fp32'] / 2**20:.0f} MiB)")
+    return record
+
+
+def main_st(args: argparse.Namespace) -> dict:
+    record = run_reporting_user_errors("export", lambda: export_sentence_transformers(
+        args.model, args.out, pooled=args.pooled, overwrite=args.overwrite, tolerance=args.tolerance))
+    check = record["check"]
+    what = (f"the mean-pooled embedding of a {record['scorer']}-scorer model (not its own ranking)" if record["pooled"]
+            else f"a {record['scorer']}-scorer model (its own ranking)")
+    print(f"[export] wrote {record['path']}: a sentence-transformers model, {what}, and "
+          f"{Path(record['path']) / ST_EXPORT_INFO_FILE}")
+    if "skipped" in check:
+        print(f"[export] not checked: {check['skipped']}", file=sys.stderr)
+    else:
+        print(f"[export] checked: SentenceTransformer('{record['path']}') vs our encoder on {check['texts']} texts, "
+              f"max abs diff {check['max_abs_diff']:.2g} (allowed {check['allowed']:.2g})")
     return record

@@ -1,4 +1,8 @@
-"""A sweep's numbers per group: per task and macro MAP / RP@10 and knowledge gain, reduced over seeds.
+"""A sweep's numbers per group: per task and macro MAP / RP@10 and knowledge gain, reduced over seeds, and the
+rows each run's ``results.json`` holds beside its model (the zero-shot step 0, the popularity / TF-IDF baselines).
+
+"macro" is the average a run is judged by (:func:`~uwe_lightning.workbench.report.headline_average`): the WorkBench
+macro average, or for a run on one's own graph (no WorkBench task) the average of its held-out edges.
 
 The result is plain data (``report.json``): fractions as in ``results.json`` (the tables print percent), and
 for every cell its ``n``, so a partial sweep shows how many seeds each number rests on.
@@ -13,11 +17,13 @@ from uwe_lightning.io import ConfigError
 from uwe_lightning.studies.curves import MIN_POINTS, has_curve
 from uwe_lightning.studies.runs import ABSENT, Group, Grouping, Run, first_seen, format_value
 from uwe_lightning.studies.stats import summarize
+from uwe_lightning.workbench.report import headline_average
 
 METRICS = ("map", "rp@10")
 METRIC_NAMES = {"map": "MAP", "rp@10": "RP@10"}
 KINDS = ("auto", "bars", "curve", "heatmap", "learning", "none")
 TAU_KEY, SCORER_KEY, GRAPHS_KEY = "scorer.tau", "scorer.name", "data.graphs"
+STEP0_ROW = "zero-shot (step 0)"  # results.json "step0": the backbone before training, on the same test queries
 
 
 def jsonable(value: Any) -> Any:
@@ -63,6 +69,40 @@ def _metric(mapping: Any, metric: str) -> Any:
     return mapping.get(metric) if isinstance(mapping, dict) else None
 
 
+def run_average(results: dict[str, Any]) -> dict[str, Any]:
+    """The average a run is judged by: WorkBench macro, or its own held-out edges (``headline_average``)."""
+    average = headline_average(results)
+    return average if isinstance(average, dict) else {}
+
+
+def beside_results(run: Run) -> dict[str, dict[str, Any]]:
+    """What the run's results.json holds beside its model, by row name: step 0, then each baseline."""
+    rows: dict[str, dict[str, Any]] = {}
+    if isinstance(run.results.get("step0"), dict):
+        rows[STEP0_ROW] = run.results["step0"]
+    for name, res in (run.results.get("baselines") or {}).items():
+        if isinstance(res, dict) and isinstance(res.get("tasks"), dict):
+            rows[str(name)] = res
+    return rows
+
+
+def beside_cells(runs: Sequence[Run], tasks: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per row beside the model (step 0, baselines), per task and average, each metric over the runs that hold
+    it (``n`` says how many)."""
+    by_run = [beside_results(run) for run in runs]
+    names = first_seen(by_run)
+    cells: dict[str, dict[str, Any]] = {}
+    for name in names:
+        held = [rows[name] for rows in by_run if name in rows]
+        cells[name] = {
+            "tasks": {t: {m: _cell([_metric(res["tasks"].get(t), m) for res in held]) for m in METRICS}
+                      for t in tasks},
+            "macro": {m: _cell([_metric(run_average(res), m) for res in held]) for m in METRICS},
+            "ties": first_seen([[res["ties"]] for res in held if res.get("ties")]),
+        }
+    return cells
+
+
 def aggregate_group(group: Group, tasks: Sequence[str]) -> dict[str, Any]:
     """One group's cells: per task and macro, each metric summarised over the group's runs (seeds)."""
     runs = group.runs
@@ -78,8 +118,9 @@ def aggregate_group(group: Group, tasks: Sequence[str]) -> dict[str, Any]:
             task: {m: _cell([_metric(run.results["tasks"].get(task), m) for run in runs]) for m in METRICS}
             for task in tasks
         },
-        "macro": {m: _cell([_metric(run.results["macro"], m) for run in runs]) for m in METRICS},
-        "macro_covers": first_seen(run.results["macro"].get("covers", []) for run in runs),
+        "macro": {m: _cell([_metric(run_average(run.results), m) for run in runs]) for m in METRICS},
+        "macro_covers": first_seen(run_average(run.results).get("covers", []) for run in runs),
+        "beside": beside_cells(runs, tasks),
     }
     seeds = [s for s in out["seeds"] if s is not None]
     out["duplicate_seeds"] = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
@@ -111,7 +152,7 @@ def paired_differences(reference: Group, other: Group) -> dict[str, Any]:
     return {
         "reference": reference.label,
         "seeds": seeds,
-        "macro": {m: _cell([_diff(_metric(oth[s].results["macro"], m), _metric(ref[s].results["macro"], m))
+        "macro": {m: _cell([_diff(_metric(run_average(oth[s].results), m), _metric(run_average(ref[s].results), m))
                             for s in seeds]) for m in METRICS},
     }
 

@@ -14,7 +14,7 @@ from typing import Any
 from uwe_lightning.io import ConfigError, atomic_write_json, atomic_write_text, make_dirs
 from uwe_lightning.paths import REPO_DIR, RUN_INFO_FILE
 from uwe_lightning.studies import plots, tables
-from uwe_lightning.studies.aggregate import aggregate, choose_kind
+from uwe_lightning.studies.aggregate import aggregate, choose_kind, run_average
 from uwe_lightning.studies.curves import build_curves, write_curves_json
 from uwe_lightning.studies.runs import (
     REPLICATE_KEY,
@@ -98,7 +98,7 @@ def build_report(
         "confidence": 0.95,
         "runs_root": display_path(root),
         "runs": [{"dir": display_path(run.path), "name": relative_name(run.path, root), "seed": run.seed,
-                  "group": group_of[id(run)], "macro_map": run.results["macro"].get("map")} for run in runs],
+                  "group": group_of[id(run)], "macro_map": run_average(run.results).get("map")} for run in runs],
         "skipped": [{"dir": display_path(s.path), "name": relative_name(s.path, root), "reason": s.reason}
                     for s in skipped],
         **cells,

@@ -77,6 +77,26 @@ def task_table(report: dict[str, Any], metric: str) -> list[str]:
     return _table(header, rows, len(_group_columns(report)))
 
 
+def beside_table(report: dict[str, Any], metric: str) -> list[str]:
+    """Each group's model, then what its runs' results.json hold beside it on the same test queries: the zero-shot
+    step 0 and the baselines (popularity prior, TF-IDF); empty when no run has any."""
+    if not any(g.get("beside") for g in report["groups"]):
+        return []
+    header = [*_group_columns(report), "model", *report["tasks"], "average"]
+    rows, expected = [], []
+    for g in report["groups"]:
+        rows.append([*_group_cells(report, g), "**trained**", *(ci_cell(g["tasks"][t][metric]) for t in report["tasks"]),
+                     ci_cell(g["macro"][metric])])
+        for name, cells in (g.get("beside") or {}).items():
+            rows.append([*_group_cells(report, g), name, *(ci_cell(cells["tasks"][t][metric]) for t in report["tasks"]),
+                         ci_cell(cells["macro"][metric])])
+            if "expected" in cells.get("ties", []) and name not in expected:
+                expected.append(name)
+    note = ([f"{', '.join(expected)}: mean over a uniformly random order within tied scores (ties=expected)."]
+            if expected else [])
+    return [*_table(header, rows, len(_group_columns(report)) + 1), *([""] + note if note else [])]
+
+
 def paired_table(report: dict[str, Any]) -> list[str]:
     """Each group minus the first, per shared seed (mean ± 95 % CI of the differences); empty without pairs."""
     paired = [g for g in report["groups"] if g.get("paired") and g["paired"]["seeds"]]
@@ -147,6 +167,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Paired differences", "", *paired]
     for metric in METRICS:
         lines += ["", f"## {METRIC_NAMES[metric]} per task (%)", "", *task_table(report, metric)]
+    for metric in METRICS:
+        beside = beside_table(report, metric)
+        if beside:
+            lines += ["", f"## Beside the baselines: {METRIC_NAMES[metric]} (%), same test queries", "", *beside]
     if report["knowledge_gain_tasks"]:
         lines += ["", "## Knowledge gain: MAP(final) - MAP(step 0), percentage points (mean ± SE)", "",
                   *gain_table(report)]

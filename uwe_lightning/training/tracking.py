@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from uwe_lightning.paths import RUN_INFO_FILE
+from uwe_lightning.workbench.report import headline_average
 
 #: Override keys that say where a run writes, not what it is.
 NAME_EXCLUDED_PREFIXES = ("hydra.", "paths.", "resume=", "overwrite=", "logger", "experiment=", "trainer.enable_")
@@ -63,12 +64,42 @@ def stored_wandb_id(run_dir: Path) -> str | None:
     return (json.loads(path.read_text()).get("wandb") or {}).get("id")
 
 
+#: The W&B test table's columns: one row per (model, task); the model column tells the trained model from step 0
+#: and the baselines evaluated beside it on the same test queries.
+TEST_TABLE_COLUMNS = ["model", "task", "map", "rp@10", "n_queries"]
+
+
+def results_table_rows(results: dict) -> list[list[Any]]:
+    """Rows of the test table: the trained model, step 0 (``results["step0"]``), then each baseline
+    (``results["baselines"]``), each with its tasks and its average (WorkBench macro, or the own graph's).
+
+    >>> res = {"model": "m", "tasks": {"edges": {"map": 0.5, "rp@10": 0.6, "n_queries": 3}},
+    ...        "macro": {"map": None}, "suites": {"own": {"map": 0.5, "rp@10": 0.6}}}
+    >>> [row[:3] for row in results_table_rows({**res, "baselines": {"popularity": res}})]
+    [['m', 'edges', 0.5], ['m', 'average', 0.5], ['popularity', 'edges', 0.5], ['popularity', 'average', 0.5]]
+    """
+    beside = [("zero-shot (step 0)", results["step0"])] if results.get("step0") else []
+    beside += list((results.get("baselines") or {}).items())
+    rows = []
+    for model, res in [(str(results.get("model", "model")), results), *beside]:
+        rows += [[model, task, row["map"], row["rp@10"], row.get("n_queries")] for task, row in res["tasks"].items()]
+        average = headline_average(res)
+        name = "macro" if average is res.get("macro") else "average"
+        rows.append([model, name, average.get("map"), average.get("rp@10"), None])
+    return rows
+
+
 def log_test_table(loggers: list, results: dict) -> None:
-    """The final test results as a W&B Table (``test/results``) and summary scalars."""
+    """The final test results as a W&B Table (``test/results``: the model beside step 0 and the baselines) and
+    summary scalars (``test/<task>/map`` for the model, ``test/<step0|baseline name>/<task>/map`` beside it)."""
     for logger in loggers:
         if type(logger).__name__ != "WandbLogger":
             continue
-        rows = [[task, row["map"], row["rp@10"], row.get("n_queries")] for task, row in results["tasks"].items()]
-        rows.append(["macro", results["macro"]["map"], results["macro"]["rp@10"], None])
-        logger.log_table(key="test/results", columns=["task", "map", "rp@10", "n_queries"], data=rows)
-        logger.experiment.summary.update({f"test/{r[0]}/map": r[1] for r in rows})
+        rows = results_table_rows(results)
+        logger.log_table(key="test/results", columns=TEST_TABLE_COLUMNS, data=rows)
+        model = rows[0][0] if rows else None
+        summary = {}
+        for name, task, value, *_ in rows:
+            prefix = "test" if name == model else f"test/{'step0' if name.startswith('zero-shot') else name}"
+            summary[f"{prefix}/{task}/map"] = value
+        logger.experiment.summary.update(summary)

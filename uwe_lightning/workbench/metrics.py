@@ -12,10 +12,14 @@ Nothing is sorted: only the ranks of the positives matter, and the rank of posit
 the block at a time, so the compared rows stay in cache and memory stays bounded for any number of
 positives). Costs O(positives x targets) and works unchanged on CPU and GPU.
 
-Ties: among equal scores the lower target index ranks first, i.e. the ranking is exactly
-``np.argsort(-scores, kind="stable")``. workrb uses numpy's default (unstable) argsort, whose order among
-ties depends on the machine (an AVX-512 SIMD sort reorders equal keys), so under ties workrb's numbers are
-not reproducible across machines while ours are; without ties the two coincide.
+Ties (``ties="first"``, the default): among equal scores the lower target index ranks first, i.e. the ranking
+is exactly ``np.argsort(-scores, kind="stable")``. workrb uses numpy's default (unstable) argsort, whose order
+among ties depends on the machine (an AVX-512 SIMD sort reorders equal keys), so under ties workrb's numbers
+are not reproducible across machines while ours are; without ties the two coincide.
+
+``ties="expected"``: the exact expectation of AP and RP@k over a uniformly random order within every group of
+equal scores (:mod:`~uwe_lightning.workbench.ties`), for models whose scores tie by construction (the popularity
+prior). Without ties both rules give the same numbers.
 
 Conventions where workrb has none: duplicate labels of a query count once; an excluded target is removed
 from its query's ranking, and if it was a positive it is removed from the positives too (it cannot be
@@ -41,10 +45,15 @@ from itertools import chain
 import torch
 from torch import Tensor
 
+from uwe_lightning.workbench.ties import expected_per_query_metrics
+
 # Elements compared per step: ~75 rows of 14k targets (4 MB of float32) stay in cache, which measured
 # fastest on the 2-core CPU (2^18..2^20 best of 2^18..2^24); a GPU wants large launches.
 CPU_STEP_ELEMENTS = 1 << 20
 GPU_STEP_ELEMENTS = 1 << 27
+#: How equal scores are ranked: ``first`` = lower target index first; ``expected`` = the expectation over a
+#: uniformly random order within ties (see the module docstring).
+TIE_RULES = ("first", "expected")
 
 
 def _flatten(rows: Sequence[Sequence[int]], n_targets: int, what: str) -> tuple[Tensor, Tensor]:
@@ -105,37 +114,63 @@ def _gather_rows(scores: Tensor, rows: Tensor) -> Tensor:
     return scores.index_select(0, rows)
 
 
-def positive_ranks(scores: Tensor, rows: Tensor, targets: Tensor, step_elements: int | None = None) -> Tensor:
-    """1-based rank of ``scores[rows[i], targets[i]]`` within its row; equal scores: lower index first.
-
-    Targets scored ``-inf`` never outrank a finite score, which is how excluded targets are removed.
-    The loop is over steps of ``step_elements`` compared scores, not over queries.
-
-    >>> s = torch.tensor([[3.0, 1.0, 3.0, 2.0]])
-    >>> positive_ranks(s, torch.tensor([0, 0, 0, 0]), torch.tensor([0, 1, 2, 3])).tolist()
-    [1, 4, 2, 3]
-    """
+def _comparison_steps(scores: Tensor, rows: Tensor, targets: Tensor, step_elements: int | None
+                      ) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """(row scores, each positive's score [m, 1], its target, #higher scores, #scores >= it) per step of
+    ``step_elements`` compared scores: the loop is over steps, not over queries."""
     n_targets = scores.shape[1]
     if step_elements is None:
         step_elements = CPU_STEP_ELEMENTS if scores.device.type == "cpu" else GPU_STEP_ELEMENTS
     per_step = max(1, step_elements // n_targets)
-    column = torch.arange(n_targets, device=scores.device)
-    ranks = []
     for start in range(0, rows.numel(), per_step):
         step_rows, step_targets = rows[start : start + per_step], targets[start : start + per_step]
         row_scores = _gather_rows(scores, step_rows)
         positive = row_scores.gather(1, step_targets[:, None])
         higher = (row_scores > positive).sum(dim=1)
-        # Ties are rare with real embeddings: count which tied targets come first only where there are any.
-        tied = (row_scores >= positive).sum(dim=1) - higher  # includes the positive itself
+        at_least = (row_scores >= positive).sum(dim=1)  # includes the positive itself
+        yield row_scores, positive, step_targets, higher, at_least
+
+
+def positive_ranks(scores: Tensor, rows: Tensor, targets: Tensor, step_elements: int | None = None) -> Tensor:
+    """1-based rank of ``scores[rows[i], targets[i]]`` within its row; equal scores: lower index first.
+
+    Targets scored ``-inf`` never outrank a finite score, which is how excluded targets are removed.
+
+    >>> s = torch.tensor([[3.0, 1.0, 3.0, 2.0]])
+    >>> positive_ranks(s, torch.tensor([0, 0, 0, 0]), torch.tensor([0, 1, 2, 3])).tolist()
+    [1, 4, 2, 3]
+    """
+    column = torch.arange(scores.shape[1], device=scores.device)
+    ranks = []
+    for row_scores, positive, step_targets, higher, at_least in _comparison_steps(
+            scores, rows, targets, step_elements):
         rank = higher + 1
-        with_ties = (tied > 1).nonzero().squeeze(1)
+        # Ties are rare with real embeddings: count which tied targets come first only where there are any.
+        with_ties = (at_least - higher > 1).nonzero().squeeze(1)
         tied_before = (row_scores[with_ties] == positive[with_ties]) & (
             column < step_targets[with_ties, None]
         )
         rank[with_ties] += tied_before.sum(dim=1)
         ranks.append(rank)
     return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long, device=scores.device)
+
+
+def tie_groups(scores: Tensor, rows: Tensor, targets: Tensor, step_elements: int | None = None
+               ) -> tuple[Tensor, Tensor]:
+    """(#targets scored higher, #targets scored equal, itself included) of each ``scores[rows[i], targets[i]]``.
+
+    >>> s = torch.tensor([[3.0, 1.0, 3.0, 2.0]])
+    >>> [t.tolist() for t in tie_groups(s, torch.tensor([0, 0]), torch.tensor([0, 3]))]
+    [[0, 2], [2, 1]]
+    """
+    higher, tied = [], []
+    for _, _, _, step_higher, at_least in _comparison_steps(scores, rows, targets, step_elements):
+        higher.append(step_higher)
+        tied.append(at_least - step_higher)
+    if not higher:
+        empty = torch.zeros(0, dtype=torch.long, device=scores.device)
+        return empty, empty
+    return torch.cat(higher), torch.cat(tied)
 
 
 def per_query_metrics(
@@ -167,19 +202,25 @@ class RankingMetrics:
     ``update(scores[b, T], labels, exclude)`` per block (any device, any float dtype; scores are compared
     in their own dtype), then ``compute()``.
 
+    ``ties``: ``first`` (lower target index first) or ``expected`` (the expectation over a random order within
+    ties), see the module docstring.
+
     ``cpu_threads``: torch threads while updating on CPU (restored after; None leaves torch's setting).
     The default 1 is deliberate: the work is many small memory-bound steps, and on a CPU shared with other
     processes every multi-threaded step waits for its slowest thread (measured on the shared 2-core
     machine under load: 1 thread 0.14-0.41 s per 4096-query block, 2 threads 0.64-1.9 s).
     """
 
-    def __init__(self, ks: Sequence[int] = (10,), cpu_threads: int | None = 1) -> None:
+    def __init__(self, ks: Sequence[int] = (10,), cpu_threads: int | None = 1, ties: str = "first") -> None:
+        if ties not in TIE_RULES:
+            raise ValueError(f"ties must be one of {list(TIE_RULES)}, got {ties!r}")
         if not ks or any(int(k) != k or k < 1 for k in ks):
             raise ValueError(f"ks must be positive integers, got {tuple(ks)}")
         if cpu_threads is not None and cpu_threads < 1:
             raise ValueError(f"cpu_threads must be >= 1 or None, got {cpu_threads}")
         self.ks = tuple(int(k) for k in ks)
         self.cpu_threads = cpu_threads
+        self.ties = ties
         self.reset()
 
     def reset(self) -> None:
@@ -234,8 +275,12 @@ class RankingMetrics:
             scores[excluded_rows.to(device), excluded_targets.to(device)] = float("-inf")
         rows, targets = (keys // n_targets).to(device), (keys % n_targets).to(device)
 
-        ranks = positive_ranks(scores, rows, targets)
-        counts, average_precision, r_precision = per_query_metrics(ranks, rows, n_rows, self.ks)
+        if self.ties == "expected":
+            higher, tied = tie_groups(scores, rows, targets)
+            counts, average_precision, r_precision = expected_per_query_metrics(higher, tied, rows, n_rows, self.ks)
+        else:
+            ranks = positive_ranks(scores, rows, targets)
+            counts, average_precision, r_precision = per_query_metrics(ranks, rows, n_rows, self.ks)
         counted = counts > 0
         self.n_seen += n_rows
         self.n_queries += int(counted.sum())
@@ -261,13 +306,14 @@ def ranking_metrics(
     chunk_size: int = 4096,
     ks: Sequence[int] = (10,),
     cpu_threads: int | None = 1,
+    ties: str = "first",
 ) -> dict:
     """:class:`RankingMetrics` over a score matrix already in memory, ``chunk_size`` queries at a time."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if len(labels) != scores.shape[0]:
         raise ValueError(f"labels has {len(labels)} rows for {scores.shape[0]} score rows")
-    metrics = RankingMetrics(ks, cpu_threads=cpu_threads)
+    metrics = RankingMetrics(ks, cpu_threads=cpu_threads, ties=ties)
     for start in range(0, scores.shape[0], chunk_size):
         stop = start + chunk_size
         metrics.update(

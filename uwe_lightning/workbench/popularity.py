@@ -6,7 +6,12 @@ Only training edges may feed it (``model.edges``: the run's ``heldout/train.csv`
 made by hand), never the held-out ones it is evaluated on. ``model.edges=open`` counts the open protocol's training
 graph J (vacancy titles -> skills, its held-out validation titles removed) for WorkBench: there it ranks skill targets
 (Job2Skill, SkillNorm, SkillExtr, SkillSim) by how many training titles name them; occupation targets (Skill2Job,
-JobNorm) are no skills and all score 0, so those rows only show the tie order (no information).
+JobNorm) are no skills and all score 0.
+
+Its scores tie by construction (one list for every query; every skill without a training edge scores 0, so do
+skills of equal count), so it is evaluated with ``ties="expected"``: MAP and RP@10 are their exact expectation
+over a uniformly random order within each tie (:mod:`uwe_lightning.workbench.metrics`), never the accident of
+the vocabulary file's order. On the occupation tasks that is the MAP of a random ranking.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class PopularityRankingModel:
     """
 
     name = "popularity"
+    ties = "expected"  # see the module docstring
 
     def __init__(self, counts: dict[str, int]) -> None:
         self.counts = {normalize_text(k): int(v) for k, v in counts.items()}

@@ -89,6 +89,8 @@ def results_markdown(results: dict, title: str) -> str:
                   *head, *_task_rows(results, lambda name, suite=suite: zero_shot.get(name) == suite),
                   f"| **{suite} average** | **{_pct(average.get('map'))}** | **{_pct(average.get('rp@10'))}** "
                   "| | | |", ""]
+    if results.get("ties") == "expected":
+        lines.append(f"- Tied scores: {TIES_EXPECTED_NOTE}")
     lines += baselines_markdown(results)
     for name, reason in results.get("unavailable", {}).items():
         lines.append(f"- {name} unavailable: {reason}")
@@ -102,6 +104,10 @@ def results_markdown(results: dict, title: str) -> str:
     elif "total" in s:  # a runner that encodes per task (WorkRB)
         lines.append(f"- Total {s['total']:.1f} s; per-task seconds include encoding.")
     return "\n".join(lines) + "\n"
+
+
+TIES_EXPECTED_NOTE = ("MAP and RP@10 are their exact expectation over a uniformly random order within each group of "
+                      "equal scores (ties=expected), not the order of the target file.")
 
 
 def baselines_markdown(results: dict) -> list[str]:
@@ -118,6 +124,9 @@ def baselines_markdown(results: dict) -> list[str]:
     step0 = [("zero-shot (step 0)", results["step0"])] if results.get("step0") else []
     for name, res in [(results.get("model", "model"), results), *step0, *results["baselines"].items()]:
         lines += [f"| {name} | {task} | {_pct(r['map'])} | {_pct(r['rp@10'])} |" for task, r in res["tasks"].items()]
+    expected = [name for name, res in results["baselines"].items() if res.get("ties") == "expected"]
+    if expected:
+        lines += ["", f"Tied scores of {', '.join(expected)}: {TIES_EXPECTED_NOTE}"]
     return [*lines, ""]
 
 

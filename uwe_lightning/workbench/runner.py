@@ -21,7 +21,7 @@ from uwe_lightning.io import ConfigError, check_whole_number
 from uwe_lightning.paths import derived_dir
 from uwe_lightning.workbench.dataset import SPLITS, RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.derived import load_derived_split
-from uwe_lightning.workbench.metrics import RankingMetrics, macro_average
+from uwe_lightning.workbench.metrics import TIE_RULES, RankingMetrics, macro_average
 from uwe_lightning.workbench.registry import OWN_SUITE, TASKS, WORKBENCH_SUITE, get_task, task_suite
 
 #: The paper's seven WorkBench subtasks, in Table 2's order.
@@ -29,6 +29,10 @@ WORKBENCH_TASKS = ("Job2Skill", "Skill2Job", "JobNorm", "SkillNorm", "SkillSim",
 
 
 class RankingModel(Protocol):
+    """What the runner scores. A model may also say how its tied scores are ranked (``ties``, see
+    :data:`~uwe_lightning.workbench.metrics.TIE_RULES`; default ``first``): the popularity prior, whose scores
+    tie by construction, says ``expected``."""
+
     name: str
 
     def prepare(self, texts: Sequence[str], show_progress: bool = False) -> None:
@@ -147,9 +151,18 @@ def subsample(dataset: RankingDataset, max_queries: int | None, seed: int = 0) -
     )
 
 
-def score_dataset(model: RankingModel, dataset: RankingDataset, block_size: int = 1024) -> dict:
-    """Metrics of one task, accumulated block by block."""
-    metrics = RankingMetrics(ks=(10,))
+def tie_rule(model: RankingModel, ties: str | None = None) -> str:
+    """``ties`` when given, else the model's own rule (``model.ties``), else ``first``; checked."""
+    rule = ties or getattr(model, "ties", "first")
+    if rule not in TIE_RULES:
+        raise ConfigError(f"ties={rule!r}: use one of {list(TIE_RULES)} (or null: the model's own rule)")
+    return rule
+
+
+def score_dataset(model: RankingModel, dataset: RankingDataset, block_size: int = 1024, ties: str | None = None
+                  ) -> dict:
+    """Metrics of one task, accumulated block by block; ``ties``: see :func:`tie_rule`."""
+    metrics = RankingMetrics(ks=(10,), ties=tie_rule(model, ties))
     start_time = time.perf_counter()
     for start, block in model.score_blocks(dataset.queries, dataset.targets, block_size):
         stop = start + block.shape[0]
@@ -175,14 +188,19 @@ def evaluate(
     block_size: int = 1024,
     show_progress: bool = False,
     task_options: TaskOptions | None = None,
+    ties: str | None = None,
 ) -> dict:
     """Evaluate ``model`` on ``tasks``; returns per-task metrics, unavailable tasks and the macro average.
+
+    ``ties``: how equal scores rank (``first`` | ``expected``; None: the model's own rule, :func:`tie_rule`),
+    recorded as ``results["ties"]``.
 
     A split without a query that has a positive (an empty file, every query without labels) has no MAP: it is
     listed under ``no_queries`` with the reason, never as a NaN in ``tasks``, and the macro average, which
     names the tasks it ``covers``, leaves it out like an unavailable task.
     """
     check_max_queries(max_queries)
+    ties = tie_rule(model, ties)
     t0 = time.perf_counter()
     datasets, unavailable = load_tasks(tasks, split, data_dir, task_options)
     datasets = {name: subsample(ds, max_queries, seed) for name, ds in datasets.items()}
@@ -197,7 +215,7 @@ def evaluate(
     per_task, no_queries = {}, {}
     for name, ds in datasets.items():
         n_total = ds.meta.get("subsampled_from", ds.n_queries)
-        row = score_dataset(model, ds, block_size) if ds.n_queries else None
+        row = score_dataset(model, ds, block_size, ties) if ds.n_queries else None
         if row is None or not row["n_queries"] or not all(math.isfinite(row[m]) for m in ("map", "rp@10")):
             reason = ("the split has no queries" if not ds.n_queries else
                       f"none of its {ds.n_queries} queries has a positive target")
@@ -222,6 +240,7 @@ def evaluate(
         "macro": macro,
         "suites": by_suite,
         "max_queries": max_queries,
+        "ties": ties,
         "seconds": {
             "load": round(load_seconds, 2),
             "encode_distinct_texts": round(encode_seconds, 2),
