@@ -178,13 +178,15 @@ def test_train_cli_user_errors_are_one_line_and_exit_2(tmp_path, override):
 
     from uwe_lightning.paths import REPO_DIR
 
+    run_dir = tmp_path / "new-run"
     result = subprocess.run(
-        [sys.executable, "-m", "uwe_lightning.train", override, f"hydra.run.dir={tmp_path}", "logger=none"],
+        [sys.executable, "-m", "uwe_lightning.train", override, f"hydra.run.dir={run_dir}", "logger=none"],
         cwd=REPO_DIR, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert CLI_CASES[override] in result.stderr
     assert "Traceback" not in result.stderr
+    assert not run_dir.exists()  # the directory Hydra made for the refused run went again
 
 
 # ---------------------------------------------------------------------------------------------------------
