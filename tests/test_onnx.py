@@ -152,6 +152,15 @@ def test_export_cli_bad_input_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("[export] error: ") and "absent" in err[0]
 
 
+def test_export_never_writes_into_the_shared_model_cache(tiny_model_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "models"
+    shutil.copytree(tiny_model_dir, cache / "tiny")
+    monkeypatch.setenv("UWE_MODEL_DIR", str(cache))
+    with pytest.raises(ConfigError, match=r"shared model cache .* give --out DIR"):
+        export_cli.export(str(cache / "tiny"))
+    assert not (cache / "tiny" / "onnx").exists()
+
+
 def test_export_worse_than_tolerance_is_not_published(encoders, tmp_path):
     encoder, _ = encoders
     out = tmp_path / "onnx" / "model.onnx"

@@ -126,6 +126,14 @@ def test_t_quantile_matches_tables():
     assert t_quantile(0.025, 4) == pytest.approx(-2.776, abs=5e-4)
 
 
+@pytest.mark.parametrize("p", [0.975, 0.95, 0.995, 0.6, 0.025])
+def test_t_quantile_equals_scipy(p):
+    """Our t quantile (kept so that reporting does not import scipy, see docs) is scipy.stats.t.ppf to 1e-9."""
+    stats = pytest.importorskip("scipy.stats")
+    for df in [*range(1, 31), 50, 100, 1000]:
+        assert t_quantile(p, df) == pytest.approx(float(stats.t.ppf(p, df)), rel=1e-9)
+
+
 def test_loss_sweep_groups_counts_and_ci(loss_sweep: Path, tmp_path: Path):
     out = tmp_path / "report"
     report, written = make_report([loss_sweep], out, command="python -m uwe_lightning.report test")

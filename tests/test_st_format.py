@@ -58,7 +58,7 @@ def test_files_say_what_the_model_is(trained_dir):
     assert json.loads((trained_dir / ST_CONFIG_FILE).read_text())["max_seq_length"] == 128  # the tiny model's limit
     card = (trained_dir / "README.md").read_text()
     assert "scorer: `softmax`, tau: `0.1`" in card and "mean-pooled approximation" in card
-    assert card.startswith("---\nlibrary_name: sentence-transformers")
+    assert card.startswith("---\n") and "\nlibrary_name: sentence-transformers\n" in card.split("\n---\n")[0]
 
 
 def test_a_set_max_length_is_what_sentence_transformers_uses(tiny_model_dir, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,7 @@ def test_fast_dev_run_exports_and_tests(tmp_path, tiny_model_dir):
     card = (tmp_path / "best_model" / "README.md").read_text()  # the model card, rewritten with the test table
     assert "scorer: `softmax`, tau: `0.1`" in card and "## Test results" in card and "| JobNorm |" in card
     assert "EdgeFileSource, graphs J/V/A" in card
+    assert_card_states_the_run(card, results, tmp_path, tiny_model_dir)
     # The one step ran at LR 0 (linear warm-up starts at 0), so the trained weights equal the base model's
     # and every knowledge gain is exactly 0.
     gains = results["knowledge_gain"]
@@ -277,3 +279,23 @@ def test_throughput_summary_is_recorded(tmp_path, tiny_model_dir):
     summary = json.loads((tmp_path / "run_info.json").read_text())["summary"]["throughput"]
     assert summary["train_steps_timed"] == 2
     assert summary["steps_per_s"] > 0 and summary["texts_per_s"] > 0 and summary["peak_cpu_rss_gib"] > 0
+
+
+def assert_card_states_the_run(card: str, results: dict, *local_dirs) -> None:
+    """The exported card parses with huggingface_hub's own card parser, its metadata and model-index come from
+    this run (its backbone, its measured test numbers, nothing else), and it names no local directory."""
+    from huggingface_hub import ModelCard
+
+    data = ModelCard(card).data
+    assert (data.library_name, data.pipeline_tag, data.language) == ("sentence-transformers",
+                                                                     "sentence-similarity", ["en"])
+    assert data.base_model is None and data.license is None  # a local tiny backbone: no hub id, no license known
+    measured = {(r.dataset_config, r.metric_type): r.metric_value for r in data.eval_results}
+    expected = {(task, metric): round(100 * row[metric], 2) for task, row in results["tasks"].items()
+                for metric in ("map", "rp@10")}
+    expected |= {("macro average", m): round(100 * results["macro"][m], 2) for m in ("map", "rp@10")}
+    assert measured == expected
+    assert all(r.dataset_split == "test" for r in data.eval_results)
+    for local in local_dirs:
+        assert str(local) not in card
+    assert not re.search(r"(^|[\s`(])/(tmp|work|home|root|var)/", card)

@@ -1,7 +1,8 @@
 """``python -m uwe_lightning.export onnx <model dir or backbone name> [--out DIR] [--opset N] [--int8]`` and
 ``python -m uwe_lightning.export st <model dir> --out DIR [--pooled] [--overwrite]``.
 
-Exports the encoder's backbone to ``<out>/model.onnx`` (default ``<model dir>/onnx/``) with torch's dynamo
+Exports the encoder's backbone to ``<out>/model.onnx`` (default ``<model dir>/onnx/``, a run's own model dir;
+a model in the shared model cache, ``UWE_MODEL_DIR``, needs ``--out``: the cache is never written to) with torch's dynamo
 exporter, dynamic batch and sequence axes, and writes ``export_info.json`` beside it (source and its weights'
 sha256, opset, versions, parity vs torch measured at export time); see :mod:`uwe_lightning.model.onnx`. The
 export is what ``Ranker.from_pretrained(dir, query_backend="onnx")`` and ``evaluate query_backend=onnx`` load;
@@ -35,6 +36,7 @@ from uwe_lightning.model.onnx import (
 from uwe_lightning.model.st_export import DEFAULT_TOLERANCE as ST_TOLERANCE
 from uwe_lightning.model.st_export import EXPORT_INFO_FILE as ST_EXPORT_INFO_FILE
 from uwe_lightning.model.st_export import export_sentence_transformers
+from uwe_lightning.paths import default_model_dir
 from uwe_lightning.ranking.cache import model_fingerprint
 
 
@@ -73,6 +75,9 @@ def export(model: str, out: Path | None = None, opset: int = DEFAULT_OPSET,
     path = Path(resolve_backbone(model))
     if out is None and not path.is_dir():
         raise ConfigError(f"model {model!r} is not a local directory: give --out DIR for the export")
+    if out is None and path.resolve().is_relative_to(default_model_dir().resolve()):
+        raise ConfigError(f"model {model!r} lives in the shared model cache ({default_model_dir()}), which an "
+                          "export never writes into: give --out DIR (e.g. --out outputs/onnx/<name>)")
     out_file = (out if out is not None else path / ONNX_DIR) / ONNX_FILE
     encoder = Encoder.from_pretrained(str(path)).eval()
     info = {"source": model, "source_path": str(path.resolve()) if path.is_dir() else str(path)}

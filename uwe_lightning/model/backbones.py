@@ -30,6 +30,7 @@ class Backbone:
     hub_id: str
     packages: tuple[str, ...]
     sha256: str | None = None  # of model.safetensors
+    license: str = "apache-2.0"  # the hub model's license (both named backbones: Apache-2.0)
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -95,6 +96,49 @@ def resolve_backbone(name_or_path: str, model_dir: str | Path | None = None) -> 
         f"model '{name_or_path}' is not a known backbone, not an existing directory and not a hub id: "
         f"{what_works(model_dir)}"
     )
+
+
+def backbone_identity(name_or_path: str) -> dict[str, str | None]:
+    """What a model card says about a backbone: its hub id (``base_model``), its license and a short name, never
+    a local path. A named backbone or its assembled directory gives its hub id; a hub id is itself; a saved UWE
+    model gives its own ``base_model``; a local directory gives the license of its card's metadata, if any.
+
+    >>> backbone_identity("minilm")
+    {'base_model': 'sentence-transformers/all-MiniLM-L6-v2', 'license': 'apache-2.0', 'name': 'all-MiniLM-L6-v2'}
+    >>> backbone_identity("/somewhere/not-there")["base_model"] is None
+    True
+    """
+    value = str(name_or_path)
+    path = Path(value).expanduser()
+    by_dir = {b.dirname: b for b in BACKBONES.values()}
+    named = BACKBONES.get(value) or (by_dir.get(path.name) if path.is_dir() else None)
+    if named is not None:
+        return {"base_model": named.hub_id, "license": named.license, "name": named.dirname}
+    if path.is_dir():
+        uwe = path / "uwe.json"
+        if uwe.is_file():  # fine-tuning a saved UWE model: its own base model
+            import json
+
+            prov = json.loads(uwe.read_text(encoding="utf-8")).get("provenance") or {}
+            if prov.get("base_model") or prov.get("license"):
+                return {"base_model": prov.get("base_model"), "license": prov.get("license"), "name": path.name}
+        return {"base_model": None, "license": _card_license(path), "name": path.name}
+    if looks_like_hub_id(value):
+        return {"base_model": value, "license": None, "name": value.rsplit("/", 1)[-1]}
+    return {"base_model": None, "license": None, "name": path.name or value}
+
+
+def _card_license(model_dir: Path) -> str | None:
+    """The ``license`` of a model directory's own card (its README.md metadata), if it states one."""
+    from huggingface_hub import metadata_load
+
+    card = model_dir / "README.md"
+    try:
+        meta = metadata_load(card) if card.is_file() else None
+    except Exception:  # a card whose metadata does not parse states no license we could use
+        return None
+    value = (meta or {}).get("license")
+    return str(value) if isinstance(value, str) else None
 
 
 def _pip_download(packages: tuple[str, ...], dest: Path) -> list[Path]:

@@ -217,7 +217,7 @@ class UWEModel(nn.Module):
         (staging / UWE_CONFIG_FILE).write_text(strict_json(config, indent=2) + "\n")
         write_sentence_transformers_files(staging, self.encoder.hidden_size, self.effective_max_length(), config,
                                           format=format)
-        (staging / CARD_FILE).write_text(render_card(config, pylate=format == "pylate"), encoding="utf-8")
+        atomic_write_text(staging / CARD_FILE, render_card(config, pylate=format == "pylate"))
         publish_tree(staging)  # 0755/0644 whatever the umask (transformers writes model.safetensors 0600)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
@@ -253,11 +253,14 @@ class UWEModel(nn.Module):
                 f"max_length={self.max_length})")
 
 
-def write_model_card(model_dir: str | Path, test_markdown: str | None = None) -> Path:
-    """(Re)write the model card of a saved model from its ``uwe.json``, with its test table when given."""
+def write_model_card(model_dir: str | Path, test_markdown: str | None = None,
+                     evaluations: list[dict[str, Any]] | None = None) -> Path:
+    """(Re)write the model card of a saved model from its ``uwe.json``, with its test table and the same numbers
+    as ``model-index`` rows (:func:`~uwe_lightning.workbench.report.model_index_rows`) when given."""
     path = Path(model_dir) / CARD_FILE
     pylate = (Path(model_dir) / DENSE_DIR).is_dir()
-    atomic_write_text(path, render_card(read_uwe_config(model_dir), test_markdown, pylate=pylate))
+    atomic_write_text(path, render_card(read_uwe_config(model_dir), test_markdown, pylate=pylate,
+                                        evaluations=evaluations))
     return path
 
 

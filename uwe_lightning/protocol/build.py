@@ -268,6 +268,18 @@ def clear_cache() -> None:
     _load_derived.cache_clear()
 
 
+#: The public sources the open protocol's training graphs are built from (for the model card: origin, hub copy
+#: where the data pack's SOURCE.md names one, license as that SOURCE.md states it).
+OPEN_PROTOCOL_SOURCES: tuple[dict[str, str], ...] = (
+    {"name": "ESCO v1.2.0 skills, altLabels, descriptions and occupation-skill relations (European Commission)",
+     "license": "ESCO (c) European Union, reuse with attribution"},
+    {"name": "vacancy titles -> ESCO skills (TechWolf, the WorkRB validation set)",
+     "hub_id": "TechWolf/vacancy-job-to-skill", "license": "Apache-2.0 (techwolf-ai/workrb); ESCO labels (c) EU"},
+    {"name": "SkillSkape synthetic job-ad sentences (Magron et al. 2024)", "hub_id": "jjzha/skillskape",
+     "license": "MIT; ESCO labels (c) EU"},
+)
+
+
 class OpenProtocolSource:
     """The ``data=open`` graph source: the open protocol's graphs, and its validation tasks built to match.
 
@@ -297,6 +309,9 @@ class OpenProtocolSource:
 
     def task_options(self) -> dict[str, dict[str, Any]]:
         return protocol_task_options(self.val_fraction, self.altlabel_train_fraction)
+
+    #: What the model card lists as the training data's sources.
+    card_datasets = OPEN_PROTOCOL_SOURCES
 
     def describe(self) -> dict[str, Any]:
         return {"source": "open", "val_fraction": self.val_fraction,

@@ -167,7 +167,9 @@ def plot_learning_curves(report: dict[str, Any], out_dir: Path) -> list[Path]:
                             alpha=0.15, lw=0)
     ax.set_xlabel("training step")
     ax.set_ylabel("validation macro MAP (%)")
-    ax.set_title(f"{report['study']}: validation macro MAP (mean, 95 % CI band; seeds thin)")
+    band = ("95 % CI band" if all(g["n_runs"] >= 2 for g in curves["groups"].values())
+            else "95 % CI band where n ≥ 2")
+    ax.set_title(f"{report['study']}: validation macro MAP (mean, {band}; seeds thin)")
     ax.grid(alpha=0.3)
     ax.legend()
     written = [atomic_save_figure(fig, Path(out_dir) / "learning_curves.png")]

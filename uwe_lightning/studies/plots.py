@@ -46,8 +46,26 @@ def _width(wanted: float, least: float) -> float:
     return min(max(least, wanted), 40.0)
 
 
+def interval_label(ns: list[int], interval: str = "95 % CI") -> str:
+    """What the error bars are, true to the number of seeds: a single run has no interval to show.
+
+    >>> interval_label([5, 5]), interval_label([1]), interval_label([5, 1])
+    ('mean ± 95 % CI over seeds', 'one run each: no interval', 'mean ± 95 % CI over seeds where n ≥ 2; n = 1: no interval')
+    """
+    if all(n >= 2 for n in ns):
+        return f"mean ± {interval} over seeds"
+    if all(n < 2 for n in ns):
+        return "one run each: no interval"
+    return f"mean ± {interval} over seeds where n ≥ 2; n = 1: no interval"
+
+
+def _ns(groups: list[dict[str, Any]]) -> list[int]:
+    """Seeds behind each group's macro MAP (the runs that measured it), else the group's run count."""
+    return [int((g.get("macro") or {}).get("map", {}).get("n") or g.get("n_runs") or 0) for g in groups]
+
+
 def _title(report: dict[str, Any], what: str) -> str:
-    return f"{report['study']}: {what} (mean ± 95 % CI over seeds; n under each bar)"
+    return f"{report['study']}: {what} ({interval_label(_ns(report['groups']))}; n under each bar)"
 
 
 def plot_bars(report: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -81,7 +99,7 @@ def plot_bars(report: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.set_ylabel("MAP (%)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title(f"{report['study']}: MAP per task (mean ± 95 % CI over seeds)", fontsize=9)
+    ax.set_title(f"{report['study']}: MAP per task ({interval_label(_ns(groups))})", fontsize=9)
     fig.tight_layout()
     paths.append(_save(fig, out_dir / "bars_tasks.png"))
     return paths
@@ -138,7 +156,7 @@ def plot_curve(report: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_ylabel(f"macro {METRIC_NAMES[metric]} (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{report['study']}: temperature sweep (mean ± 95 % CI over seeds)", fontsize=9)
+    fig.suptitle(f"{report['study']}: temperature sweep ({interval_label(_ns(report['groups']))})", fontsize=9)
     fig.tight_layout()
     return [_save(fig, out_dir / "curve.png")]
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from uwe_lightning.integrity import data_fingerprint
+from uwe_lightning.integrity import data_fingerprint, sha256_file
 from uwe_lightning.io import atomic_write_json
 from uwe_lightning.paths import REPO_DIR, RUN_INFO_FILE
 
@@ -92,6 +92,32 @@ def git_commit(repo: Path = REPO_DIR) -> dict[str, Any]:
         return {"commit": "unknown", "dirty": None}
 
 
+#: The exact versions ``make install`` installs (``make lock`` writes it); a source checkout only.
+LOCK_FILE = REPO_DIR / "requirements" / "lock.txt"
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def lock_record(path: Path = LOCK_FILE) -> dict[str, Any] | None:
+    """The lock file's sha256 and every locked package whose installed version differs from it (None outside a
+    source checkout): whether a run used the versions the committed results were produced with."""
+    if not path.is_file():
+        return None
+    installed = {_canonical(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions()}
+    differ = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, sep, version = line.strip().partition("==")
+        if line.startswith("#") or not sep:
+            continue
+        have = installed.get(_canonical(name))
+        if have != version:
+            differ[name] = {"lock": version, "installed": have or "not installed"}
+    name = path.relative_to(REPO_DIR).as_posix() if path.is_relative_to(REPO_DIR) else path.name
+    return {"file": name, "sha256": sha256_file(path), "differ": differ}
+
+
 def package_versions(names: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in names:
@@ -147,6 +173,7 @@ def record_start(
         "config": plain_config(cfg),
         "git": git_commit(),
         "versions": package_versions(),
+        "lock": lock_record(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_model(),
         "machine": machine,
         "command": sys.argv,

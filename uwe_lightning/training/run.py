@@ -44,6 +44,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from uwe_lightning.data.datamodule import UWEDataModule
 from uwe_lightning.io import atomic_write_text
 from uwe_lightning.losses import GraphLoss
+from uwe_lightning.model.backbones import backbone_identity
 from uwe_lightning.model.pretrained import ModelSpec, write_model_card
 from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.training import owndata
@@ -77,10 +78,11 @@ from uwe_lightning.training.provenance import (
 from uwe_lightning.training.rundir import EXIT_STATUS, prepare_run_dir, resume_command
 from uwe_lightning.training.tracking import log_test_table, wandb_identity
 from uwe_lightning.workbench.report import (
+    card_markdown,
     headline_average,
     knowledge_gain,
     knowledge_gain_markdown,
-    results_markdown,
+    model_index_rows,
     write_results,
 )
 from uwe_lightning.workbench.runner import evaluate_ranker
@@ -211,8 +213,12 @@ def select_and_export(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, r
     elif select == "best":
         log.warning("no best checkpoint (validation off or fast_dev_run); exporting the final model")
     module.model.cpu()
-    provenance = {"backbone": str(cfg.model.backbone), "step": int(step), "val_metric": val_metric,
-                  "source_checkpoint": source, "data": data_description(cfg),
+    identity = backbone_identity(str(cfg.model.backbone))
+    source_datasets = getattr(getattr(trainer.datamodule, "source", None), "card_datasets", ())
+    provenance = {"backbone": str(cfg.model.backbone), "base_model": identity["base_model"],
+                  "license": identity["license"], "step": int(step), "val_metric": val_metric,
+                  "source_checkpoint": source, "data": data_description(cfg), "training": training_summary(cfg),
+                  "datasets": [dict(d) for d in source_datasets],
                   "training_data": owndata.training_data(trainer.datamodule)}
     out = module.model.save_pretrained(run_dir / "best_model", **provenance)
     log.info("exported %s (step %d) to %s", source, step, out)
@@ -223,6 +229,18 @@ def data_description(cfg: DictConfig) -> str:
     """The training data in a few words, for the model card: the source class and the graphs."""
     source = str(OmegaConf.select(cfg, "data.source._target_", default="") or "unknown source").rsplit(".", 1)[-1]
     return f"{source}, graphs {'/'.join(cfg.data.graphs)}, {cfg.data.skills_per_step} skills per step"
+
+
+def training_summary(cfg: DictConfig) -> dict[str, Any]:
+    """The training settings a model card states in words (loss, steps, skills per step, optimiser, seed)."""
+    return {"loss": str(OmegaConf.select(cfg, "loss.name", default="") or "") or None,
+            "steps": OmegaConf.select(cfg, "trainer.max_steps", default=None),
+            "skills_per_step": OmegaConf.select(cfg, "data.skills_per_step", default=None),
+            "sampling": OmegaConf.select(cfg, "data.sampling", default=None),
+            "lr": OmegaConf.select(cfg, "optim.lr", default=None),
+            "warmup_ratio": OmegaConf.select(cfg, "optim.warmup_ratio", default=None),
+            "max_length": OmegaConf.select(cfg, "train.max_length", default=None),
+            "seed": OmegaConf.select(cfg, "seed", default=None)}
 
 
 def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict) -> dict[str, Any] | None:
@@ -245,7 +263,8 @@ def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict
         results["step0"] = {k: base_results[k] for k in ("tasks", "macro", "suites")}
         results["knowledge_gain"] = knowledge_gain(results, base_results)
     write_results(results, run_dir, title=f"{cfg.task_name}: {model_dir.name} on the test split")
-    write_model_card(model_dir, results_markdown(results, title="test split"))
+    write_model_card(model_dir, card_markdown(results, title="test split"),
+                     evaluations=model_index_rows({**results, "seed": t.seed}))
     if t.knowledge_gain:
         atomic_write_text(run_dir / "knowledge_gain.md", knowledge_gain_markdown(results["knowledge_gain"]))
     return results

@@ -130,6 +130,45 @@ def baselines_markdown(results: dict) -> list[str]:
     return [*lines, ""]
 
 
+def model_index_rows(results: dict) -> list[dict[str, Any]]:
+    """The measured test numbers as model-card rows (the card's ``model-index``): one per task that has a
+    MAP, then the WorkBench macro average and each zero-shot suite's average; nothing that was not measured.
+
+    >>> rows = model_index_rows({"split": "test", "max_queries": 2000, "seed": 0,
+    ...     "tasks": {"JobNorm": {"map": 0.5, "rp@10": 0.25, "n_queries": 2000, "n_queries_total": 15461}},
+    ...     "macro": {"map": 0.5, "rp@10": 0.25, "covers": ["JobNorm"]}})
+    >>> [(r["benchmark"], r["task"], r["map"], r["args"]) for r in rows]
+    [('WorkBench', 'JobNorm', 0.5, {'max_queries': 2000, 'seed': 0}), ('WorkBench', 'macro average', 0.5, {'max_queries': 2000, 'seed': 0})]
+    """
+    zero_shot = _zero_shot_suite_of(results)
+    args = {"max_queries": results["max_queries"]} if results.get("max_queries") else {}
+    if args and results.get("seed") is not None:
+        args["seed"] = results["seed"]  # which fixed subset of queries
+    split = results.get("split", "test")
+
+    def row(task: str, suite: str | None, r: dict, what: str) -> dict[str, Any]:
+        benchmark = "WorkBench" if suite is None else SUITE_TITLES.get(suite, suite)
+        return {"benchmark": benchmark, "dataset_type": "workbench" if suite is None else f"workbench-{suite}",
+                "task": task, "what": what, "split": split, "map": r.get("map"), "rp@10": r.get("rp@10"),
+                "args": args}
+
+    rows = [row(name, zero_shot.get(name), r, "ranking") for name, r in results.get("tasks", {}).items()
+            if r.get("map") is not None]
+    macro = results.get("macro") or {}
+    if macro.get("map") is not None:
+        rows.append(row("macro average", None, macro, "task types averaged first"))
+    rows += [row(f"{suite} average", suite, average, "zero-shot suite average")
+             for suite, average in (results.get("suites") or {}).items() if average.get("map") is not None]
+    return rows
+
+
+def card_markdown(results: dict, title: str) -> str:
+    """:func:`results_markdown` for a published model card: a task that could not be evaluated keeps its
+    one-clause reason, without the data directory the full reason points at."""
+    short = {name: str(reason).split(":", 1)[0] for name, reason in (results.get("unavailable") or {}).items()}
+    return results_markdown({**results, "unavailable": short}, title)
+
+
 def headline_average(results: dict) -> dict:
     """The average a run is judged by: the WorkBench macro, or (no WorkBench task: a ``data=edges`` run) the
     average of its own held-out edges (suite ``own``).
