@@ -45,6 +45,8 @@ from uwe_lightning.data.datamodule import UWEDataModule
 from uwe_lightning.io import atomic_write_text
 from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.pretrained import ModelSpec, write_model_card
+from uwe_lightning.protocol import OpenProtocolSource
+from uwe_lightning.protocol.leakage import SkillResolver
 from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.training import owndata
 from uwe_lightning.training.callbacks import (
@@ -76,6 +78,7 @@ from uwe_lightning.training.provenance import (
 )
 from uwe_lightning.training.rundir import EXIT_STATUS, prepare_run_dir, resume_command
 from uwe_lightning.training.tracking import log_test_table, wandb_identity
+from uwe_lightning.workbench.holdout import holdout_views
 from uwe_lightning.workbench.report import (
     knowledge_gain,
     knowledge_gain_markdown,
@@ -224,24 +227,46 @@ def data_description(cfg: DictConfig) -> str:
     return f"{source}, graphs {'/'.join(cfg.data.graphs)}, {cfg.data.skills_per_step} skills per step"
 
 
-def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict) -> dict[str, Any] | None:
-    """Evaluate the exported model on the test splits; write results.json/.md into the run dir."""
+def skill_views(cfg: DictConfig, datamodule: UWEDataModule) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``test.skill_views``: the seen / unseen views of the holdout split (:mod:`uwe_lightning.workbench.holdout`)
+    and what the split is, or (None, None)."""
+    fraction = OmegaConf.select(cfg, "test.skill_views", default=None)
+    if fraction is None:
+        return None, None
+    held_out = datamodule.holdout_for(float(fraction))
+    assert datamodule.vocab is not None
+    if isinstance(datamodule.source, OpenProtocolSource):  # SkillExtract targets are v1.1.0 labels
+        resolve = SkillResolver(datamodule.vocab, cfg.paths.data_dir)
+    else:
+        resolve = datamodule.vocab.get
+    about = {"fraction": float(fraction), "seed": datamodule.holdout_seed, "held_out_skills": int(held_out.size),
+             "n_skills": len(datamodule.vocab), "trained_without_them": datamodule.held_out_skills is not None,
+             **({"split": datamodule.controls["skill_holdout"]} if "skill_holdout" in datamodule.controls else {})}
+    return holdout_views(held_out, resolve), about
+
+
+def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict,
+             views: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)) -> dict[str, Any] | None:
+    """Evaluate the exported model on the test splits; write results.json/.md into the run dir. ``views``: the
+    :func:`skill_views` (scored on the same splits, under ``results["views"]``) and what they are."""
     t = cfg.test
     if not t.tasks:
         log.info("test.tasks is empty: no final test evaluation")
         return None
     kwargs = {"batch_size": t.batch_size, "device": t.device}
     evaluate = {"tasks": list(t.tasks), "split": "test", "data_dir": cfg.paths.data_dir,
-                "max_queries": t.max_queries, "seed": t.seed, "task_options": task_options}
+                "max_queries": t.max_queries, "seed": t.seed, "task_options": task_options, "views": views[0]}
     ranker = Ranker.from_pretrained(str(model_dir), model_id=f"{cfg.task_name}/best_model", **kwargs)
     results = evaluate_ranker(ranker, **evaluate)
     del ranker
-    results.update(owndata.baselines(cfg, run_dir, evaluate))  # data=edges: the popularity prior beside it
+    if views[1] is not None:
+        results["skill_holdout"] = views[1]
+    results.update(owndata.baselines(cfg, run_dir, {**evaluate, "views": None}))  # data=edges: the popularity prior
     if t.knowledge_gain:
         base = Ranker.from_pretrained(str(cfg.model.backbone), scorer=cfg.scorer.name, tau=cfg.scorer.tau,
                                       model_dir=cfg.paths.model_dir, model_id="step0", **kwargs)
         base_results = evaluate_ranker(base, **evaluate)
-        results["step0"] = {k: base_results[k] for k in ("tasks", "macro", "suites")}
+        results["step0"] = {k: base_results[k] for k in ("tasks", "macro", "suites", "views") if k in base_results}
         results["knowledge_gain"] = knowledge_gain(results, base_results)
     write_results(results, run_dir, title=f"{cfg.task_name}: {model_dir.name} on the test split")
     write_model_card(model_dir, results_markdown(results, title="test split"))
@@ -291,8 +316,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("resuming from %s at step %d", ckpt_path, start_step)
     if rank_zero:  # the run is accepted and its data loaded: the first byte written into the run directory
         accept_run(cfg)
+        controls = {"controls": datamodule.controls} if datamodule.controls else {}
         record_start(run_dir, cfg, ckpt_path, start_step,
-                     data={**datamodule.source.describe(), "graphs": graph_report})
+                     data={**datamodule.source.describe(), "graphs": graph_report, **controls})
         owndata.write_heldout(datamodule.source, run_dir)
 
     loggers, wandb_run = build_loggers(cfg, run_dir) if rank_zero else ([], None)
@@ -348,7 +374,7 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
     module.cpu()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    results = run_test(cfg, Path(summary["export"]["dir"]), run_dir, task_options)
+    results = run_test(cfg, Path(summary["export"]["dir"]), run_dir, task_options, skill_views(cfg, datamodule))
     if results is not None:
         summary["test_macro"] = results["macro"]
         if "knowledge_gain" in results:
