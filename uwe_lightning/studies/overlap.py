@@ -109,28 +109,37 @@ def max_cosine(queries: np.ndarray, keys: np.ndarray, block: int = 2048) -> np.n
 
 
 class CachedEmbedder:
-    """An :data:`Embedder` whose vectors are kept per text in ``cache_dir`` (one .npy per batch of texts)."""
+    """An :data:`Embedder` that embeds each distinct text once: vectors are kept per text in ``cache_dir``
+    (one ``.npz`` chunk per call that met new texts), so lists that share texts share the work."""
 
     def __init__(self, embed: Embedder, cache_dir: str | Path, model_id: str) -> None:
         self.embed = embed
-        self.cache_dir = Path(cache_dir)
-        self.model_id = model_id
+        self.cache_dir = Path(cache_dir) / model_id
+        self._store: dict[str, np.ndarray] | None = None
+
+    def _load(self) -> dict[str, np.ndarray]:
+        if self._store is None:
+            self._store = {}
+            for chunk in sorted(self.cache_dir.glob("chunk-*.npz")) if self.cache_dir.is_dir() else []:
+                with np.load(chunk, allow_pickle=False) as data:
+                    self._store.update(zip(data["texts"].tolist(), data["vectors"], strict=True))
+        return self._store
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         from uwe_lightning.io import atomic_write_path, make_dirs
 
-        texts = list(texts)
-        digest = hashlib.sha256(("\0".join([self.model_id, *texts])).encode()).hexdigest()[:24]
-        path = self.cache_dir / f"emb-{digest}.npy"
-        if path.is_file():
-            cached = np.load(path)
-            if cached.shape[0] == len(texts):
-                return cached
-        vectors = np.ascontiguousarray(self.embed(texts), dtype=np.float32)
-        make_dirs(self.cache_dir)
-        with atomic_write_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, vectors)
-        return vectors
+        store = self._load()
+        missing = list(dict.fromkeys(t for t in texts if t not in store))
+        if missing:
+            vectors = np.ascontiguousarray(self.embed(missing), dtype=np.float32)
+            digest = hashlib.sha256("\0".join(missing).encode()).hexdigest()[:24]
+            make_dirs(self.cache_dir)
+            with atomic_write_path(self.cache_dir / f"chunk-{digest}.npz", suffix=".npz") as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, texts=np.array(missing, dtype=str), vectors=vectors)
+            store.update(zip(missing, vectors, strict=True))
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([store[t] for t in texts])
 
 
 def sentence_transformer_embedder(model_path: str | Path, batch_size: int = 128) -> Embedder:
@@ -182,10 +191,15 @@ def overlap_table(
     jaccard_threshold: float = JACCARD_THRESHOLD,
     cosine_threshold: float = COSINE_THRESHOLD,
     progress: Callable[[str], None] | None = None,
+    cosine_max_queries: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
     """Rows (graph, task, split, side) with counts and shares per criterion, and per (task, split) the query
     flags against ALL graphs together (a query overlaps when any graph has a match): the input of
-    :func:`overlap_views`. ``graphs``: graph name -> its training texts; ``datasets``: (task, split) -> split."""
+    :func:`overlap_views`. ``graphs``: graph name -> its training texts; ``datasets``: (task, split) -> split.
+    ``cosine_max_queries``: the cosine test on the fixed random query subset of that size only (the WorkBench
+    runner's subset with seed 0, the one a run tests on); its rows say ``n`` of the subset."""
+    from uwe_lightning.workbench.runner import subsample_indices
+
     say = progress or (lambda message: None)
     sides = {}
     for name, texts in graphs.items():
@@ -195,22 +209,29 @@ def overlap_table(
     query_flags: dict[tuple[str, str], dict[str, Any]] = {}
     for (task, split), ds in datasets.items():
         for side, texts in (("query", ds.queries), ("target", ds.targets)):
-            distinct = list(dict.fromkeys(texts))
-            say(f"{task}/{split} {side}s: {len(distinct):,} distinct of {len(texts):,}")
-            vectors = embed(distinct) if embed is not None else None
-            position = {t: i for i, t in enumerate(distinct)}
-            rows_of = np.fromiter((position[t] for t in texts), np.int64, len(texts))
-            union = {c: np.zeros(len(texts), bool) for c in CRITERIA if c != "cosine" or embed is not None}
+            subset = subsample_indices(len(texts), cosine_max_queries, 0) if side == "query" else None
+            cos_rows = np.arange(len(texts)) if subset is None else np.asarray(subset, dtype=np.int64)
+            say(f"{task}/{split} {side} texts: {len(texts):,}" + ("" if subset is None else f" (cosine: {len(subset):,})"))
+            union: dict[str, np.ndarray] = {}
             for name, graph in sides.items():
-                flags = {c: f[rows_of] for c, f in graph.flags(distinct, vectors).items()}
-                rows.append({"graph": name, "task": task, "split": split, "side": side, "n": len(texts),
-                             **{c: _count(f) for c, f in flags.items()}})
+                flags = graph.flags(texts, None)
+                counts = {c: _count(f) for c, f in flags.items()}
+                if embed is not None:
+                    cos_texts = [texts[i] for i in cos_rows]
+                    flags["cosine"] = graph.flags(cos_texts, embed(cos_texts))["cosine"]
+                    counts["cosine"] = {**_count(flags["cosine"]), "n": len(cos_texts)}
+                rows.append({"graph": name, "task": task, "split": split, "side": side, "n": len(texts), **counts})
                 for c, f in flags.items():
-                    union[c] |= f
+                    union[c] = f if c not in union else union[c] | f
+            counts = {c: _count(f) for c, f in union.items()}
+            if "cosine" in counts:
+                counts["cosine"]["n"] = int(cos_rows.size)
             rows.append({"graph": "+".join(graphs), "task": task, "split": split, "side": side, "n": len(texts),
-                         **{c: _count(f) for c, f in union.items()}})
+                         **counts})
             if side == "query":
                 query_flags[(task, split)] = {"queries": list(texts), **union}
+                if "cosine" in union:
+                    query_flags[(task, split)]["cosine_queries"] = [texts[i] for i in cos_rows]
     return rows, query_flags
 
 
@@ -225,7 +246,11 @@ def overlap_views(flags: Mapping[str, Mapping[str, Any]], criterion: str = "jacc
         def restrict(task: str, ds: RankingDataset) -> RankingDataset | None:
             if task not in flags:
                 return None
-            by_text = dict(zip(flags[task]["queries"], flags[task][criterion], strict=True))
+            queries = flags[task].get(f"{criterion}_queries", flags[task]["queries"])
+            by_text = dict(zip(queries, flags[task][criterion], strict=True))
+            if any(q not in by_text for q in ds.queries):
+                raise ValueError(f"{task}: the {criterion} overlap flags do not cover every query evaluated "
+                                 "(flags of another query subset?)")
             keep = [bool(by_text[q]) == want for q in ds.queries]
             return select_queries(ds, keep)
 
@@ -254,7 +279,8 @@ def overlap_markdown(rows: Sequence[Mapping[str, Any]], command: str, criteria: 
         "Share (count) of the evaluation texts that have a match among the graph's training texts: "
         "`verbatim` = equal after strip + case-fold; `jaccard` = token-set Jaccard >= "
         f"{JACCARD_THRESHOLD}; `cosine` = zero-shot MiniLM cosine >= {COSINE_THRESHOLD}. "
-        "Counts are over the split's rows (queries) or its target space (targets); the graph `J+V+A` is any graph.",
+        "Counts are over the split's rows (queries) or its target space (targets); the graph `J+V+A` is any graph. "
+        "`of n`: the cosine test ran on the fixed random subset of n queries that a run tests on (seed 0).",
         "",
         "| task | split | side | n | graph | " + " | ".join(present) + " |",
         "|---|---|---|---:|---|" + "---:|" * len(present),
@@ -263,7 +289,11 @@ def overlap_markdown(rows: Sequence[Mapping[str, Any]], command: str, criteria: 
         cells = []
         for c in present:
             cell = r.get(c)
-            cells.append("" if cell is None or cell["share"] is None else f"{100 * cell['share']:.1f} % ({cell['count']:,})")
+            if cell is None or cell["share"] is None:
+                cells.append("")
+                continue
+            of = f" of {cell['n']:,}" if cell.get("n", r["n"]) != r["n"] else ""
+            cells.append(f"{100 * cell['share']:.1f} % ({cell['count']:,}{of})")
         lines.append(f"| {r['task']} | {r['split']} | {r['side']} | {r['n']:,} | {r['graph']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -280,7 +310,8 @@ SPLIT_TASKS = {
 
 
 def protocol_overlap(data_dir: str | None, splits: Sequence[str], embed: Embedder | None,
-                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                     progress: Callable[[str], None] | None = None,
+                     cosine_max_queries: int | None = None) -> dict[str, Any]:
     """The overlap table of the open protocol (default fractions) for ``splits``: graphs, tasks and splits
     exactly as a run builds them. Returns ``{"graphs", "rows", "query_flags"}`` (flags keyed "task/split")."""
     from uwe_lightning.protocol import build_open_protocol
@@ -289,7 +320,7 @@ def protocol_overlap(data_dir: str | None, splits: Sequence[str], embed: Embedde
     graphs = {name: graph.texts for name, graph in protocol.graphs.items()}
     datasets = {(task, split): protocol.task(task).load(split, data_dir)
                 for split in splits for task in SPLIT_TASKS[split]}
-    rows, flags = overlap_table(graphs, datasets, embed, progress=progress)
+    rows, flags = overlap_table(graphs, datasets, embed, progress=progress, cosine_max_queries=cosine_max_queries)
     return {
         "graphs": {name: {"texts": len(texts)} for name, texts in graphs.items()},
         "protocol": {k: protocol.meta[k] for k in ("val_fraction", "altlabel_train_fraction")},
