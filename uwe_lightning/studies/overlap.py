@@ -279,7 +279,9 @@ def overlap_markdown(rows: Sequence[Mapping[str, Any]], command: str, criteria: 
         "Share (count) of the evaluation texts that have a match among the graph's training texts: "
         "`verbatim` = equal after strip + case-fold; `jaccard` = token-set Jaccard >= "
         f"{JACCARD_THRESHOLD}; `cosine` = zero-shot MiniLM cosine >= {COSINE_THRESHOLD}. "
-        "Counts are over the split's rows (queries) or its target space (targets); the graph `J+V+A` is any graph. "
+        "Counts are over the split's rows (queries) or its target space (targets). Graph `S` is the skill side "
+        "(the ESCO preferredLabels, trained as the skill rows of every graph), `J`, `V`, `A` the text sides, "
+        "`S+J+V+A` any of them. "
         "`of n`: the cosine test ran on the fixed random subset of n queries that a run tests on (seed 0).",
         "",
         "| task | split | side | n | graph | " + " | ".join(present) + " |",
@@ -313,11 +315,12 @@ def protocol_overlap(data_dir: str | None, splits: Sequence[str], embed: Embedde
                      progress: Callable[[str], None] | None = None,
                      cosine_max_queries: int | None = None) -> dict[str, Any]:
     """The overlap table of the open protocol (default fractions) for ``splits``: graphs, tasks and splits
-    exactly as a run builds them. Returns ``{"graphs", "rows", "query_flags"}`` (flags keyed "task/split")."""
+    exactly as a run builds them; graph ``S`` is the skill side (every preferredLabel is a training input). Returns ``{"graphs", "rows", "query_flags"}`` (flags keyed "task/split")."""
     from uwe_lightning.protocol import build_open_protocol
 
     protocol = build_open_protocol(data_dir)
-    graphs = {name: graph.texts for name, graph in protocol.graphs.items()}
+    # S: the skill side, the preferredLabels every graph trains on (all of them, as the skill rows of the loss)
+    graphs = {"S": list(protocol.vocab.labels), **{name: graph.texts for name, graph in protocol.graphs.items()}}
     datasets = {(task, split): protocol.task(task).load(split, data_dir)
                 for split in splits for task in SPLIT_TASKS[split]}
     rows, flags = overlap_table(graphs, datasets, embed, progress=progress, cosine_max_queries=cosine_max_queries)
