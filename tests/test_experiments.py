@@ -224,6 +224,9 @@ def test_smoke_one_job_of_each_experiment(override, tmp_path, tiny_model_dir):
         results = json.loads((tmp_path / "results.json").read_text())
         assert set(results["tasks"]) | set(results["unavailable"]) == set(cfg.test.tasks)
         assert ("knowledge_gain" in results) == cfg.test.knowledge_gain
+        if cfg.test.skill_views:  # issue 29: the holdout's seen / unseen views, for the step-0 model too
+            assert set(results["views"]) == set(results["step0"]["views"]) == {"unseen", "seen"}
+            assert results["skill_holdout"]["held_out_skills"] == round(cfg.test.skill_views * 10)  # fixture: 10 skills
 
 
 def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
