@@ -45,8 +45,6 @@ from uwe_lightning.data.datamodule import UWEDataModule
 from uwe_lightning.io import atomic_write_text
 from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.pretrained import ModelSpec, write_model_card
-from uwe_lightning.protocol import OpenProtocolSource
-from uwe_lightning.protocol.leakage import SkillResolver
 from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.training import owndata
 from uwe_lightning.training.callbacks import (
@@ -77,8 +75,8 @@ from uwe_lightning.training.provenance import (
     record_start,
 )
 from uwe_lightning.training.rundir import EXIT_STATUS, prepare_run_dir, resume_command
-from uwe_lightning.training.tracking import log_test_table, wandb_identity
-from uwe_lightning.workbench.holdout import holdout_views
+from uwe_lightning.training.tracking import finish_wandb, log_test_table, wandb_identity
+from uwe_lightning.training.views import NO_VIEWS, SkillViews, skill_views
 from uwe_lightning.workbench.report import (
     knowledge_gain,
     knowledge_gain_markdown,
@@ -227,28 +225,9 @@ def data_description(cfg: DictConfig) -> str:
     return f"{source}, graphs {'/'.join(cfg.data.graphs)}, {cfg.data.skills_per_step} skills per step"
 
 
-def skill_views(cfg: DictConfig, datamodule: UWEDataModule) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """``test.skill_views``: the seen / unseen views of the holdout split (:mod:`uwe_lightning.workbench.holdout`)
-    and what the split is, or (None, None)."""
-    fraction = OmegaConf.select(cfg, "test.skill_views", default=None)
-    if fraction is None:
-        return None, None
-    held_out = datamodule.holdout_for(float(fraction))
-    assert datamodule.vocab is not None
-    if isinstance(datamodule.source, OpenProtocolSource):  # SkillExtract targets are v1.1.0 labels
-        resolve = SkillResolver(datamodule.vocab, cfg.paths.data_dir)
-    else:
-        resolve = datamodule.vocab.get
-    about = {"fraction": float(fraction), "seed": datamodule.holdout_seed, "held_out_skills": int(held_out.size),
-             "n_skills": len(datamodule.vocab), "trained_without_them": datamodule.held_out_skills is not None,
-             **({"split": datamodule.controls["skill_holdout"]} if "skill_holdout" in datamodule.controls else {})}
-    return holdout_views(held_out, resolve), about
-
-
 def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict,
-             views: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)) -> dict[str, Any] | None:
-    """Evaluate the exported model on the test splits; write results.json/.md into the run dir. ``views``: the
-    :func:`skill_views` (scored on the same splits, under ``results["views"]``) and what they are."""
+             views: SkillViews = NO_VIEWS) -> dict[str, Any] | None:
+    """Evaluate the exported model on the test splits; write results.json/.md into the run dir (+ ``views``)."""
     t = cfg.test
     if not t.tasks:
         log.info("test.tasks is empty: no final test evaluation")
@@ -259,8 +238,7 @@ def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict
     ranker = Ranker.from_pretrained(str(model_dir), model_id=f"{cfg.task_name}/best_model", **kwargs)
     results = evaluate_ranker(ranker, **evaluate)
     del ranker
-    if views[1] is not None:
-        results["skill_holdout"] = views[1]
+    results.update({"skill_holdout": views[1]} if views[1] else {})  # test.skill_views: what the halves are
     results.update(owndata.baselines(cfg, run_dir, {**evaluate, "views": None}))  # data=edges: the popularity prior
     if t.knowledge_gain:
         base = Ranker.from_pretrained(str(cfg.model.backbone), scorer=cfg.scorer.name, tau=cfg.scorer.tau,
@@ -316,9 +294,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("resuming from %s at step %d", ckpt_path, start_step)
     if rank_zero:  # the run is accepted and its data loaded: the first byte written into the run directory
         accept_run(cfg)
-        controls = {"controls": datamodule.controls} if datamodule.controls else {}
-        record_start(run_dir, cfg, ckpt_path, start_step,
-                     data={**datamodule.source.describe(), "graphs": graph_report, **controls})
+        record_start(run_dir, cfg, ckpt_path, start_step, data={**datamodule.source.describe(), "graphs": graph_report,
+                                                                **({"controls": datamodule.controls} if datamodule.controls else {})})
         owndata.write_heldout(datamodule.source, run_dir)
 
     loggers, wandb_run = build_loggers(cfg, run_dir) if rank_zero else ([], None)
@@ -400,14 +377,6 @@ def selection_summary(history: list[dict[str, Any]], exported_step: int) -> dict
                     exported_step, VAL_MONITOR, exported, step0)
     return {"exported_step": int(exported_step), "exported_val": exported, "step0_val": step0,
             "exported_beats_step0": beats}
-
-
-def finish_wandb(loggers: list) -> None:
-    """Close the W&B run so that the next job of a multirun starts its own."""
-    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        import wandb
-
-        wandb.finish()
 
 
 def objective(summary: dict[str, Any]) -> float | None:

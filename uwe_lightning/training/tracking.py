@@ -72,3 +72,11 @@ def log_test_table(loggers: list, results: dict) -> None:
         rows.append(["macro", results["macro"]["map"], results["macro"]["rp@10"], None])
         logger.log_table(key="test/results", columns=["task", "map", "rp@10", "n_queries"], data=rows)
         logger.experiment.summary.update({f"test/{r[0]}/map": r[1] for r in rows})
+
+
+def finish_wandb(loggers: list) -> None:
+    """Close the W&B run so that the next job of a multirun starts its own."""
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
