@@ -55,7 +55,7 @@ def last_job(cfg: DictConfig) -> list[str]:
 
 def test_every_expected_file_exists():
     assert EXPERIMENTS == ["ablation_late_interaction", "ablation_loss", "batch_size", "cpu_minilm", "cross_task_transfer", "learning_curves",
-                           "own_graph", "temperature", "uwe"]
+                           "own_graph", "temperature", "transfer_holdout", "transfer_length", "transfer_shuffled", "uwe"]
     assert SEARCHES == ["alpha_a", "alpha_j", "alpha_v", "loss_tau_a", "loss_tau_j", "loss_tau_v", "lr", "optuna",
                         "scorer_tau"]
     assert SCALES == ["cpu", "paper"]
@@ -102,6 +102,25 @@ def test_ablations_sweep_five_seeds_without_early_stopping(override, expected_sw
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert (cfg.trainer.max_steps, cfg.scorer.name, cfg.export.select) == (steps, scorer, "last")
     assert cfg.test.knowledge_gain == (override == "+experiment=cross_task_transfer")
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_transfer_controls_are_figure_3_at_length_and_its_two_controls(scale):
+    """Issue 29: the same run (all graphs, MTM, mean, 300 steps, 2,000-query test, knowledge gain) aligned, with
+    shuffled alignment and with half of the skills held out; Figure 3's single graphs beside it."""
+    length, shuffled, holdout = (compose_train(f"+experiment={name}", f"scale={scale}")
+                                 for name in ("transfer_length", "transfer_shuffled", "transfer_holdout"))
+    assert sweep(length) == {"data.graphs": ["[J]", "[V]", "[A]", "[J,V,A]"], "seed": ["0", "1"]}
+    assert sweep(shuffled) == sweep(holdout) == {"seed": ["0", "1", "2"]}
+    for cfg in (length, shuffled, holdout):
+        assert cfg.trainer.max_steps == 300 and cfg.export.select == "last" and cfg.test.knowledge_gain
+        assert (cfg.scorer.name, cfg.loss.name) == ("mean", "mtm")
+        assert cfg.test.max_queries == cfg.scale.test_max_queries_ablation
+    assert (length.data.alignment, length.data.skill_holdout, length.test.skill_views) == ("aligned", None, None)
+    assert list(shuffled.data.graphs) == list(holdout.data.graphs) == ["J", "V", "A"]
+    assert (shuffled.data.alignment, shuffled.data.skill_holdout, shuffled.test.skill_views) == ("shuffled", None, None)
+    assert (holdout.data.alignment, holdout.data.skill_holdout, holdout.test.skill_views) == ("aligned", 0.5, 0.5)
+    assert holdout.data.holdout_seed == 0  # the same half for every training seed
 
 
 def test_temperature_curve_is_figure_4():
@@ -196,6 +215,8 @@ def test_smoke_one_job_of_each_experiment(override, tmp_path, tiny_model_dir):
             *base_overrides(tmp_path, tiny_model_dir, steps=2, every=None, test_tasks=None),
         ]
         cfg = compose("train", overrides=overrides)
+        if cfg.data.skill_holdout:  # the fixture's 10 skills, half held out: fewer per step than the 6 above
+            cfg = compose("train", overrides=[*overrides, "data.skills_per_step=4"])
     summary = train(cfg)
     assert summary["final_step"] == 2
     assert json.loads((tmp_path / "best_model" / "uwe.json").read_text())["scorer"] == cfg.scorer.name
@@ -203,6 +224,9 @@ def test_smoke_one_job_of_each_experiment(override, tmp_path, tiny_model_dir):
         results = json.loads((tmp_path / "results.json").read_text())
         assert set(results["tasks"]) | set(results["unavailable"]) == set(cfg.test.tasks)
         assert ("knowledge_gain" in results) == cfg.test.knowledge_gain
+        if cfg.test.skill_views:  # issue 29: the holdout's seen / unseen views, for the step-0 model too
+            assert set(results["views"]) == set(results["step0"]["views"]) == {"unseen", "seen"}
+            assert results["skill_holdout"]["held_out_skills"] == round(cfg.test.skill_views * 10)  # fixture: 10 skills
 
 
 def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -223,6 +247,8 @@ def test_cli_multirun_of_one_pinned_job(override, tmp_path, tiny_model_dir):
     pinned = last_job(cfg)
     sweep_dir = tmp_path / "sweep"
     small = base_overrides(None, tiny_model_dir, steps=2, every=None, test_tasks=None)
+    if cfg.data.skill_holdout:  # the fixture's 10 skills, half held out: fewer per step
+        small.append("data.skills_per_step=4")
     result = cli([override, *pinned, *small, f"hydra.sweep.dir='{sweep_dir}'"], REPO_DIR)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -426,3 +426,46 @@ def _no_history(tmp_path: Path) -> Path:
     run_dir = tmp_path / "plain" / "0"
     write_run(run_dir, config(run_dir, 0, "x"), results({t: 0.3 for t in TASKS}), {"final_step": 1})
     return run_dir
+
+
+def _views(unseen: dict[str, float], seen: dict[str, float]) -> dict[str, Any]:
+    return {name: {"tasks": {t: {"map": m, "rp@10": m, "n_queries": 20, "n_targets": 900, "seconds": 0.1}
+                             for t, m in maps.items()}, "macro": {"map": sum(maps.values()) / len(maps)}}
+            for name, maps in (("unseen", unseen), ("seen", seen))}
+
+
+def test_controls_paired_by_seed_per_task_and_per_view(tmp_path: Path):
+    """Issue 29: shuffled alignment and a skill holdout against the aligned run, paired by seed per task (95 %
+    CI) and on the seen / unseen views, with each view's gain over the run's own step-0 model."""
+    shift = {"aligned": 0.0, "shuffled": -0.02, "holdout": -0.01}
+    for arm, delta in shift.items():
+        for seed in range(3):
+            run = tmp_path / arm / f"seed{seed}"
+            cfg = config(run, seed, f"transfer_{arm}")
+            cfg["data"]["alignment"] = "shuffled" if arm == "shuffled" else "aligned"
+            cfg["data"]["skill_holdout"] = 0.5 if arm == "holdout" else None
+            maps = {t: 0.3 + 0.02 * seed + delta + 0.01 * i for i, t in enumerate(TASKS)}  # seed spread 4 points
+            res = results(maps)
+            unseen = {"Job2Skill": 0.10 + 0.02 * seed + (-0.03 if arm == "holdout" else 0.0)}
+            seen = {"Job2Skill": 0.20 + 0.02 * seed}
+            res["views"] = _views(unseen, seen)
+            res["step0"] = {"tasks": res["tasks"], "macro": res["macro"],
+                            "views": _views({"Job2Skill": 0.09 + 0.02 * seed}, {"Job2Skill": 0.19 + 0.02 * seed})}
+            write_run(run, cfg, res, {"final_step": 300})
+    report, _ = make_report([tmp_path / "aligned", tmp_path / "shuffled", tmp_path / "holdout"], tmp_path / "out",
+                            command="test", kind="none")
+    assert report["group_keys"] == ["data.alignment", "data.skill_holdout"]
+    groups = {g["values"]["data.alignment"] + str(g["values"]["data.skill_holdout"]): g for g in report["groups"]}
+    shuffled, holdout = groups["shuffledNone"]["paired"], groups["aligned0.5"]["paired"]
+    assert shuffled["seeds"] == [0, 1, 2]
+    cell = shuffled["tasks"]["JobNorm"]["map"]
+    assert cell["mean"] == pytest.approx(-0.02) and cell["ci95"] == pytest.approx(0, abs=1e-9)  # the seed spread cancels
+    assert groups["shuffledNone"]["tasks"]["JobNorm"]["map"]["ci95"] > 0.01  # unpaired it does not
+    assert holdout["views"]["unseen"]["Job2Skill"]["mean"] == pytest.approx(-0.03)
+    assert holdout["views"]["seen"]["Job2Skill"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    view = groups["aligned0.5"]["views"]["unseen"]["Job2Skill"]
+    assert view["gain"]["mean"] == pytest.approx(-0.02) and view["map_step0"]["mean"] == pytest.approx(0.11)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Paired differences per task" in md and "-2.0 ± 0.0 (n=3)" in md
+    assert "### View `unseen`" in md and "### View `seen`" in md
+    assert "-3.0 ± 0.0 (n=3)" in md  # holdout - aligned on unseen Job2Skill

@@ -23,11 +23,18 @@ Choices this module makes explicit:
   continues the same stream: ``set_start_step(step)`` (or the checkpointed datamodule state, see
   :meth:`UWEDataModule.state_dict`) starts the dataset at that step, and DataLoader workers split the steps
   round-robin, which keeps their order.
+* Controls for cross-task transfer (:mod:`uwe_lightning.data.controls`, issue 29): ``alignment="shuffled"``
+  rewires every graph at random with every skill's and every text's degree kept (seeded by ``seed``);
+  ``skill_holdout=f`` holds a degree-stratified share f of the skills out of training (seeded by
+  ``holdout_seed``, the same for every training seed): their edges are dropped and they are never drawn.
 * Tokenisation happens in the dataset, i.e. inside DataLoader workers.
 * Data parallel (``trainer=ddp``): every rank samples the same global step (the sampling is cheap and a pure
   function of (seed, step), so the global batch does not depend on the world size) and tokenises only its
   contiguous shard of the skills and of each graph's texts (:func:`~uwe_lightning.data.sampling.shard_bounds`);
   the positive masks and pair indices stay global. A rank's shard of a graph may be empty (no rows).
+
+This module is over 400 lines: the dataset and the data module define one batch stream together (sampling,
+resume state, the controls' skill pool); split apart, each would have to re-state the other's half.
 """
 
 from __future__ import annotations
@@ -46,6 +53,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from uwe_lightning.data.batch import GraphBatch, GraphSample, StepSample, UWEBatch
+from uwe_lightning.data.controls import (
+    ALIGNMENTS,
+    hold_out_skills,
+    holdout_split,
+    shuffle_graphs,
+    total_degree,
+)
 from uwe_lightning.data.graphs import GRAPHS, BipartiteGraph, SkillVocabulary
 from uwe_lightning.data.sampling import (
     AUTO_SAMPLING,
@@ -103,12 +117,16 @@ class UWETrainDataset(IterableDataset):
         tokenizer=None,
         sampling: str = "skill_uniform",
         shard: tuple[int, int] = (0, 1),
+        skill_pool: np.ndarray | None = None,
     ) -> None:
         if sampling not in SAMPLINGS:
             raise ConfigError(f"data.sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
         if not 0 < skills_per_step <= len(vocab):
             raise ConfigError(f"data.skills_per_step={skills_per_step} must be in [1, {len(vocab)}] (the vocabulary "
                               f"{vocab.name} has {len(vocab)} skills): set data.skills_per_step={min(64, len(vocab))}")
+        if skill_pool is not None and skills_per_step > len(skill_pool):
+            raise ConfigError(f"data.skills_per_step={skills_per_step} is more than the {len(skill_pool)} skills left "
+                              "for training by data.skill_holdout: lower one of them")
         if not 0.0 <= augment_p <= 1.0:
             raise ValueError(f"augment_p={augment_p} must be in [0, 1]")
         for name, graph in graphs.items():
@@ -125,6 +143,7 @@ class UWETrainDataset(IterableDataset):
         self.tokenizer = tokenizer
         self.sampling = sampling
         self.shard = shard
+        self.skill_pool = None if skill_pool is None else np.asarray(skill_pool, dtype=np.int64)
 
     # No ``__len__`` on purpose: Lightning would treat ``num_steps - start_step`` as the epoch length and, on a
     # resume (which restores its own batch counter), end the "epoch" early and restart the stream. Training
@@ -133,7 +152,10 @@ class UWETrainDataset(IterableDataset):
     def sample(self, step: int) -> StepSample:
         """The skills and texts of ``step`` (deterministic in (seed, step)), before tokenisation."""
         rng = step_rng(self.seed, step)
-        skills = rng.choice(len(self.vocab), size=self.skills_per_step, replace=False).astype(np.int64)
+        if self.skill_pool is None:
+            skills = rng.choice(len(self.vocab), size=self.skills_per_step, replace=False).astype(np.int64)
+        else:  # a skill holdout: only the training skills are ever drawn
+            skills = self.skill_pool[rng.choice(self.skill_pool.size, size=self.skills_per_step, replace=False)]
         drawn: dict[str, np.ndarray] | None = None
         if self.sampling == "per_graph":
             skills, drawn = sample_per_graph(self.graphs, skills, rng)
@@ -258,10 +280,17 @@ class UWEDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         sampling: str = "skill_uniform",
+        alignment: str = "aligned",
+        skill_holdout: float | None = None,
+        holdout_seed: int = 0,
     ) -> None:
         super().__init__()
         if sampling not in (*SAMPLINGS, AUTO_SAMPLING):
             raise ConfigError(f"data.sampling must be one of {[*SAMPLINGS, AUTO_SAMPLING]}, got {sampling!r}")
+        if alignment not in ALIGNMENTS:
+            raise ConfigError(f"data.alignment must be one of {list(ALIGNMENTS)}, got {alignment!r}")
+        if skill_holdout is not None and not (isinstance(skill_holdout, (int, float)) and 0.0 < skill_holdout < 1.0):
+            raise ConfigError(f"data.skill_holdout must be null or a fraction in (0, 1), got {skill_holdout!r}")
         if graphs is None:  # follow the source (data=edges: the graphs that have an edge file)
             graphs = source.available_graphs() if hasattr(source, "available_graphs") else GRAPHS
         graphs = list(graphs)
@@ -279,6 +308,12 @@ class UWEDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.sampling = sampling
+        self.alignment = alignment
+        self.skill_holdout = None if skill_holdout is None else float(skill_holdout)
+        self.holdout_seed = int(holdout_seed)
+        self.held_out_skills: np.ndarray | None = None  # data.skill_holdout: the skills never trained on
+        self.controls: dict[str, Any] = {}  # what the controls did (run_info.json)
+        self._loaded_graphs: dict[str, BipartiteGraph] = {}  # the graphs as the source gave them
         self.start_step = 0
         self.shard = (0, 1)  # (rank, world size) whose shard of each step is tokenised
         self._next_step: int | None = None  # step after the last batch handed to the model
@@ -316,6 +351,7 @@ class UWEDataModule(pl.LightningDataModule):
         if self.dataset is not None:
             return
         self.vocab, self.graphs = self.source.load(self.graph_names)
+        skill_pool = self._apply_controls()
         self.sampling = choose_sampling(len(self.vocab), self.graphs, self.sampling)  # resolves "auto" (logged)
         if self.tokenizer is None and self.tokenizer_name is not None:
             from transformers import AutoTokenizer
@@ -333,7 +369,31 @@ class UWEDataModule(pl.LightningDataModule):
             tokenizer=self.tokenizer,
             sampling=self.sampling,
             shard=self.shard,
+            skill_pool=skill_pool,
         )
+
+    def holdout_for(self, fraction: float) -> np.ndarray:
+        """The held-out skills of a ``fraction`` holdout of this run's graphs as loaded (before any control):
+        ``data.skill_holdout``'s split, also for a run that trains on every skill (to score it on the same
+        seen / unseen halves)."""
+        if self.vocab is None:
+            self.setup("fit")
+        assert self.vocab is not None
+        return holdout_split(total_degree(self._loaded_graphs, len(self.vocab)), fraction, self.holdout_seed)
+
+    def _apply_controls(self) -> np.ndarray | None:
+        """Apply ``skill_holdout`` then ``alignment`` to the loaded graphs; the skills the sampler may draw."""
+        assert self.vocab is not None
+        self._loaded_graphs = dict(self.graphs)
+        pool = None
+        if self.skill_holdout is not None:
+            self.held_out_skills = self.holdout_for(self.skill_holdout)
+            self.graphs, pool, self.controls["skill_holdout"] = hold_out_skills(
+                self.graphs, self.held_out_skills, len(self.vocab))
+            self.controls["skill_holdout"].update(fraction=self.skill_holdout, seed=self.holdout_seed)
+        if self.alignment == "shuffled":
+            self.graphs, self.controls["alignment"] = shuffle_graphs(self.graphs, self.seed)
+        return pool
 
     def train_dataloader(self) -> DataLoader:
         if self.dataset is None:
@@ -366,11 +426,12 @@ class UWEDataModule(pl.LightningDataModule):
         """Saved in Lightning checkpoints: where the stream resumes, and what defines it."""
         next_step = self._next_step if self._next_step is not None else self.start_step
         return {"next_step": next_step, "seed": self.seed, "skills_per_step": self.skills_per_step,
-                "sampling": self.sampling}
+                "sampling": self.sampling, "alignment": self.alignment, "skill_holdout": self.skill_holdout}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore the stream position (Lightning calls this before creating the train dataloader)."""
-        for key, what in (("seed", "data seed"), ("sampling", "data.sampling")):
+        for key, what in (("seed", "data seed"), ("sampling", "data.sampling"), ("alignment", "data.alignment"),
+                          ("skill_holdout", "data.skill_holdout")):
             if state_dict.get(key, getattr(self, key)) != getattr(self, key):
                 warnings.warn(f"checkpoint was trained with {what} {state_dict[key]}, this datamodule has {what} "
                               f"{getattr(self, key)}: the resumed run continues at the same step but with a "

@@ -135,6 +135,38 @@ def aggregate_group(group: Group, tasks: Sequence[str]) -> dict[str, Any]:
         }
     else:
         out["knowledge_gain"] = None
+    out["views"] = aggregate_views(runs)
+    return out
+
+
+def view_names(runs: Sequence[Run]) -> list[str]:
+    """The evaluation views (``results["views"]``: seen / unseen skills, overlap) any run has, first seen first."""
+    return first_seen((run.results.get("views") or {}) for run in runs)
+
+
+def _view_map(results: Any, view: str, task: str) -> Any:
+    block = (results or {}).get("views", {}).get(view, {}) if isinstance(results, dict) else {}
+    return _metric(block.get("tasks", {}).get(task), "map")
+
+
+def aggregate_views(runs: Sequence[Run]) -> dict[str, Any]:
+    """Per view and task: MAP of the trained model, of its step-0 model (``results["step0"]["views"]``) and the
+    gain between them run by run, each summarised over the runs (seeds)."""
+    out: dict[str, Any] = {}
+    for view in view_names(runs):
+        tasks = first_seen(run.results["views"].get(view, {}).get("tasks", {}) for run in runs
+                           if run.results.get("views"))
+        out[view] = {
+            task: {
+                "map": _cell([_view_map(run.results, view, task) for run in runs]),
+                "map_step0": _cell([_view_map(run.results.get("step0"), view, task) for run in runs]),
+                "gain": _cell([_diff(_view_map(run.results, view, task), _view_map(run.results.get("step0"), view, task))
+                               for run in runs]),
+                "n_queries": sorted({row["n_queries"] for run in runs
+                                     if (row := (run.results.get("views") or {}).get(view, {}).get("tasks", {}).get(task))}),
+            }
+            for task in tasks
+        }
     return out
 
 
@@ -149,11 +181,20 @@ def paired_differences(reference: Group, other: Group) -> dict[str, Any]:
 
     ref, oth = by_seed(reference), by_seed(other)
     seeds = [s for s in oth if s in ref]
+    tasks = first_seen(oth[s].results["tasks"] for s in seeds)
+    views = view_names([oth[s] for s in seeds])
     return {
         "reference": reference.label,
         "seeds": seeds,
         "macro": {m: _cell([_diff(_metric(run_average(oth[s].results), m), _metric(run_average(ref[s].results), m))
                             for s in seeds]) for m in METRICS},
+        "tasks": {t: {"map": _cell([_diff(_metric(oth[s].results["tasks"].get(t), "map"),
+                                          _metric(ref[s].results["tasks"].get(t), "map")) for s in seeds])}
+                  for t in tasks},
+        "views": {v: {t: _cell([_diff(_view_map(oth[s].results, v, t), _view_map(ref[s].results, v, t))
+                                for s in seeds])
+                      for t in first_seen(oth[s].results["views"].get(v, {}).get("tasks", {}) for s in seeds)}
+                  for v in views},
     }
 
 

@@ -110,6 +110,47 @@ def paired_table(report: dict[str, Any]) -> list[str]:
             "", *_table(header, rows, len(_group_columns(report)) + 1)]
 
 
+def paired_task_table(report: dict[str, Any]) -> list[str]:
+    """Each group minus the first, per task MAP, over the seeds both have (mean ± 95 % CI); empty without pairs."""
+    paired = [g for g in report["groups"] if g.get("paired") and g["paired"]["seeds"] and g["paired"].get("tasks")]
+    if not paired:
+        return []
+    tasks = [t for t in report["tasks"] if any(t in g["paired"]["tasks"] for g in paired)]
+    header = [*_group_columns(report), "paired seeds", *tasks, "macro"]
+    rows = [[*_group_cells(report, g), ", ".join(map(str, g["paired"]["seeds"])),
+             *(ci_cell(g["paired"]["tasks"].get(t, {}).get("map"), signed=True) for t in tasks),
+             ci_cell(g["paired"]["macro"]["map"], signed=True)] for g in paired]
+    return [f"Each group minus `{paired[0]['paired']['reference']}` in MAP, run by run over the seeds both have, "
+            "percentage points (mean ± 95 % CI of the paired differences):",
+            "", *_table(header, rows, len(_group_columns(report)) + 1)]
+
+
+def views_tables(report: dict[str, Any]) -> list[str]:
+    """Per evaluation view (seen / unseen skills, ...): MAP, step-0 MAP and their gain per task and group, and
+    each group minus the first on that view, paired by seed."""
+    lines: list[str] = []
+    names = list(dict.fromkeys(v for g in report["groups"] for v in (g.get("views") or {})))
+    for view in names:
+        tasks = list(dict.fromkeys(t for g in report["groups"] for t in (g.get("views") or {}).get(view, {})))
+        header = [*_group_columns(report), "seeds", *tasks]
+        rows = []
+        for what, key, spread, signed in (("MAP", "map", "ci95", False), ("step 0", "map_step0", "ci95", False),
+                                           ("gain", "gain", "ci95", True)):
+            for g in report["groups"]:
+                cells = (g.get("views") or {}).get(view, {})
+                rows.append([*_group_cells(report, g), f"{_seeds(g)} ({what})",
+                             *(ci_cell(cells.get(t, {}).get(key), spread, signed) for t in tasks)])
+        lines += ["", f"### View `{view}`: MAP, step-0 MAP and gain (trained - step 0, run by run), mean ± 95 % CI",
+                  "", *_table(header, rows, len(_group_columns(report)) + 1)]
+        paired = [g for g in report["groups"] if g.get("paired") and view in g["paired"].get("views", {})]
+        if paired:
+            prow = [[*_group_cells(report, g), ", ".join(map(str, g["paired"]["seeds"])),
+                     *(ci_cell(g["paired"]["views"][view].get(t), signed=True) for t in tasks)] for g in paired]
+            lines += ["", f"Each group minus `{paired[0]['paired']['reference']}` on view `{view}`, paired by seed:", "",
+                      *_table([*_group_columns(report), "paired seeds", *tasks], prow, len(_group_columns(report)) + 1)]
+    return lines
+
+
 def gain_table(report: dict[str, Any]) -> list[str]:
     tasks = report["knowledge_gain_tasks"]
     header = [*_group_columns(report), *tasks, "macro"]
@@ -171,9 +212,15 @@ def markdown(report: dict[str, Any]) -> str:
         beside = beside_table(report, metric)
         if beside:
             lines += ["", f"## Beside the baselines: {METRIC_NAMES[metric]} (%), same test queries", "", *beside]
+    paired_tasks = paired_task_table(report)
+    if paired_tasks:
+        lines += ["", "## Paired differences per task", "", *paired_tasks]
     if report["knowledge_gain_tasks"]:
         lines += ["", "## Knowledge gain: MAP(final) - MAP(step 0), percentage points (mean ± SE)", "",
                   *gain_table(report)]
+    views = views_tables(report)
+    if views:
+        lines += ["", "## Evaluation views (seen / unseen skills; results.json \"views\")", *views]
     if report.get("learning_curves"):
         lines += ["", "## Learning curves: validation macro MAP (%) by step", "", *curve_table(report)]
     lines += ["", "## Runs", "", *runs_table(report)]

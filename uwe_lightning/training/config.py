@@ -66,6 +66,7 @@ class TestConfig:
     batch_size: int = 128
     seed: int = 0
     knowledge_gain: bool = False
+    skill_views: float | None = None
     device: str = "auto"
 
 

@@ -76,7 +76,8 @@ from uwe_lightning.training.provenance import (
     record_start,
 )
 from uwe_lightning.training.rundir import EXIT_STATUS, prepare_run_dir, resume_command
-from uwe_lightning.training.tracking import log_test_table, wandb_identity
+from uwe_lightning.training.tracking import finish_wandb, log_test_table, wandb_identity
+from uwe_lightning.training.views import NO_VIEWS, SkillViews, skill_views
 from uwe_lightning.workbench.report import (
     card_markdown,
     headline_average,
@@ -243,24 +244,26 @@ def training_summary(cfg: DictConfig) -> dict[str, Any]:
             "seed": OmegaConf.select(cfg, "seed", default=None)}
 
 
-def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict) -> dict[str, Any] | None:
-    """Evaluate the exported model on the test splits; write results.json/.md into the run dir."""
+def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict,
+             views: SkillViews = NO_VIEWS) -> dict[str, Any] | None:
+    """Evaluate the exported model on the test splits; write results.json/.md into the run dir (+ ``views``)."""
     t = cfg.test
     if not t.tasks:
         log.info("test.tasks is empty: no final test evaluation")
         return None
     kwargs = {"batch_size": t.batch_size, "device": t.device}
     evaluate = {"tasks": list(t.tasks), "split": "test", "data_dir": cfg.paths.data_dir,
-                "max_queries": t.max_queries, "seed": t.seed, "task_options": task_options}
+                "max_queries": t.max_queries, "seed": t.seed, "task_options": task_options, "views": views[0]}
     ranker = Ranker.from_pretrained(str(model_dir), model_id=f"{cfg.task_name}/best_model", **kwargs)
     results = evaluate_ranker(ranker, **evaluate)
     del ranker
-    results.update(owndata.baselines(cfg, run_dir, evaluate))  # data=edges: the popularity prior beside it
+    results.update({"skill_holdout": views[1]} if views[1] else {})  # test.skill_views: what the halves are
+    results.update(owndata.baselines(cfg, run_dir, {**evaluate, "views": None}))  # data=edges: the popularity prior
     if t.knowledge_gain:
         base = Ranker.from_pretrained(str(cfg.model.backbone), scorer=cfg.scorer.name, tau=cfg.scorer.tau,
                                       model_dir=cfg.paths.model_dir, model_id="step0", **kwargs)
         base_results = evaluate_ranker(base, **evaluate)
-        results["step0"] = {k: base_results[k] for k in ("tasks", "macro", "suites")}
+        results["step0"] = {k: base_results[k] for k in ("tasks", "macro", "suites", "views") if k in base_results}
         results["knowledge_gain"] = knowledge_gain(results, base_results)
     write_results(results, run_dir, title=f"{cfg.task_name}: {model_dir.name} on the test split")
     write_model_card(model_dir, card_markdown(results, title="test split"),
@@ -311,8 +314,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("resuming from %s at step %d", ckpt_path, start_step)
     if rank_zero:  # the run is accepted and its data loaded: the first byte written into the run directory
         accept_run(cfg)
-        record_start(run_dir, cfg, ckpt_path, start_step,
-                     data={**datamodule.source.describe(), "graphs": graph_report})
+        record_start(run_dir, cfg, ckpt_path, start_step, data={**datamodule.source.describe(), "graphs": graph_report,
+                                                                **({"controls": datamodule.controls} if datamodule.controls else {})})
         owndata.write_heldout(datamodule.source, run_dir)
 
     loggers, wandb_run = build_loggers(cfg, run_dir) if rank_zero else ([], None)
@@ -368,7 +371,7 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
     module.cpu()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    results = run_test(cfg, Path(summary["export"]["dir"]), run_dir, task_options)
+    results = run_test(cfg, Path(summary["export"]["dir"]), run_dir, task_options, skill_views(cfg, datamodule))
     if results is not None:
         summary["test_macro"] = headline_average(results)  # a data=edges run: its held-out edges' average
         if "knowledge_gain" in results:
@@ -394,14 +397,6 @@ def selection_summary(history: list[dict[str, Any]], exported_step: int) -> dict
                     exported_step, VAL_MONITOR, exported, step0)
     return {"exported_step": int(exported_step), "exported_val": exported, "step0_val": step0,
             "exported_beats_step0": beats}
-
-
-def finish_wandb(loggers: list) -> None:
-    """Close the W&B run so that the next job of a multirun starts its own."""
-    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        import wandb
-
-        wandb.finish()
 
 
 def objective(summary: dict[str, Any]) -> float | None:

@@ -103,3 +103,11 @@ def log_test_table(loggers: list, results: dict) -> None:
             prefix = "test" if name == model else f"test/{'step0' if name.startswith('zero-shot') else name}"
             summary[f"{prefix}/{task}/map"] = value
         logger.experiment.summary.update(summary)
+
+
+def finish_wandb(loggers: list) -> None:
+    """Close the W&B run so that the next job of a multirun starts its own."""
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()

@@ -92,6 +92,7 @@ def results_markdown(results: dict, title: str) -> str:
     if results.get("ties") == "expected":
         lines.append(f"- Tied scores: {TIES_EXPECTED_NOTE}")
     lines += baselines_markdown(results)
+    lines += views_markdown(results)
     for name, reason in results.get("unavailable", {}).items():
         lines.append(f"- {name} unavailable: {reason}")
     for name, r in results.get("no_queries", {}).items():
@@ -167,6 +168,28 @@ def card_markdown(results: dict, title: str) -> str:
     one-clause reason, without the data directory the full reason points at."""
     short = {name: str(reason).split(":", 1)[0] for name, reason in (results.get("unavailable") or {}).items()}
     return results_markdown({**results, "unavailable": short}, title)
+
+
+def views_markdown(results: dict) -> list[str]:
+    """The evaluation views (``results["views"]``: seen / unseen skills of a holdout, ...): MAP per task and view,
+    beside the step-0 model's on the same view when it was evaluated.
+
+    >>> res = {"tasks": {"Job2Skill": {"map": 0.3}}, "views": {"unseen": {"tasks": {"Job2Skill": {"map": 0.2,
+    ...        "n_queries": 7}}}}}
+    >>> views_markdown(res)[-2]
+    '| Job2Skill | 30.00 | unseen | 20.00 | 7 | - |'
+    """
+    if not results.get("views"):
+        return []
+    step0 = (results.get("step0") or {}).get("views", {})
+    lines = ["", "#### Views (same splits and embeddings; not in the macro average)", "",
+             "| task | MAP (all queries) | view | MAP | queries | step 0 |", "|---|---:|---|---:|---:|---:|"]
+    for view, block in results["views"].items():
+        for task, row in block["tasks"].items():
+            before = step0.get(view, {}).get("tasks", {}).get(task)
+            lines.append(f"| {task} | {_pct(results['tasks'].get(task, {}).get('map'))} | {view} | {_pct(row['map'])} "
+                         f"| {row['n_queries']} | {_pct(before['map'] if before else None)} |")
+    return [*lines, ""]
 
 
 def headline_average(results: dict) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -87,6 +87,9 @@ class EncoderRankingModel:
 
 
 TaskOptions = Mapping[str, Mapping[str, Any]]
+#: A view of a split: (task name, its evaluated split) -> a restriction of it (fewer queries, other positives,
+#: more excluded targets), or None when the view does not apply to that task. Scored with the same embeddings.
+View = Callable[[str, RankingDataset], "RankingDataset | None"]
 
 
 def load_tasks(
@@ -189,11 +192,15 @@ def evaluate(
     show_progress: bool = False,
     task_options: TaskOptions | None = None,
     ties: str | None = None,
+    views: Mapping[str, View] | None = None,
 ) -> dict:
     """Evaluate ``model`` on ``tasks``; returns per-task metrics, unavailable tasks and the macro average.
 
     ``ties``: how equal scores rank (``first`` | ``expected``; None: the model's own rule, :func:`tie_rule`),
     recorded as ``results["ties"]``.
+    ``views``: name -> :data:`View`; each is scored on the same (subsampled) splits and embeddings and
+    reported under ``results["views"][name]`` (per task and a macro average over the tasks it applies to),
+    never in ``tasks`` or the macro average (e.g. the seen / unseen skills of a skill holdout).
 
     A split without a query that has a positive (an empty file, every query without labels) has no MAP: it is
     listed under ``no_queries`` with the reason, never as a NaN in ``tasks``, and the macro average, which
@@ -231,7 +238,8 @@ def evaluate(
                   f"({r['n_queries']} q x {r['n_targets']} t, {r['seconds']:.1f}s)", flush=True)
     by_suite = suite_results(per_task, [*unavailable, *no_queries])
     macro = by_suite.pop(WORKBENCH_SUITE, None) or _empty_average([])
-    return {
+    view_results = {name: score_view(model, datasets, view, block_size, ties) for name, view in (views or {}).items()}
+    out = {
         "model": model.name,
         "split": split,
         "tasks": per_task,
@@ -248,6 +256,25 @@ def evaluate(
             "total": round(time.perf_counter() - t0, 2),
         },
     }
+    if views:
+        out["views"] = view_results
+    return out
+
+
+def score_view(model: RankingModel, datasets: Mapping[str, RankingDataset], view: View, block_size: int,
+               ties: str | None = None) -> dict:
+    """One view's metrics per task (the tasks it applies to and that keep a query with a positive) and their
+    macro average (task groups as in WorkBench)."""
+    rows: dict[str, dict] = {}
+    for name, ds in datasets.items():
+        restricted = view(name, ds) if ds.n_queries else None
+        if restricted is None or not restricted.n_queries:
+            continue
+        row = score_dataset(model, restricted, block_size, ties)
+        if row["n_queries"] and all(math.isfinite(row[m]) for m in ("map", "rp@10")):
+            rows[name] = {**row, "n_queries_evaluated_split": ds.n_queries}
+    average = macro_average(rows, {name: get_task(name).group for name in rows}) if rows else _empty_average([])
+    return {"tasks": rows, "macro": average}
 
 
 def _empty_average(not_covered: list[str]) -> dict:
@@ -276,7 +303,7 @@ def suite_results(per_task: Mapping[str, Mapping[str, Any]], not_scored: Sequenc
 
 def evaluate_ranker(ranker, tasks: Sequence[str], split: str, data_dir=None, max_queries: int | None = None,
                     seed: int = 0, show_progress: bool = False, block_size: int = 1024,
-                    task_options: TaskOptions | None = None) -> dict:
+                    task_options: TaskOptions | None = None, views: Mapping[str, View] | None = None) -> dict:
     """:func:`evaluate` for a :class:`~uwe_lightning.ranking.ranker.Ranker` (the training validation path)."""
     return evaluate(EncoderRankingModel(ranker), tasks, split, data_dir, max_queries, seed, block_size, show_progress,
-                    task_options)
+                    task_options, views=views)
