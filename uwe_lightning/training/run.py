@@ -55,6 +55,7 @@ from uwe_lightning.training.callbacks import (
     TrainThroughput,
     WorkBenchValidation,
 )
+from uwe_lightning.training.cardinfo import data_description, training_summary
 from uwe_lightning.training.checkpointing import (
     LAST_CHECKPOINT,
     AtomicCheckpointIO,
@@ -224,24 +225,6 @@ def select_and_export(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, r
     out = module.model.save_pretrained(run_dir / "best_model", **provenance)
     log.info("exported %s (step %d) to %s", source, step, out)
     return {"dir": str(out), **module.model.config()}
-
-
-def data_description(cfg: DictConfig) -> str:
-    """The training data in a few words, for the model card: the source class and the graphs."""
-    source = str(OmegaConf.select(cfg, "data.source._target_", default="") or "unknown source").rsplit(".", 1)[-1]
-    return f"{source}, graphs {'/'.join(cfg.data.graphs)}, {cfg.data.skills_per_step} skills per step"
-
-
-def training_summary(cfg: DictConfig) -> dict[str, Any]:
-    """The training settings a model card states in words (loss, steps, skills per step, optimiser, seed)."""
-    return {"loss": str(OmegaConf.select(cfg, "loss.name", default="") or "") or None,
-            "steps": OmegaConf.select(cfg, "trainer.max_steps", default=None),
-            "skills_per_step": OmegaConf.select(cfg, "data.skills_per_step", default=None),
-            "sampling": OmegaConf.select(cfg, "data.sampling", default=None),
-            "lr": OmegaConf.select(cfg, "optim.lr", default=None),
-            "warmup_ratio": OmegaConf.select(cfg, "optim.warmup_ratio", default=None),
-            "max_length": OmegaConf.select(cfg, "train.max_length", default=None),
-            "seed": OmegaConf.select(cfg, "seed", default=None)}
 
 
 def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict,
