@@ -32,6 +32,7 @@ from uwe_lightning.io import (
     strict_json,
 )
 from uwe_lightning.paths import CONF_DIR, resolve_cache_dir
+from uwe_lightning.ranking.index import check_index_settings, describe_index, index_for_space
 from uwe_lightning.ranking.results import ROW_FIELDS, top_rows
 from uwe_lightning.ranking.targets import (  # noqa: F401  (re-exported: the names rank has always offered)
     DIRECTIONS,
@@ -46,7 +47,7 @@ from uwe_lightning.training.jobrecord import accept_run
 from uwe_lightning.workbench.report import keep_previous
 
 if TYPE_CHECKING:
-    from uwe_lightning.ranking.packed import EncodedTexts
+    from uwe_lightning.ranking.index import TargetIndex
     from uwe_lightning.ranking.ranker import Ranker
 
 #: What ``out=`` may end in: one row per query x rank either way.
@@ -92,6 +93,7 @@ def check_config(cfg: DictConfig) -> None:
     if source == "file" and not cfg.targets_file:
         raise ConfigError("targets=file needs targets_file=<path> (one target text a line)")
     out = cfg.get("out")
+    check_index_settings(cfg.get("index"))
     if out is not None and (not isinstance(out, str) or Path(out).suffix.lower() not in OUT_FORMATS):
         raise ConfigError(f"out must be a file ending in {' or '.join(OUT_FORMATS)} (one row per query x rank), "
                           f"got {out!r}; e.g. out=rankings.jsonl")
@@ -113,7 +115,7 @@ def write_rows(path: str | Path, queries: list[str], ranked: list[list[dict]]) -
 
 
 def rank_with_progress(
-    ranker: Ranker, queries: list[str], space: EncodedTexts, k: int, chunk: int, show: bool
+    ranker: Ranker, queries: list[str], space: TargetIndex, k: int, chunk: int, show: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:meth:`Ranker.rank` over ``queries`` in chunks of ``chunk``, with a progress bar (batch mode)."""
     from tqdm.auto import tqdm
@@ -154,8 +156,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     ranker.display_name = str(spec.backbone)
     t0 = time.perf_counter()
     cache_dir = resolve_cache_dir(cfg.paths.cache_dir) / "targets" if cfg.cache and not cfg.cache_file else None
-    space = ranker.index(targets.texts, cache_dir=cache_dir, cache_file=cfg.cache_file,
-                         show_progress=cfg.show_progress)
+    space = index_for_space(ranker, targets.ids, targets.texts, targets.source, cfg.get("index"),
+                            cache_dir=cache_dir, cache_file=cfg.cache_file, show_progress=cfg.show_progress)
     index_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     out_file = cfg.get("out")
@@ -187,7 +189,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         "max_length": ranker.effective_max_length(),
         "device": str(ranker.device),
         "targets": {
-            "source": targets.source, "n": len(targets.texts), "pooled": space.pooled,
+            "source": targets.source, "n": len(targets.texts), "pooled": ranker.pooled("target"),
+            "index": describe_index(space),
             "cache_file": str(ranker.last_index_path) if ranker.last_index_path else None,
             "cache_hit": ranker.last_index_hit,
         },
@@ -202,6 +205,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     keep_previous(out / RANKINGS_FILE)  # an earlier rank into this directory keeps its rankings, as evaluate does
     atomic_write_text(out / RANKINGS_FILE, text)
     hit = "loaded from cache" if ranker.last_index_hit else "encoded"
+    if space.backend != "exact":
+        hit = f"in {space.backend} index {space.where}"
     wrote = f"{out_file} ({listed['out']['rows']} rows) and {out / RANKINGS_FILE}" if out_file else out / RANKINGS_FILE
     print(f"[rank] {len(targets.texts)} targets ({targets.source}) {hit} in {index_s:.1f}s; "
           f"{len(queries)} queries ranked in {rank_s:.2f}s; wrote {wrote}", flush=True)
