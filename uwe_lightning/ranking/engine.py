@@ -288,16 +288,23 @@ class LanceIndex(TargetIndex):
         from uwe_lightning.ranking.ranker import _check_texts
 
         queries = _check_texts(queries, "queries")
-        stored = self.count()
-        if stored == 0:
-            raise ValueError("empty target space: nothing to rank")
-        k = min(k, stored)
-        token_list = self.ranker.embed(queries, side="query")
+        return self.search_embedded(self.ranker.embed(queries, side="query"), k=k, candidates=candidates)
+
+    def search_embedded(self, token_list: Sequence[Tensor], k: int = 10, candidates: int | None = None
+                        ) -> tuple[Tensor, Tensor]:
+        """:meth:`search` for queries already embedded (raw ``[n_tokens, H]`` each, as :meth:`Ranker.embed`
+        gives them for the query side)."""
         vectors = F.normalize(torch.stack([t.float().mean(0) for t in token_list]), dim=-1, eps=1e-8).numpy()
         wanted = max(candidates or self.candidates, k)
         out_scores, out_index = [], []
+        capped = False
         for tokens, vector in zip(token_list, vectors, strict=True):
-            space, positions = self._space_of(self.candidates_of(vector, wanted))
+            found = self.candidates_of(vector, wanted)
+            if found.num_rows == 0:
+                raise ValueError(f"empty target space: index {self.where} holds no targets")
+            if found.num_rows < k and not capped:  # fewer targets than k in all (as Ranker.rank caps k)
+                k, capped = min(k, self.count()), True
+            space, positions = self._space_of(found)
             query = self.ranker.pack([tokens], "query")
             scores, top = self.ranker.rank(query, space, k=min(k, len(space)))
             index = positions[top[0]]
