@@ -170,12 +170,15 @@ def main(argv=None) -> dict:
         entry["uptime_after"] = uptime()
         report["scorers"][scorer] = entry
         print(json.dumps({scorer: entry}), flush=True)
-    report["uptime"]["end"] = uptime()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"scale_{len(texts)}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / f"scale_{len(texts)}.md").write_text(markdown(report))
+        report["uptime"]["end"] = uptime()
+        write(report, Path(args.out))  # after every scorer: a run cut short keeps what it measured
     return report
+
+
+def write(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"scale_{report['n']}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"scale_{report['n']}.md").write_text(markdown(report))
 
 
 def mib(n) -> str:
