@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 LOCK   ?= requirements/lock.txt
 
-.PHONY: install lock models data data-check test test-slow test-all lint evaluate-zero-shot train-cpu bench bench-peers bench-eval quiet-run fast-agreement pylate-env pylate-check clean
+.PHONY: install lock models data data-check test test-slow test-all lint evaluate-zero-shot train-cpu bench bench-peers bench-scale bench-eval quiet-run fast-agreement pylate-env pylate-check clean
 
 install: ## venv + CPU torch (pinned: a looser range pulls a multi-GB CUDA build) + package + encoders
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench: ## latency / FLOPs / throughput tables (Table 3 protocol), minilm on CPU
 
 bench-peers: ## ours vs sentence-transformers / FAISS / padded MaxSim by target-space size, end to end, 1M mapped targets
 	PYTHONPATH=. nice -n $(or $(NICE),0) $(PY) experiments/bench/bench_peers.py --out experiments/results/bench_peers.md $(ARGS)
+
+bench-scale: ## exact in-memory index vs the LanceDB engine on N real-text targets (default 100k; N=1000000), MiniLM on 2 cores (experiments/results/scale/)
+	PYTHONPATH=. nice -n $(or $(NICE),0) $(PY) experiments/bench/scale_texts.py --n $(or $(N),100000)
+	PYTHONPATH=. nice -n $(or $(NICE),0) $(PY) experiments/bench/bench_scale.py --n $(or $(N),100000) $(ARGS)
 
 bench-eval: ## the full zero-shot WorkBench test of MiniLM, timed with the machine load (experiments/results/bench_eval.md)
 	PYTHONPATH=. nice -n $(or $(NICE),0) $(PY) experiments/bench/bench_peers.py --sections evaluate --out experiments/results/bench_eval.md $(ARGS)

@@ -197,7 +197,8 @@ def test_invisible_queries_are_empty(tmp_path, targets_file, ranker, query):
 
 
 def test_targets_file_not_utf8_names_file_and_line(tmp_path):
-    from uwe_lightning.cli.rank import load_targets, run
+    from uwe_lightning.cli.rank import run
+    from uwe_lightning.ranking.targets import load_targets
 
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("python\r\njava\n\ncaf\u00e9 manager\n".encode("latin-1"))

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.paths import FIXTURES
-from uwe_lightning.cli.rank import load_targets
 from uwe_lightning.data.datamodule import UWEDataModule
 from uwe_lightning.data.edges import EdgeFileSource, load_edges
 from uwe_lightning.data.graphs import load_vocabulary, normalize_text
 from uwe_lightning.data.sampling import choose_sampling
 from uwe_lightning.io import ConfigError, DataError
 from uwe_lightning.model.card import render_card
+from uwe_lightning.ranking.targets import load_targets
 from uwe_lightning.workbench.dataset import TaskUnavailable
 from uwe_lightning.workbench.popularity import PopularityRankingModel
 from uwe_lightning.workbench.registry import get_task, is_zero_shot_only, task_suite

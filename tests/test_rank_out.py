@@ -17,10 +17,11 @@ import torch
 from tests.helpers.configs import rank_cfg
 from tests.helpers.paths import MINI_DATA
 from tests.helpers.tolerance import assert_close_to_scale
-from uwe_lightning.cli.rank import load_targets, run
+from uwe_lightning.cli.rank import run
 from uwe_lightning.io import ConfigError
 from uwe_lightning.paths import REPO_DIR
 from uwe_lightning.ranking.ranker import Ranker
+from uwe_lightning.ranking.targets import load_targets
 
 QUERIES = ["software engineer", "nurse", "truck driver", "data engineer python sql", "cook"]
 

@@ -27,9 +27,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 from tests.helpers.configs import tool_cfg  # noqa: E402
 from tests.helpers.paths import MINI_DATA  # noqa: E402
 from tests.helpers.tolerance import assert_close_to_scale  # noqa: E402
-from uwe_lightning.cli.rank import DIRECTIONS, load_targets  # noqa: E402
 from uwe_lightning.paths import REPO_DIR  # noqa: E402
 from uwe_lightning.ranking.ranker import Ranker  # noqa: E402
+from uwe_lightning.ranking.targets import DIRECTIONS, load_targets  # noqa: E402
 from uwe_lightning.service.app import LOOPBACK_HOSTS, ServedSpace, create_app  # noqa: E402
 from uwe_lightning.service.batching import MicroBatcher  # noqa: E402
 from uwe_lightning.service.requests import Limits  # noqa: E402

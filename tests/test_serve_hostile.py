@@ -31,7 +31,7 @@ from tests.test_serve import (  # noqa: E402
     running,
     served,
 )
-from uwe_lightning.cli.rank import DIRECTIONS  # noqa: E402
+from uwe_lightning.ranking.targets import DIRECTIONS  # noqa: E402
 from uwe_lightning.ranking.texts import is_blank  # noqa: E402
 from uwe_lightning.service.app import ServedSpace, create_app  # noqa: E402
 from uwe_lightning.service.batching import DeadlineExceeded, MicroBatcher, Overloaded  # noqa: E402

@@ -25,8 +25,8 @@ if importlib.util.find_spec("schemathesis") is None:  # not imported here: the C
 from tests.helpers.paths import MINI_DATA  # noqa: E402
 from tests.test_serve import FILE_TARGETS  # noqa: E402
 from tests.test_serve_hostile import LIMITS, running  # noqa: E402
-from uwe_lightning.cli.rank import DIRECTIONS, load_targets  # noqa: E402
 from uwe_lightning.ranking.ranker import Ranker  # noqa: E402
+from uwe_lightning.ranking.targets import DIRECTIONS, load_targets  # noqa: E402
 from uwe_lightning.service.app import ServedSpace, create_app  # noqa: E402
 
 EXAMPLES = int(os.environ.get("UWE_SCHEMATHESIS_EXAMPLES", "60"))

@@ -59,7 +59,7 @@ class MissingDependencyError(ImportError):
 EXTRA_OF = {
     "fastapi": "serve", "uvicorn": "serve",
     "onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx",
-    "faiss": "ann", "usearch": "ann",
+    "faiss": "ann", "usearch": "ann", "lancedb": "engine",
     "workrb": "workrb", "sentence_transformers": "st",
     "optuna": "sweeps", "hydra_plugins": "sweeps", "submitit": "cluster",
 }

@@ -131,9 +131,9 @@ def compare(answer: list[dict] | int | None, ids: list[str], scores: list[float]
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from uwe_lightning.cli.rank import load_targets
     from uwe_lightning.paths import resolve_cache_dir
     from uwe_lightning.ranking.ranker import Ranker
+    from uwe_lightning.ranking.targets import load_targets
 
     occupations = load_targets("esco_occupations")  # job titles as queries, a fixed spread over the list
     step = max(1, len(occupations.texts) // (args.requests + args.warmup))

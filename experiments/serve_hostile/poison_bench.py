@@ -78,8 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_app(args: argparse.Namespace):
     """The service app on ``esco_skills`` with small limits, as the service tests build it."""
-    from uwe_lightning.cli.rank import DIRECTIONS, load_targets
     from uwe_lightning.ranking.ranker import Ranker
+    from uwe_lightning.ranking.targets import DIRECTIONS, load_targets
     from uwe_lightning.service.app import ServedSpace, create_app
     from uwe_lightning.service.requests import Limits
 

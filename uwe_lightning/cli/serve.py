@@ -20,9 +20,10 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
-from uwe_lightning.cli.rank import DIRECTIONS, TARGET_SOURCES, load_targets
 from uwe_lightning.io import ConfigError, check_whole_number, require
 from uwe_lightning.paths import CONF_DIR, resolve_cache_dir
+from uwe_lightning.ranking.index import check_index_settings, index_for_space
+from uwe_lightning.ranking.targets import DIRECTIONS, TARGET_SOURCES, load_targets
 from uwe_lightning.training.jobrecord import accept_run
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def check_config(cfg: DictConfig) -> list[str]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ConfigError(f"{key} must be a number > 0 (seconds), got {value!r}")
     allowed_hosts(cfg)
+    check_index_settings(cfg.get("index"))
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {list(LOG_LEVELS)}, got {cfg.log_level!r}")
     return names
@@ -133,11 +135,14 @@ def build_app(cfg: DictConfig) -> FastAPI:
     spaces = {}
     for name, target in targets.items():
         t0 = time.perf_counter()
-        encoded = ranker.index(target.texts, cache_dir=cache_dir, show_progress=cfg.show_progress)
+        index = index_for_space(ranker, target.ids, target.texts, target.source, cfg.get("index"),
+                                cache_dir=cache_dir, show_progress=cfg.show_progress)
         seconds = time.perf_counter() - t0
         source = "file" if name == "file" else target.source  # a request never sees a server path
-        spaces[name] = ServedSpace(name, source, target.ids, target.texts, encoded, ranker.last_index_hit, seconds)
+        spaces[name] = ServedSpace(name, source, index.ids, index.texts, index, ranker.last_index_hit, seconds)
         how = "loaded from cache" if ranker.last_index_hit else "encoded"
+        if index.backend != "exact":
+            how = f"in {index.backend} index {index.where}"
         print(f"[serve] {name}: {len(target.texts)} targets {how} in {seconds:.1f}s", flush=True)
     limits = Limits(**OmegaConf.to_container(cfg.limits))
     return create_app(ranker, spaces, default_space=cfg.default_target, directions=DIRECTIONS, limits=limits,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -40,6 +40,9 @@ from uwe_lightning.ranking import fast as fast_lib
 from uwe_lightning.ranking.fast import PreparedTargets, topk_stable
 from uwe_lightning.ranking.packed import Bucket, EncodedTexts
 from uwe_lightning.ranking.texts import is_blank
+
+if TYPE_CHECKING:
+    from uwe_lightning.ranking.index import TargetIndex
 
 Side = Literal["query", "target"]
 SIDES: tuple[str, ...] = ("query", "target")
@@ -456,7 +459,7 @@ class Ranker:
             yield start, out
 
     def rank(
-        self, queries: Sequence[str] | EncodedTexts, targets: EncodedTexts | PreparedTargets, k: int = 10,
+        self, queries: Sequence[str] | EncodedTexts, targets: EncodedTexts | PreparedTargets | TargetIndex, k: int = 10,
         block_size: int = 1024, prefilter=None, candidates: int = 1000,
     ) -> tuple[Tensor, Tensor]:
         """Top-``k`` targets per query: ``(scores [N, k], target indices [N, k])`` on CPU, best first.
@@ -465,9 +468,15 @@ class Ranker:
         ``prefilter``: a :class:`~uwe_lightning.ranking.prefilter.Prefilter` over the targets' pooled vectors;
         each query is then scored exactly on its ``candidates`` nearest targets only (token-level scorers; the
         targets an EncodedTexts or a memory-mapped space; its recall is measured, not guaranteed).
+        ``targets`` may also be a :class:`~uwe_lightning.ranking.index.TargetIndex` (its own search; indices are
+        positions into its ``ids`` / ``texts``).
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        from uwe_lightning.ranking.index import TargetIndex
+
+        if isinstance(targets, TargetIndex):  # an index searches itself (an engine: candidates, then this scorer)
+            return targets.search(queries, k=k)
         if prefilter is not None:
             from uwe_lightning.ranking.prefilter import rank_prefiltered
 

@@ -32,6 +32,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from uwe_lightning.ranking.index import TargetIndex
 from uwe_lightning.ranking.packed import EncodedTexts
 from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.ranking.results import top_rows
@@ -65,13 +66,14 @@ log = logging.getLogger("uwe_lightning.serve")
 
 @dataclass
 class ServedSpace:
-    """A target space as served: its texts (labels) and ids, encoded once by the ranker at start-up."""
+    """A target space as served: its texts (labels) and ids, and what ranks them: the space encoded once by the
+    ranker at start-up, or a :class:`~uwe_lightning.ranking.index.TargetIndex` (exact, or an engine)."""
 
     name: str
     source: str
     ids: list[str]
     labels: list[str]
-    encoded: EncodedTexts
+    encoded: EncodedTexts | TargetIndex
     cache_hit: bool = False
     seconds: float = 0.0
 
