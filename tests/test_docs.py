@@ -222,3 +222,66 @@ def test_mkdocs_build_strict(tmp_path: Path):
                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "site" / "reference" / "config" / "index.html").is_file()
+
+
+#: A number with a decimal point, as the tables print them (`37.6`, `-0.428`, `1,638.5`).
+DECIMAL = re.compile(r"(?<![\w.])[-+]?\d[\d,]*\.\d+")
+
+
+def _decimals(text: str) -> set[float]:
+    return {float(m.group().replace(",", "")) for m in DECIMAL.finditer(text)}
+
+
+def _study_text(section: str) -> str:
+    """The committed results a section of docs/results.md names: its `experiments/results/...` files and folders."""
+    text = ""
+    for name in sorted(set(re.findall(r"`(experiments/results/[A-Za-z0-9_./-]+)`", section))):
+        path = REPO / name.rstrip(".")
+        files = [path] if path.is_file() else sorted([*path.rglob("*.md"), *path.rglob("*.json")])
+        text += "".join(f.read_text(errors="ignore") for f in files)
+    return text
+
+
+def test_results_tables_show_the_committed_numbers():
+    """Every decimal number in a table of docs/results.md is, rounded to the digits shown, a number of the
+    committed results its section names (`experiments/results/...`), so the page cannot drift from the studies.
+    The generated "Where the time goes" block is checked against its generator below instead."""
+    text = (DOCS / "results.md").read_text()
+    generated = re.compile(r"<!-- where-the-time-goes:start -->.*?<!-- where-the-time-goes:end -->", re.S)
+    wrong = []
+    for section in re.split(r"(?m)^(?=##+ )", generated.sub("", text)):
+        rows = [line for line in section.splitlines() if line.startswith("|") and not line.startswith("|---")]
+        if not rows:
+            continue
+        committed = _decimals(_study_text(section))
+        assert committed, f"a results table without the `experiments/results/...` it comes from: {section[:80]!r}"
+        for row in rows:
+            for match in DECIMAL.finditer(row):
+                shown = match.group().replace(",", "").lstrip("+")
+                digits = len(shown.split(".")[1])
+                if not any(round(value, digits) == float(shown) for value in committed):
+                    wrong.append(f"{shown} in {row[:90]}")
+    assert not wrong, "numbers in docs/results.md that no committed result rounds to:\n" + "\n".join(wrong)
+
+
+def test_where_the_time_goes_is_what_its_generator_writes_from_the_committed_json(tmp_path: Path):
+    page = tmp_path / "results.md"
+    shutil.copy(DOCS / "results.md", page)
+    proc = subprocess.run([sys.executable, "experiments/fast/where_the_time_goes.py", "--results",
+                           "experiments/results", "--out", str(tmp_path / "block.md"), "--readme", str(page)],
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert page.read_text() == (DOCS / "results.md").read_text(), (
+        "docs/results.md's 'Where the time goes' differs from experiments/fast/where_the_time_goes.py's output: "
+        "regenerate it with --readme docs/results.md")
+
+
+def test_readme_results_are_the_docs_results():
+    """The README's headline table quotes docs/results.md (and the paper numbers quoted there)."""
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Results", 1)[1].split("\n## ", 1)[0]
+    results = {m.group().replace(",", "").lstrip("+-") for m in DECIMAL.finditer((DOCS / "results.md").read_text())}
+    missing = [m.group() for line in table.splitlines() if line.startswith("|")
+               for m in DECIMAL.finditer(line) if m.group().replace(",", "").lstrip("+-") not in results]
+    assert not missing, f"README results not in docs/results.md: {missing}"
