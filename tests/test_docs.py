@@ -186,7 +186,7 @@ def test_every_command_help_is_short_and_exits_0():
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "UWE_DATA_DIR": str(MINI_DATA)}
     proc = subprocess.run([sys.executable, "-c", _HELP_LOOP, *ENTRY_POINTS], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     helps = json.loads(proc.stdout.strip().splitlines()[-1])
     for module in ENTRY_POINTS:
