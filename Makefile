@@ -5,13 +5,13 @@ PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 LOCK   ?= requirements/lock.txt
 
-.PHONY: install lock models data data-check test test-slow test-all lint evaluate-zero-shot train-cpu bench bench-peers bench-scale bench-eval quiet-run fast-agreement pylate-env pylate-check clean
+.PHONY: install lock models data data-check test test-slow test-all lint docs docs-serve evaluate-zero-shot train-cpu bench bench-peers bench-scale bench-eval quiet-run fast-agreement pylate-env pylate-check clean
 
 install: ## venv + CPU torch (pinned: a looser range pulls a multi-GB CUDA build) + package + encoders
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c $(LOCK) -e ".[dev]"
+	$(PY) -m pip install -q -c $(LOCK) -e ".[dev,docs]"
 	$(MAKE) models
 
 lock: ## refresh $(LOCK) (the exact versions `make install` installs) from this venv; run after `make test` passed
@@ -39,6 +39,12 @@ test-all:
 lint:
 	$(PY) -m ruff check uwe_lightning tests experiments
 
+docs: ## the docs site into site/ (mkdocs build --strict: a broken link, anchor or API reference fails); needs .[docs]
+	$(PY) -m mkdocs build --strict
+
+docs-serve: ## serve the docs at http://127.0.0.1:8000, rebuilt on every edit
+	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
+
 evaluate-zero-shot: ## the zero-shot WorkBench tables of experiments/results/zero_shot (full test sets)
 	$(PY) -m uwe_lightning.evaluate model=tfidf publish=experiments/results/zero_shot/tfidf
 	$(PY) -m uwe_lightning.evaluate model=minilm publish=experiments/results/zero_shot/minilm
@@ -60,7 +66,7 @@ bench-scale: ## exact in-memory index vs the LanceDB engine on N real-text targe
 bench-eval: ## the full zero-shot WorkBench test of MiniLM, timed with the machine load (experiments/results/bench_eval.md)
 	PYTHONPATH=. nice -n $(or $(NICE),0) $(PY) experiments/bench/bench_peers.py --sections evaluate --out experiments/results/bench_eval.md $(ARGS)
 
-quiet-run: ## every timing of issue 16 on quiet cores, logged with uptime (experiments/fast/quiet_run.sh; ~20-30 min)
+quiet-run: ## every timing of docs/results.md 'Where the time goes' on quiet cores, logged with uptime (experiments/fast/quiet_run.sh; ~20-30 min)
 	PY=$(PY) experiments/fast/quiet_run.sh $(STEPS)
 
 fast-agreement: ## top-10 agreement and MAP of fp16 storage and int8 query encoders vs fp32 (no timing)
@@ -76,4 +82,4 @@ pylate-check: pylate-env ## PyLate parity of a maxsim export: ours in $(VENV), P
 	$(VENV)-pylate/bin/python experiments/checks/pylate_parity.py check outputs/pylate/$(or $(MODEL),minilm)
 
 clean:
-	rm -rf outputs multirun .pytest_cache .ruff_cache
+	rm -rf outputs multirun site .pytest_cache .ruff_cache

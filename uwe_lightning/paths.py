@@ -69,7 +69,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
         raise DataError(
             f"data directory {path} does not exist. Build it with `make data` (python -m "
             "uwe_lightning.data.fetch), or set UWE_DATA_DIR (or `paths.data_dir=...`) to a uwe-data pack "
-            "(README, 'Getting the data')."
+            "(docs/how-to/data.md, 'Getting the data')."
         )
     return path
 

@@ -24,7 +24,7 @@
 #              result stands unless the scoring code changed since (this step's log lists those commits).
 #   mpnet      (only when named, or QUIET_MPNET=1) the same for MPNet -> $RESULTS/bench_eval_mpnet.{md,json}
 #   readme     experiments/fast/where_the_time_goes.py: the README section from the json files
-#              -> $RESULTS/fast/where_the_time_goes.md; with QUIET_README=1 also replaced in README.md
+#              -> $RESULTS/fast/where_the_time_goes.md; with QUIET_README=1 also replaced in docs/results.md
 #
 # Environment: PY (python, default .venv/bin/python, else python3), QUIET_THREADS (2), QUIET_NICE (0),
 # QUIET_PEERS_ARGS (extra bench_peers.py options), UWE_CACHE_DIR / UWE_DATA_DIR / UWE_MODEL_DIR as usual.
@@ -152,7 +152,7 @@ for s in "${STEPS[@]}"; do
         ;;
     readme)
         readme=()
-        [[ "${QUIET_README:-0}" == 1 ]] && readme=(--readme README.md)
+        [[ "${QUIET_README:-0}" == 1 ]] && readme=(--readme docs/results.md)
         step readme "$PY" experiments/fast/where_the_time_goes.py --results "$RESULTS" \
             --out "$RESULTS/fast/where_the_time_goes.md" "${readme[@]}"
         ;;

@@ -1,4 +1,4 @@
-"""The README's "Where the time goes" section, written from the json files that experiments/fast/quiet_run.sh
+"""The "Where the time goes" section of docs/results.md, written from the json files that experiments/fast/quiet_run.sh
 leaves (bench_peers.json, bench_eval.json, bench_eval_mpnet.json, fast/agreement.json), and make bench's
 bench_minilm.json (the paper's Table 3 protocol).
 
@@ -9,7 +9,7 @@ the answer to a latency target. Load-independent numbers (top-10 agreement, MAP 
 filled whatever the load.
 
     PYTHONPATH=. python experiments/fast/where_the_time_goes.py --results experiments/results \\
-        --out experiments/results/fast/where_the_time_goes.md [--readme README.md]
+        --out experiments/results/fast/where_the_time_goes.md [--readme docs/results.md]
 
 ``--readme`` replaces the text between ``<!-- where-the-time-goes:start -->`` and ``<!-- where-the-time-goes:end
 -->`` in that file.
@@ -129,8 +129,8 @@ def section(peers: dict | None, ev: dict | None, ev_mpnet: dict | None, agree: d
         load += f", this run's own threads included; other processes: at most {busiest_others(tp):.2f} CPUs busy"
     threads = TODO if tp is None else tp["machine"]["torch_threads"]
     lines = [
-        "## Where the time goes (issue 16: `experiments/results/bench_peers.md`, `bench_eval.md`, "
-        "`fast/agreement.md`)", "",
+        "## Where the time goes", "",
+        "From `experiments/results/bench_peers.md`, `bench_eval.md` and `fast/agreement.md`.", "",
         f"Measured by `experiments/fast/quiet_run.sh` on the 2-core CPU with nothing else running (load average "
         f"{load}; {threads} threads), MiniLM (22.7M parameters, h = 384). The log with every command and "
         "`uptime` before and after is `experiments/results/fast/quiet_run.md`.", "",
@@ -138,7 +138,7 @@ def section(peers: dict | None, ev: dict | None, ev_mpnet: dict | None, agree: d
             f"*Draft: the timings wait for the quiet-core run (`{TODO}` cells); the run under load on the shared "
             "machine is in `experiments/results/bench_peers.md` and is not evidence for or against a target. "
             "Agreement, MAP differences and recall@10 do not depend on the load.*", ""]),
-        "| target (issue 16) | limit | measured | met |", "|---|---:|---:|---|",
+        "| target | limit | measured | met |", "|---|---:|---:|---|",
         f"| `softmax` scoring, {n_big} targets, one pre-encoded query (p50) | 150 ms | {ms(p50('softmax', OURS))} ms | "
         f"{verdict(p50('softmax', OURS), 150)} |",
         f"| `maxsim` scoring, {n_big} targets (p50) | 80 ms | {ms(p50('maxsim', OURS))} ms | "

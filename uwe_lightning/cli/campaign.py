@@ -20,6 +20,20 @@ from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.training.campaign import Campaign, job_command, job_dir, load_plan
 
 TOOL = "campaign"
+USAGE = """python -m uwe_lightning.campaign budget_minutes=N ['plan=[paper_uwe,...]'] [out=DIR] [work_dir=DIR] [dry_run=true]
+
+Run the jobs of one or more plans (uwe_lightning/conf/campaign/<plan>.yaml) one after another, each its own
+process, and never past the time budget: a job that cannot finish is skipped, a training job is stopped in time
+to export and test. Small result files go to out, checkpoints and models to work_dir.
+
+Keys (default first): budget_minutes (required), plan=[paper_uwe] (paper_uwe | ablations_minilm | smoke),
+  out=outputs/campaign/<time>, work_dir=<out>-work, probe_steps=10, grace_seconds=30, dry_run=false
+
+Examples:
+  python -m uwe_lightning.campaign budget_minutes=12 'plan=[paper_uwe]' dry_run=true
+  python -m uwe_lightning.campaign budget_minutes=240 'plan=[ablations_minilm]' out=campaign_results
+
+Docs: docs/how-to/gpu.md"""
 
 
 def run(cfg: DictConfig) -> dict:
@@ -51,6 +65,9 @@ def run(cfg: DictConfig) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     take_debug_flag(argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        raise SystemExit(0)
 
     def compose_and_run() -> dict:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
