@@ -15,8 +15,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf.errors import OmegaConfBaseException
 
+from uwe_lightning.cli.output_dir import remove_created_empty_run_dir
+from uwe_lightning.cli.quiet import quiet_libraries
 from uwe_lightning.io import ConfigError, DataError, MissingDependencyError, ModelNotFoundError
 from uwe_lightning.training.jobrecord import drop_held_log
 
@@ -26,6 +29,7 @@ USER_ERROR_EXIT = 2
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, DataError, ModelNotFoundError, MissingDependencyError, FileNotFoundError, NotADirectoryError,
     IsADirectoryError, PermissionError, OmegaConfBaseException,
+    MisconfigurationException,  # Lightning's "this Trainer setting cannot work here" (devices, strategy, plugins)
 )
 _state = {"internal_error": False}
 
@@ -64,7 +68,8 @@ def run_reporting_user_errors(tool: str, fn: Callable[[], T]) -> T:
     """``fn()``; a user error prints one line and exits 2 (unless debugging); other errors propagate.
 
     A user error is a refusal: the log lines held for the run directory are dropped (:mod:`~uwe_lightning.
-    training.jobrecord`), so a refused command changes no byte there.
+    training.jobrecord`), so a refused command changes no byte there, and a run directory the command created
+    is removed again while it is empty (:mod:`~uwe_lightning.cli.output_dir`).
     """
     try:
         return fn()
@@ -72,6 +77,7 @@ def run_reporting_user_errors(tool: str, fn: Callable[[], T]) -> T:
         found = user_error(err)
         if found is not None:
             drop_held_log()
+            remove_created_empty_run_dir()
         if found is None or debug_enabled():
             _state["internal_error"] = found is None
             raise
@@ -80,10 +86,12 @@ def run_reporting_user_errors(tool: str, fn: Callable[[], T]) -> T:
 
 
 def hydra_entry_point(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
-    """Wrap a ``@hydra.main`` function: ``--debug`` handling, and exit 2 for Hydra's composition errors."""
+    """Wrap a ``@hydra.main`` function: ``--debug`` handling, quiet library output (:mod:`~uwe_lightning.cli.
+    quiet`), and exit 2 for Hydra's composition errors."""
 
     def main() -> Any:
         take_debug_flag()
+        quiet_libraries()
         try:
             return hydra_main()
         except SystemExit as exit_:

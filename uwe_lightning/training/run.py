@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +68,23 @@ from uwe_lightning.training.config import check_sections, check_values
 from uwe_lightning.training.distributed import check_launch, launched_as_rank_zero
 from uwe_lightning.training.jobrecord import accept_run
 from uwe_lightning.training.module import NonFiniteError, UWEModule
+from uwe_lightning.training.preflight import check_accelerator
+from uwe_lightning.training.progress import StepProgressBar
 from uwe_lightning.training.provenance import (
     add_info,
     add_summary,
     current_hydra_config,
-    plain_config,
     record_start,
 )
 from uwe_lightning.training.rundir import EXIT_STATUS, prepare_run_dir, resume_command
-from uwe_lightning.training.tracking import log_test_table, wandb_identity
+from uwe_lightning.training.summary import console_summary, headline, run_outputs
+from uwe_lightning.training.tracking import (
+    define_wandb_metrics,
+    log_test_table,
+    logged_config,
+    update_wandb_summary,
+    wandb_identity,
+)
 from uwe_lightning.workbench.report import (
     knowledge_gain,
     knowledge_gain_markdown,
@@ -174,6 +183,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, task_options: dict) -> list[
                 node.mode = "min"
             log.info("validation disabled: checkpoint callback %r keeps the latest checkpoint", name)
         callbacks.append(hydra.utils.instantiate(node))
+    if OmegaConf.select(cfg, "trainer.enable_progress_bar", default=True) and not any(
+            isinstance(cb, pl.callbacks.ProgressBar) for cb in callbacks):
+        callbacks.append(StepProgressBar())  # step k/max_steps with an ETA (Lightning's counts epoch batches)
     return callbacks
 
 
@@ -185,7 +197,10 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> tuple[list[pl.loggers.Logge
             continue
         if node["_target_"].endswith("WandbLogger"):
             identity = wandb_identity(cfg, current_hydra_config(), run_dir)
-            loggers.append(hydra.utils.instantiate(node, **identity))
+            logger = hydra.utils.instantiate(node, **identity)
+            # Lightning passes anonymous=None, which wandb answers with a warning nobody can act on
+            getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+            loggers.append(logger)
         else:
             loggers.append(hydra.utils.instantiate(node))
     return loggers, identity
@@ -257,8 +272,10 @@ def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, export and test as configured; returns a summary (also merged into ``run_info.json``)."""
+    started = time.perf_counter()
     check_sections(cfg)
     check_values(cfg)
+    check_accelerator(cfg)  # before anything is written: a run that cannot start leaves nothing behind
     run_dir = Path(cfg.paths.output_dir)
     rank_zero = launched_as_rank_zero()
     if rank_zero:
@@ -296,10 +313,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         owndata.write_heldout(datamodule.source, run_dir)
 
     loggers, wandb_run = build_loggers(cfg, run_dir) if rank_zero else ([], None)
-    if wandb_run is not None:
-        add_info(run_dir, wandb={"id": wandb_run["id"], "name": wandb_run["name"], "group": wandb_run["group"]})
-        for lg in loggers:
-            lg.log_hyperparams(plain_config(cfg))
     stop = StopOnInterrupt()
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -308,11 +321,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         plugins=[AtomicCheckpointIO()],
     )
     check_launch(trainer)
-    try:  # W&B stays open until the test table is logged; closed whatever happens
+    # Only now does W&B start its run (log_hyperparams opens it): a Trainer that cannot be built leaves none.
+    if wandb_run is not None:
+        add_info(run_dir, wandb={"id": wandb_run["id"], "name": wandb_run["name"], "group": wandb_run["group"]})
+    for lg in loggers:
+        lg.log_hyperparams(logged_config(cfg, run_dir))
+    define_wandb_metrics(loggers)
+    try:  # W&B stays open until the test table and the summary are logged; closed whatever happens
         summary = _fit_export_test(cfg, trainer, module, datamodule, run_dir, ckpt_path, task_options, stop, loggers)
+        if trainer.is_global_zero:
+            summary["wall_s"] = round(time.perf_counter() - started, 1)  # this start's, from config to test
+            summary["outputs"] = run_outputs(run_dir)
+            update_wandb_summary(loggers, headline(summary))
     finally:
         finish_wandb(loggers)
-    return add_summary(run_dir, summary) if trainer.is_global_zero else summary
+    if not trainer.is_global_zero:
+        return summary
+    summary = add_summary(run_dir, summary)
+    log.info("%s", console_summary(summary, run_dir))
+    return summary
 
 
 def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, datamodule: UWEDataModule,
@@ -351,6 +378,8 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
     results = run_test(cfg, Path(summary["export"]["dir"]), run_dir, task_options)
     if results is not None:
         summary["test_macro"] = results["macro"]
+        summary["test_tasks"] = {task: {k: row.get(k) for k in ("map", "rp@10")}
+                                 for task, row in results["tasks"].items()}
         if "knowledge_gain" in results:
             summary["knowledge_gain"] = results["knowledge_gain"]["macro"]
         log_test_table(loggers, results)
