@@ -44,7 +44,8 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
     if "step" in export:
         out["exported_step"] = export["step"]
     for metric, value in (summary.get("test_macro") or {}).items():
-        out[f"test_macro_{metric}"] = value
+        if isinstance(value, (int, float)):
+            out[f"test_macro_{metric}"] = value
     for key in ("steps_per_s", "texts_per_s", "peak_cpu_rss_gib", "peak_gpu_allocated_gib"):
         if key in (summary.get("throughput") or {}):
             out[key] = summary["throughput"][key]
@@ -64,7 +65,9 @@ def console_summary(summary: dict[str, Any], run_dir: Path) -> str:
     export = summary.get("export") or {}
     if export:
         step = (export.get("provenance") or {}).get("step")
-        lines.append(f"  exported model    best_model/ (step {step})")
+        selected = (summary.get("selection") or {}).get("exported_val")
+        val = f", val macro MAP {pct(selected)}" if selected is not None else ""
+        lines.append(f"  exported model    best_model/ (step {step}{val})")
     tasks, macro = summary.get("test_tasks") or {}, summary.get("test_macro")
     if macro:
         lines.append(f"  test              {'MAP':>8}  {'RP@10':>8}")
