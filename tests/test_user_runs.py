@@ -21,8 +21,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from tests.helpers.configs import base_overrides, make_cfg
+from tests.helpers.paths import MINI_DATA
 from tests.helpers.wandb_records import records
 from uwe_lightning.cli import output_dir, quiet
+from uwe_lightning.cli.errors import refuse_added_keys
 from uwe_lightning.io import ConfigError, DataError
 from uwe_lightning.model.encoder import Encoder
 from uwe_lightning.paths import CONF_DIR, REPO_DIR
@@ -84,6 +86,23 @@ def test_damaged_tokenizer_json_is_named(tmp_path, tiny_model_dir):
         Encoder.from_pretrained(str(model))
 
 
+@pytest.mark.parametrize("tool", ["evaluate", "rank"])
+def test_an_added_key_a_command_does_not_have_is_refused(tool):
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        typo = compose(tool, overrides=["+max_querys=5"], return_hydra_config=True)
+        fine = compose(tool, overrides=["++max_queries=5", "seed=1"], return_hydra_config=True)
+    try:
+        HydraConfig.instance().set_config(typo)
+        with pytest.raises(ConfigError, match=rf"unknown key max_querys \(\+max_querys=5\): {tool} has no such"):
+            refuse_added_keys(tool)
+        HydraConfig.instance().set_config(fine)
+        refuse_added_keys(tool)  # ++ (add or replace) and plain overrides pass
+    finally:
+        HydraConfig.instance().cfg = None
+
+
 def run_cli(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environment = {**os.environ, "UWE_DEBUG": "", "HYDRA_FULL_ERROR": "", **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_DIR, capture_output=True, text=True,
@@ -128,9 +147,14 @@ def test_cli_refusals_are_one_line_exit_2_and_leave_nothing(tmp_path, tiny_model
     broken_train = run_cli("uwe_lightning.train", *train_args, f"model.backbone='{model}'")
     assert_one_line_exit_2(broken_train, "train", damaged)
     broken_eval = run_cli("uwe_lightning.evaluate", "model=trained", f"model.backbone={model}",
-                          "tasks=[JobNorm]", f"hydra.run.dir={tmp_path / 'eval'}", "device=cpu")
+                          "tasks=[JobNorm]", f"paths.data_dir={MINI_DATA}", f"hydra.run.dir={tmp_path / 'eval'}",
+                          "device=cpu")
     assert_one_line_exit_2(broken_eval, "evaluate", damaged)
-    broken_export = run_cli("uwe_lightning.export", str(model), str(tmp_path / "exported"))
+    typo_eval = run_cli("uwe_lightning.evaluate", "model=trained", f"model.backbone={tiny_model_dir}",
+                        "+max_querys=5", f"hydra.run.dir={tmp_path / 'eval2'}")
+    assert_one_line_exit_2(typo_eval, "evaluate", "max_querys")
+    assert not (tmp_path / "eval2").exists()
+    broken_export = run_cli("uwe_lightning.export", "onnx", str(model), "--out", str(tmp_path / "exported"))
     assert broken_export.returncode == 2 and damaged in broken_export.stderr, broken_export.stderr[-2000:]
     assert "Traceback" not in broken_export.stderr
 

@@ -101,3 +101,25 @@ def hydra_entry_point(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
 
     main.__doc__ = hydra_main.__doc__
     return main
+
+
+def refuse_added_keys(tool: str) -> None:
+    """A ConfigError for a ``+key=value`` override in a command without a schema (``evaluate``, ``rank``): the key
+    is not a setting of the command (a ``+`` adds keys the config does not have, which it would then ignore). A
+    ``+<group>=<option>`` (a config group of ``conf/``) and ``++key`` (add or replace, on purpose) pass.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from uwe_lightning.paths import CONF_DIR
+
+    if not HydraConfig.initialized():
+        return
+    for override in HydraConfig.get().overrides.task:
+        if not override.startswith("+") or override.startswith("++"):
+            continue
+        key = override[1:].split("=", 1)[0]
+        if "." not in key and (CONF_DIR / key).is_dir():
+            continue
+        raise ConfigError(f"unknown key {key} ({override}): {tool} has no such setting, and would ignore it; "
+                          f"fix the spelling (its settings: python -m uwe_lightning.{tool} --cfg job)")
+
