@@ -225,7 +225,7 @@ def test_wandb_run_has_its_name_tags_one_nested_config_and_the_best_validation(w
     assert (run.display_name, run.run_group) == ("train", "train")  # outside Hydra: the task name
     assert list(run.tags) == ["train", "run", "scale:custom"]  # 6 skills per step is not the paper's size
     config = {item.key: json.loads(item.value_json) for r in wandb_records(wandb_run["dir"], "config")
-              for item in r.config.update}
+              for item in r.config.update if not item.key.startswith("_")}  # _wandb: W&B's own
     assert set(config) == {"model", "scorer", "loss", "data", "trainer", "logger", "callbacks", "debug",
                            "hparams_search", "experiment", "scale", "task_name", "seed", "resume", "overwrite",
                            "optim", "train", "validation", "test", "export", "paths"}  # no flat module copy
