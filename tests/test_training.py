@@ -17,6 +17,7 @@ import torch
 from hydra.errors import ConfigCompositionException, InstantiationException
 
 from tests.helpers.configs import make_cfg
+from uwe_lightning.io import ConfigError
 from uwe_lightning.training import callbacks as callbacks_mod
 from uwe_lightning.training.checkpointing import AtomicCheckpointIO
 from uwe_lightning.training.module import NonFiniteError, UWEModule, first_nonfinite_grad
@@ -210,7 +211,7 @@ def test_unknown_override_key_fails_naming_it(tmp_path, tiny_model_dir):
 
 def test_unknown_key_added_to_a_section_fails_naming_it(tmp_path, tiny_model_dir):
     cfg = make_cfg(tmp_path, tiny_model_dir, "+validation.every_n_step=10")
-    with pytest.raises(KeyError, match=r"every_n_step.*'validation'"):
+    with pytest.raises(ConfigError, match=r"validation\.every_n_step: section 'validation'"):
         train(cfg)
 
 

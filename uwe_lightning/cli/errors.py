@@ -15,8 +15,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf.errors import OmegaConfBaseException
 
+from uwe_lightning.cli.output_dir import remove_created_empty_run_dir
+from uwe_lightning.cli.quiet import quiet_libraries
 from uwe_lightning.io import ConfigError, DataError, MissingDependencyError, ModelNotFoundError
 from uwe_lightning.training.jobrecord import drop_held_log
 
@@ -26,6 +29,7 @@ USER_ERROR_EXIT = 2
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, DataError, ModelNotFoundError, MissingDependencyError, FileNotFoundError, NotADirectoryError,
     IsADirectoryError, PermissionError, OmegaConfBaseException,
+    MisconfigurationException,  # Lightning's "this Trainer setting cannot work here" (devices, strategy, plugins)
 )
 _state = {"internal_error": False}
 
@@ -64,7 +68,8 @@ def run_reporting_user_errors(tool: str, fn: Callable[[], T]) -> T:
     """``fn()``; a user error prints one line and exits 2 (unless debugging); other errors propagate.
 
     A user error is a refusal: the log lines held for the run directory are dropped (:mod:`~uwe_lightning.
-    training.jobrecord`), so a refused command changes no byte there.
+    training.jobrecord`), so a refused command changes no byte there, and a run directory the command created
+    is removed again while it is empty (:mod:`~uwe_lightning.cli.output_dir`).
     """
     try:
         return fn()
@@ -72,6 +77,7 @@ def run_reporting_user_errors(tool: str, fn: Callable[[], T]) -> T:
         found = user_error(err)
         if found is not None:
             drop_held_log()
+            remove_created_empty_run_dir()
         if found is None or debug_enabled():
             _state["internal_error"] = found is None
             raise
@@ -80,10 +86,12 @@ def run_reporting_user_errors(tool: str, fn: Callable[[], T]) -> T:
 
 
 def hydra_entry_point(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
-    """Wrap a ``@hydra.main`` function: ``--debug`` handling, and exit 2 for Hydra's composition errors."""
+    """Wrap a ``@hydra.main`` function: ``--debug`` handling, quiet library output (:mod:`~uwe_lightning.cli.
+    quiet`), and exit 2 for Hydra's composition errors."""
 
     def main() -> Any:
         take_debug_flag()
+        quiet_libraries()
         try:
             return hydra_main()
         except SystemExit as exit_:
@@ -93,3 +101,25 @@ def hydra_entry_point(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
 
     main.__doc__ = hydra_main.__doc__
     return main
+
+
+def refuse_added_keys(tool: str) -> None:
+    """A ConfigError for a ``+key=value`` override in a command without a schema (``evaluate``, ``rank``): the key
+    is not a setting of the command (a ``+`` adds keys the config does not have, which it would then ignore). A
+    ``+<group>=<option>`` (a config group of ``conf/``) and ``++key`` (add or replace, on purpose) pass.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from uwe_lightning.paths import CONF_DIR
+
+    if not HydraConfig.initialized():
+        return
+    for override in HydraConfig.get().overrides.task:
+        if not override.startswith("+") or override.startswith("++"):
+            continue
+        key = override[1:].split("=", 1)[0]
+        if "." not in key and (CONF_DIR / key).is_dir():
+            continue
+        raise ConfigError(f"unknown key {key} ({override}): {tool} has no such setting, and would ignore it; "
+                          f"fix the spelling (its settings: python -m uwe_lightning.{tool} --cfg job)")
+

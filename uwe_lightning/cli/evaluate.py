@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
+from uwe_lightning.cli.errors import hydra_entry_point, refuse_added_keys, run_reporting_user_errors
 from uwe_lightning.cli.loading import model_spec, ranker_from_config
 from uwe_lightning.io import ConfigError, atomic_copy, make_dirs
 from uwe_lightning.paths import CONF_DIR
@@ -161,7 +161,11 @@ def publish(dest: Path, files: tuple[Path, ...]) -> list[Path]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def _main(cfg: DictConfig) -> None:
-    run_reporting_user_errors("evaluate", lambda: run(cfg))
+    def checked_run():
+        refuse_added_keys("evaluate")
+        return run(cfg)
+
+    run_reporting_user_errors("evaluate", checked_run)
 
 
 main = hydra_entry_point(_main)

@@ -23,7 +23,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
+from uwe_lightning.cli.errors import hydra_entry_point, refuse_added_keys, run_reporting_user_errors
 from uwe_lightning.io import (
     ConfigError,
     atomic_write_text,
@@ -218,6 +218,7 @@ def _main(cfg: DictConfig) -> None:
     from uwe_lightning.ranking.cache import CacheError
 
     def ranked() -> dict:
+        refuse_added_keys("rank")
         try:
             return run(cfg, cfg.paths.output_dir)
         except (ValueError, TypeError, CacheError) as err:  # bad queries, targets, k, cache file

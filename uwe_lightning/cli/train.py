@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 import uwe_lightning.training.config  # noqa: F401  (registers the train_schema that train.yaml extends)
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
 from uwe_lightning.paths import CONF_DIR
-from uwe_lightning.training.run import objective, train
+from uwe_lightning.training.run import train
+from uwe_lightning.training.summary import objective
 
 # Our hydra/launcher/*.yaml share their names with the launcher plugins' schemas, which Hydra then validates them
 # against (typos in launcher keys fail); Hydra calls that matching deprecated. The files hold every key, so they

@@ -296,7 +296,7 @@ class UWEDataModule(pl.LightningDataModule):
         graphs = list(graphs)
         if not graphs or len(set(graphs)) != len(graphs):
             raise ValueError(f"graphs must be a non-empty list of distinct names, got {graphs}")
-        self.save_hyperparameters(ignore=["tokenizer", "source"])
+        self.save_hyperparameters(ignore=["tokenizer", "source"], logger=False)  # loggers get the whole config
         self.source = source
         self.tokenizer_name = tokenizer if isinstance(tokenizer, (str, os.PathLike)) else None
         self.tokenizer = None if self.tokenizer_name is not None else tokenizer

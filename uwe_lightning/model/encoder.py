@@ -91,6 +91,24 @@ def check_saved_files(path: str) -> None:
         check_records(path, records, "model", "copy or export it again", resolve_cache_dir())
 
 
+#: The JSON files of a saved model, in the order a loader reads them.
+MODEL_JSON_FILES = ("config.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
+
+
+def unreadable_json_file(model_dir: Path) -> Path | None:
+    """The first JSON file of a model directory that does not parse (what a loader's error means), else None."""
+    if not model_dir.is_dir():
+        return None
+    for name in MODEL_JSON_FILES:
+        file = model_dir / name
+        try:
+            if file.is_file():
+                json.loads(file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return file
+    return None
+
+
 class Encoder(nn.Module):
     """A transformer backbone plus its tokenizer; ``forward`` gives :class:`TokenEmbeddings`.
 
@@ -125,8 +143,10 @@ class Encoder(nn.Module):
             ) from err
         except Exception as err:  # a truncated safetensors file, a garbage tokenizer.json or config.json
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise DataError(f"model '{name_or_path}' ({path}) is damaged: {type(err).__name__}: {first[:200]} -- "
-                            "copy or export it again") from err
+            broken = unreadable_json_file(Path(path))
+            what = f"{broken} is not valid JSON" if broken else f"({path}) is damaged"
+            raise DataError(f"model '{name_or_path}': {what}: {type(err).__name__}: {first[:200]} -- "
+                            "copy or export the model again") from err
         encoder = cls(backbone, tokenizer, name=name_or_path)
         encoder.sanity_probe()
         return encoder.train(backbone.training)  # eval, as loaded: encode() restores this mode afterwards

@@ -117,11 +117,13 @@ def check_sections(cfg: DictConfig) -> None:
     """
     for name, schema in SECTIONS.items():
         if name not in cfg:
-            raise KeyError(f"config section {name!r} is missing")
+            raise ConfigError(f"config section {name!r} is missing")
         base = OmegaConf.structured(schema)
         unknown = sorted(set(cfg[name].keys()) - set(base.keys()))
         if unknown:
-            raise KeyError(f"unknown key(s) {unknown} in config section {name!r}; known: {sorted(base.keys())}")
+            keys = ", ".join(f"{name}.{key}" for key in unknown)
+            raise ConfigError(f"unknown config key {keys}: section {name!r} knows {sorted(base.keys())}; fix the "
+                              "spelling (a `+` override adds a key the schema does not have)")
         OmegaConf.merge(base, cfg[name])  # type errors name the key
 
 

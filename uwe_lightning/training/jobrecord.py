@@ -20,8 +20,8 @@ A multirun's sweep directory gets the same care (:class:`JobRecordCallback`, a H
 ``conf/hydra/default.yaml``): Hydra's basic sweeper rewrites ``<sweep dir>/multirun.yaml`` at every start, so a
 second multirun into the same directory (to resume its jobs, or one whose jobs are all refused) would replace the
 record of the first. The first start's file stays; a later one's goes to ``<sweep dir>/.restarts/<time>/``.
-And a run directory that Hydra created for a command that then refused its run is removed again while it is
-empty, so a refusal leaves no trace in ``outputs/`` either.
+(A run directory Hydra created for a refused command is removed again while empty:
+:mod:`uwe_lightning.cli.output_dir`.)
 """
 
 from __future__ import annotations
@@ -95,18 +95,10 @@ def _held_handlers() -> list[HeldFileHandler]:
     return [h for h in logging.getLogger().handlers if isinstance(h, HeldFileHandler)]
 
 
-#: The run directory Hydra creates for this process's (single-run) job, when it did not exist before.
-_created_run_dir: dict[str, Path | None] = {"path": None}
-
-
 def drop_held_log() -> None:
-    """The command refused its run: the log lines held for its run directory are not written, and a run
-    directory created for it is removed again while it is still empty."""
+    """The command refused its run: the log lines held for its run directory are not written."""
     for handler in _held_handlers():
         handler.drop_held()
-    created = _created_run_dir["path"]
-    if created is not None and created.is_dir() and not any(created.iterdir()):
-        created.rmdir()
 
 
 def _hydra_state():
@@ -163,18 +155,13 @@ SWEEP_RESTARTS_DIR = ".restarts"
 
 
 class JobRecordCallback(Callback):
-    """Keep the first ``multirun.yaml`` of a sweep directory (a later start's goes to ``.restarts/<time>/``),
-    and note whether a single run's directory existed before Hydra created it (:func:`drop_held_log`).
+    """Keep the first ``multirun.yaml`` of a sweep directory; a later start's goes to ``.restarts/<time>/``.
 
     Hydra's basic sweeper writes ``multirun.yaml`` between ``on_multirun_start`` and the first job, so the first
     start's file is copied aside at ``on_multirun_start`` and put back at the first ``on_job_start`` (in the job's
     process, so joblib and submitit jobs do it too; the first to rename wins). A start that died in between
     leaves the copy, which the next start puts back first.
     """
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        run_dir = Path(str(config.hydra.run.dir))
-        _created_run_dir["path"] = None if run_dir.exists() else run_dir
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

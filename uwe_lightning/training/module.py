@@ -164,7 +164,8 @@ class UWEModule(pl.LightningModule):
                 "grad_cache_size": grad_cache_size,
                 "grad_cache_unit": grad_cache_unit,
                 "backbone_checkpointing": backbone_checkpointing,
-            }
+            },
+            logger=False,  # kept in checkpoints; the loggers get the run's whole config once (training.run)
         )
         self.loss_fn = loss
         self.graphs = loss.active_graphs  # graphs with weight 0 are neither encoded nor scored

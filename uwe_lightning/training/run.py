@@ -29,8 +29,8 @@ tests. The other ranks return after training.
 from __future__ import annotations
 
 import logging
-import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +69,29 @@ from uwe_lightning.training.config import check_sections, check_values
 from uwe_lightning.training.distributed import check_launch, launched_as_rank_zero
 from uwe_lightning.training.jobrecord import accept_run
 from uwe_lightning.training.module import NonFiniteError, UWEModule
+from uwe_lightning.training.preflight import check_accelerator
+from uwe_lightning.training.progress import StepProgressBar
 from uwe_lightning.training.provenance import (
     add_info,
     add_summary,
     current_hydra_config,
-    plain_config,
     record_start,
 )
 from uwe_lightning.training.rundir import EXIT_STATUS, prepare_run_dir, resume_command
-from uwe_lightning.training.tracking import finish_wandb, log_test_table, wandb_identity
+from uwe_lightning.training.summary import (
+    console_summary,
+    headline,
+    run_outputs,
+    selection_summary,
+)
+from uwe_lightning.training.tracking import (
+    define_wandb_metrics,
+    finish_wandb,
+    log_test_table,
+    logged_config,
+    update_wandb_summary,
+    wandb_identity,
+)
 from uwe_lightning.training.views import NO_VIEWS, SkillViews, skill_views
 from uwe_lightning.workbench.report import (
     card_markdown,
@@ -179,6 +193,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, task_options: dict) -> list[
                 node.mode = "min"
             log.info("validation disabled: checkpoint callback %r keeps the latest checkpoint", name)
         callbacks.append(hydra.utils.instantiate(node))
+    if OmegaConf.select(cfg, "trainer.enable_progress_bar", default=True) and not any(
+            isinstance(cb, pl.callbacks.ProgressBar) for cb in callbacks):
+        callbacks.append(StepProgressBar())  # step k/max_steps with an ETA (Lightning's counts epoch batches)
     return callbacks
 
 
@@ -190,7 +207,10 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> tuple[list[pl.loggers.Logge
             continue
         if node["_target_"].endswith("WandbLogger"):
             identity = wandb_identity(cfg, current_hydra_config(), run_dir)
-            loggers.append(hydra.utils.instantiate(node, **identity))
+            logger = hydra.utils.instantiate(node, **identity)
+            # Lightning passes anonymous=None, which wandb answers with a warning nobody can act on
+            getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+            loggers.append(logger)
         else:
             loggers.append(hydra.utils.instantiate(node))
     return loggers, identity
@@ -263,8 +283,10 @@ def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, export and test as configured; returns a summary (also merged into ``run_info.json``)."""
+    started = time.perf_counter()
     check_sections(cfg)
     check_values(cfg)
+    check_accelerator(cfg)  # before anything is written: a run that cannot start leaves nothing behind
     run_dir = Path(cfg.paths.output_dir)
     rank_zero = launched_as_rank_zero()
     if rank_zero:
@@ -302,10 +324,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         owndata.write_heldout(datamodule.source, run_dir)
 
     loggers, wandb_run = build_loggers(cfg, run_dir) if rank_zero else ([], None)
-    if wandb_run is not None:
-        add_info(run_dir, wandb={"id": wandb_run["id"], "name": wandb_run["name"], "group": wandb_run["group"]})
-        for lg in loggers:
-            lg.log_hyperparams(plain_config(cfg))
     stop = StopOnInterrupt()
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -314,11 +332,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         plugins=[AtomicCheckpointIO()],
     )
     check_launch(trainer)
-    try:  # W&B stays open until the test table is logged; closed whatever happens
+    # Only now does W&B start its run (log_hyperparams opens it): a Trainer that cannot be built leaves none.
+    if wandb_run is not None:
+        add_info(run_dir, wandb={"id": wandb_run["id"], "name": wandb_run["name"], "group": wandb_run["group"]})
+    for lg in loggers:
+        lg.log_hyperparams(logged_config(cfg, run_dir))
+    define_wandb_metrics(loggers)
+    try:  # W&B stays open until the test table and the summary are logged; closed whatever happens
         summary = _fit_export_test(cfg, trainer, module, datamodule, run_dir, ckpt_path, task_options, stop, loggers)
+        if trainer.is_global_zero:
+            summary["wall_s"] = round(time.perf_counter() - started, 1)  # this start's, from config to test
+            summary["outputs"] = run_outputs(run_dir)
+            update_wandb_summary(loggers, headline(summary))
     finally:
         finish_wandb(loggers)
-    return add_summary(run_dir, summary) if trainer.is_global_zero else summary
+    if not trainer.is_global_zero:
+        return summary
+    summary = add_summary(run_dir, summary)
+    log.info("%s", console_summary(summary, run_dir))
+    return summary
 
 
 def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, datamodule: UWEDataModule,
@@ -357,41 +389,9 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
     results = run_test(cfg, Path(summary["export"]["dir"]), run_dir, task_options, skill_views(cfg, datamodule))
     if results is not None:
         summary["test_macro"] = headline_average(results)  # a data=edges run: its held-out edges' average
+        summary["test_tasks"] = {task: {k: row.get(k) for k in ("map", "rp@10")}
+                                 for task, row in results["tasks"].items()}
         if "knowledge_gain" in results:
             summary["knowledge_gain"] = results["knowledge_gain"]["macro"]
         log_test_table(loggers, results)
     return summary
-
-
-def selection_summary(history: list[dict[str, Any]], exported_step: int) -> dict[str, Any]:
-    """How the exported model compares with the zero-shot step-0 model on validation.
-
-    Step 0 is never a checkpoint (its weights are the backbone's), so the best *trained* checkpoint is
-    exported even when it validates below step 0; the summary says so, and the run logs a warning.
-
-    >>> selection_summary([{"step": 0, "val/macro_map": 0.4}, {"step": 2, "val/macro_map": 0.3}], 2)
-    {'exported_step': 2, 'exported_val': 0.3, 'step0_val': 0.4, 'exported_beats_step0': False}
-    """
-    by_step = {h["step"]: h.get(VAL_MONITOR) for h in history}
-    exported, step0 = by_step.get(exported_step), by_step.get(0)
-    beats = None if exported is None or step0 is None else bool(exported >= step0)
-    if beats is False:
-        log.warning("the exported model (step %d, %s %.4f) validates below the zero-shot step-0 model (%.4f)",
-                    exported_step, VAL_MONITOR, exported, step0)
-    return {"exported_step": int(exported_step), "exported_val": exported, "step0_val": step0,
-            "exported_beats_step0": beats}
-
-
-def objective(summary: dict[str, Any]) -> float | None:
-    """What a sweeper optimises: the best validation macro MAP (never a test number: test sets are for the
-    final evaluation only). A job that trained nothing (every loss weight 0) returns ``-inf``, so a search
-    ranks it last instead of failing; ``None`` when there was no validation.
-
-    >>> objective({"skipped": "every loss weight 0"}), objective({"best_val": {"val/macro_map": 0.5}})
-    (-inf, 0.5)
-    """
-    if summary.get("skipped"):
-        return float("-inf")
-    best = summary.get("best_val")
-    value = best.get(VAL_MONITOR) if best else None
-    return float(value) if value is not None and math.isfinite(value) else None

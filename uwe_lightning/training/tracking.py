@@ -1,18 +1,26 @@
-"""Who a run is in W&B: a readable name, one group per multirun invocation, tags, and an id kept for resume.
+"""Who a run is in W&B, and what it shows: a short name, one group per multirun, true tags, one portable config.
 
-- name: the run's own command-line overrides (``loss=mtm,seed=1``), paths and Hydra's keys left out; a run
-  without overrides is named by its ``task_name``;
+- name: the keys that tell this job from its siblings, ``scorer=softmax,seed=1``: in a multirun the swept keys
+  only (the experiment's ``hydra.sweeper.params`` and command-line sweeps), in a single run its own
+  overrides; paths and Hydra's keys left out, long values shortened, at most :data:`MAX_NAME` characters (a
+  longer one ends in a hash of the whole, so names stay unique); a run without overrides is named by its
+  ``task_name``;
 - group: ``<task_name>/<sweep start>`` for every job of one ``-m`` invocation (all jobs share the sweep dir), the
   ``task_name`` for a single run;
-- tags: the experiment (``task_name``), ``scale:<name>`` when the config has a ``scale`` group, and the mode;
+- tags: the experiment (``task_name``), ``run``/``multirun``, ``scale:<name>`` only when the run's sizes are
+  that scale's (else ``scale:custom``), ``model:<choice>`` and ``debug:<choice>`` from the composed groups;
+- config: one nested copy of the resolved config (:func:`logged_config`), machine paths replaced by
+  ``${paths.<key>}`` names;
 - id: generated once and stored in ``run_info.json`` (``wandb.id``), so ``resume=true`` continues the same W&B run.
 Offline by default (``logger.wandb.mode``), never a login.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +31,162 @@ from uwe_lightning.workbench.report import headline_average
 
 #: Override keys that say where a run writes, not what it is.
 NAME_EXCLUDED_PREFIXES = ("hydra.", "paths.", "resume=", "overwrite=", "logger", "experiment=", "trainer.enable_")
+#: The longest W&B run name written (W&B's tables stay readable; the full overrides are in the config).
+MAX_NAME = 64
+#: A value longer than this is shortened in a name (a path to its last part, anything else cut).
+MAX_VALUE = 24
 
 
-def run_name(task_overrides: list[str], task_name: str) -> str:
-    """``loss=mtm,seed=1`` from the job's overrides (sorted, so every job of a sweep is named alike).
+def short_value(value: str) -> str:
+    """A value as a run name shows it: a path by its last part, a long value cut with ``~``.
+
+    >>> short_value("/tmp/runs/tiny-bert0"), short_value("[JobNorm,SkillNorm,SkillExtr-H,SkillExtr-T]")
+    ('tiny-bert0', '[JobNorm,SkillNorm,SkillExt~')
+    """
+    value = value.strip("'\"")
+    if "/" in value and not value.startswith("["):
+        value = value.rstrip("/").rsplit("/", 1)[-1] or value
+    return value if len(value) <= MAX_VALUE else value[: MAX_VALUE + 3] + "~"
+
+
+def fit_name(name: str, limit: int = MAX_NAME) -> str:
+    """``name`` cut to ``limit`` characters; a cut name ends in a hash of the whole (unique within a group).
+
+    >>> len(fit_name("x" * 100)), fit_name("x" * 100)[-9:]
+    (64, '~50e48369')
+    """
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9]}~{digest}"
+
+
+def swept_keys(hydra_cfg: Any | None, argv: list[str] | None = None) -> set[str] | None:
+    """The keys a multirun sweeps (``hydra.sweeper.params`` and command-line sweeps); None outside a multirun."""
+    if hydra_cfg is None or str(hydra_cfg.mode) not in ("MULTIRUN", "RunMode.MULTIRUN"):
+        return None
+    keys = {str(k) for k in (OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {})}
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(
+            [a for a in (sys.argv[1:] if argv is None else argv) if "=" in a and not a.startswith("-")])
+        keys |= {o.key_or_group for o in parsed if o.is_sweep_override()}
+    except Exception:  # a launcher's own argv: fall back to the sweeper's params
+        pass
+    return keys
+
+
+def run_name(task_overrides: list[str], task_name: str, swept: set[str] | None = None) -> str:
+    """``loss=mtm,seed=1`` from the job's overrides (sorted, so every job of a sweep is named alike); with
+    ``swept`` (a multirun), only those keys.
 
     >>> run_name(["+experiment=ablation_loss", "seed=1", "loss=mtm", "hydra.run.dir=x"], "ablation_loss")
+    'loss=mtm,seed=1'
+    >>> run_name(["trainer=gpu", "seed=1", "loss=mtm"], "ablation_loss", swept={"loss", "seed"})
     'loss=mtm,seed=1'
     >>> run_name([], "train")
     'train'
     """
-    kept = sorted(o.lstrip("+~") for o in task_overrides if not o.lstrip("+~").startswith(NAME_EXCLUDED_PREFIXES))
-    return ",".join(kept) or task_name
+    kept = []
+    for override in sorted(o.lstrip("+~") for o in task_overrides):
+        if override.startswith(NAME_EXCLUDED_PREFIXES):
+            continue
+        key, _, value = override.partition("=")
+        if swept is not None and key not in swept:
+            continue
+        kept.append(f"{key}={short_value(value)}")
+    return fit_name(",".join(kept) or task_name)
+
+
+def scale_tag(cfg: DictConfig) -> str | None:
+    """``scale:<name>`` when the run's sizes are the scale's (its skills per step, one of its step counts),
+    else ``scale:custom`` (e.g. ``debug=fast``: 32 skills, 20 steps); None without a scale."""
+    name = OmegaConf.select(cfg, "scale.name")
+    if not name:
+        return None
+    steps = OmegaConf.select(cfg, "scale.steps", default=None) or {}
+    sizes_match = (OmegaConf.select(cfg, "data.skills_per_step") == OmegaConf.select(cfg, "scale.skills_per_step")
+                   and OmegaConf.select(cfg, "trainer.max_steps") in set(steps.values()))
+    return f"scale:{name}" if sizes_match else "scale:custom"
+
+
+def run_tags(cfg: DictConfig, hydra_cfg: Any | None, multirun: bool) -> list[str]:
+    tags = [str(cfg.task_name), "multirun" if multirun else "run"]
+    scale = scale_tag(cfg)
+    if scale:
+        tags.append(scale)
+    choices = OmegaConf.select(hydra_cfg, "runtime.choices", default=None) if hydra_cfg is not None else None
+    for group in ("model", "debug"):
+        choice = (choices or {}).get(group)
+        if choice:
+            tags.append(f"{group}:{choice}")
+    return tags
 
 
 def wandb_identity(cfg: DictConfig, hydra_cfg: Any | None, run_dir: Path) -> dict[str, Any]:
     """Keyword arguments for ``WandbLogger`` (name, group, tags, job_type, id, resume) for this run."""
     task_name = str(cfg.task_name)
     overrides = list(hydra_cfg.overrides.task) if hydra_cfg is not None else []
-    multirun = hydra_cfg is not None and str(hydra_cfg.mode) in ("MULTIRUN", "RunMode.MULTIRUN")
+    swept = swept_keys(hydra_cfg)
+    multirun = swept is not None
     group = f"{task_name}/{Path(str(hydra_cfg.sweep.dir)).name}" if multirun else task_name
-    tags = [task_name, "multirun" if multirun else "run"]
-    scale = OmegaConf.select(cfg, "scale.name")
-    if scale:
-        tags.append(f"scale:{scale}")
     return {
-        "name": run_name(overrides, task_name),
+        "name": run_name(overrides, task_name, swept),
         "group": group,
-        "tags": tags,
+        "tags": run_tags(cfg, hydra_cfg, multirun),
         "job_type": "train",
         "id": stored_wandb_id(run_dir) or secrets.token_hex(4),
         "resume": "allow",
     }
+
+
+def portable(value: Any, roots: list[tuple[str, str]]) -> Any:
+    """``value`` with machine paths replaced: under a ``paths.*`` root by ``${paths.<key>}``, any other
+    absolute path by ``.../<last part>`` (the run's ``run_info.json`` keeps the full ones)."""
+    if isinstance(value, dict):
+        return {k: portable(v, roots) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, roots) for v in value]
+    if not isinstance(value, str) or not value.startswith("/"):
+        return value
+    for key, root in roots:
+        if value == root or value.startswith(root.rstrip("/") + "/"):
+            return "${paths." + key + "}" + value[len(root.rstrip("/")):]
+    return ".../" + value.rstrip("/").rsplit("/", 1)[-1]
+
+
+def logged_config(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
+    """The config the loggers get: resolved and nested (one copy), ``hydra`` left out, no absolute path of
+    this machine (see :func:`portable`); ``paths`` itself as written in the config (``${oc.env:...}``)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("hydra", None)
+    resolved_paths = data.pop("paths", {}) or {}
+    roots = sorted(((k, str(v)) for k, v in resolved_paths.items() if isinstance(v, str) and v.startswith("/")),
+                   key=lambda kv: -len(kv[1]))
+    out = portable(data, roots)
+    written = OmegaConf.to_container(cfg.paths, resolve=False) if "paths" in cfg else {}
+    out["paths"] = portable(written, [])
+    return out
+
+
+def define_wandb_metrics(loggers: list) -> None:
+    """W&B's run summary keeps the best validation macro MAP (not the last); every metric's step axis is the
+    optimiser step (Lightning defines that already)."""
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger":
+            continue
+        run = logger.experiment
+        if getattr(run, "define_metric", None) is None:
+            return
+        run.define_metric("val/macro_map", step_metric="trainer/global_step", summary="max")
+
+
+def update_wandb_summary(loggers: list, summary: dict[str, Any]) -> None:
+    """The run's final summary (:mod:`~uwe_lightning.training.summary`) in W&B's run summary, ``run/...``."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.summary.update({f"run/{k}": v for k, v in summary.items()})
 
 
 def stored_wandb_id(run_dir: Path) -> str | None:
