@@ -185,7 +185,7 @@ def test_train_evaluate_rank_and_load_in_sentence_transformers(tmp_path, tiny_mo
     assert evaluated["tasks"]["edges"]["map"] == pytest.approx(results["tasks"]["edges"]["map"], abs=1e-6)
     assert set(evaluated["baselines"]) == {"popularity", "tfidf"} and "| popularity | edges |" in proc.stdout
     bad = cli("evaluate", "model=tfidf", "tasks=[edges]", f"edges.file={tmp_path / 'nope.csv'}",
-              f"hydra.run.dir={tmp_path / 'bad'}")
+              f"edges.skill_vocab={SKILLS}", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("[evaluate] error: edge file")
 
     ranked = tmp_path / "rank"

@@ -32,7 +32,8 @@ from uwe_lightning.io import (
     strict_json,
 )
 from uwe_lightning.paths import CONF_DIR, resolve_cache_dir
-from uwe_lightning.ranking.index import check_index_settings, describe_index, index_for_space
+from uwe_lightning.ranking.backends import index_for_space
+from uwe_lightning.ranking.index import check_index_settings, describe_index
 from uwe_lightning.ranking.results import ROW_FIELDS, top_rows
 from uwe_lightning.ranking.targets import (  # noqa: F401  (re-exported: the names rank has always offered)
     DIRECTIONS,

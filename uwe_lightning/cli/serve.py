@@ -22,7 +22,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
 from uwe_lightning.io import ConfigError, check_whole_number, require
 from uwe_lightning.paths import CONF_DIR, resolve_cache_dir
-from uwe_lightning.ranking.index import check_index_settings, index_for_space
+from uwe_lightning.ranking.backends import index_for_space
+from uwe_lightning.ranking.index import check_index_settings
 from uwe_lightning.ranking.targets import DIRECTIONS, TARGET_SOURCES, load_targets
 from uwe_lightning.training.jobrecord import accept_run
 

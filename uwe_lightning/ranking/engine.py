@@ -35,6 +35,7 @@ from torch import Tensor
 from uwe_lightning.io import ConfigError, require
 from uwe_lightning.ranking.index import TargetIndex, check_identity, check_ids, identity_of
 from uwe_lightning.ranking.packed import EncodedTexts
+from uwe_lightning.ranking.texts import check_texts
 
 #: Below this many rows the engine scans all vectors (exact candidates); above, an ANN index is built.
 ANN_MIN_ROWS = 50_000
@@ -285,9 +286,8 @@ class LanceIndex(TargetIndex):
             raise ValueError(f"k must be >= 1, got {k}")
         if isinstance(queries, EncodedTexts):
             raise TypeError("the lancedb index searches query texts (their mean vectors go to the engine)")
-        from uwe_lightning.ranking.ranker import _check_texts
 
-        queries = _check_texts(queries, "queries")
+        queries = check_texts(queries, "queries")
         return self.search_embedded(self.ranker.embed(queries, side="query"), k=k, candidates=candidates)
 
     def search_embedded(self, token_list: Sequence[Tensor], k: int = 10, candidates: int | None = None

@@ -233,16 +233,6 @@ def choose_backend(backend: str, n_targets: int, engine_above: int = ENGINE_ABOV
     return "lancedb" if n_targets > engine_above else "exact"
 
 
-def default_table(source: str, ranker) -> str:
-    """A table name per target space, scorer and model: another model never meets this one's table."""
-    import hashlib
-    import re
-
-    model = hashlib.sha256(str(ranker.checkpoint_id(allow_state_hash=True)).encode()).hexdigest()[:10]
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", source).strip("_")[-60:] or "targets"
-    return f"{slug}-{ranker.spec.name}-{model}"
-
-
 def check_index_settings(settings) -> None:
     """``index.*`` of a rank / serve config, checked before the model loads (one line per bad key)."""
     from uwe_lightning.io import check_whole_number
@@ -255,37 +245,3 @@ def check_index_settings(settings) -> None:
     read_only = settings.get("read_only")
     if read_only is not None and not isinstance(read_only, bool):
         raise ConfigError(f"index.read_only must be true, false or null (auto), got {read_only!r}")
-
-
-def index_for_space(ranker, ids: Sequence[str], texts: Sequence[str], source: str, settings=None,
-                    cache_dir: str | Path | None = None, cache_file: str | Path | None = None,
-                    show_progress: bool = False) -> TargetIndex:
-    """The target index ``rank`` and ``serve`` search: ``settings`` (``index.*`` of the config) choose the
-    backend (:func:`choose_backend`); the exact one reads / fills the target cache under ``cache_dir``, the
-    engine one syncs its table with ``ids`` / ``texts`` (encodes only what it does not hold yet)."""
-    settings = dict(settings or {})
-    backend = choose_backend(settings.get("backend", "auto"), len(texts),
-                             int(settings.get("engine_above") or ENGINE_ABOVE))
-    if backend == "exact":
-        return ExactIndex.from_texts(ranker, ids, texts, cache_dir=cache_dir, cache_file=cache_file,
-                                     show_progress=show_progress)
-    from uwe_lightning.ranking.engine import LanceIndex
-
-    uri = settings.get("uri") or (Path(cache_dir).parent / "lancedb" if cache_dir else None)
-    if uri is None:
-        raise ConfigError("index.backend=lancedb needs index.uri (a directory, s3://..., or db://...) "
-                          "when the cache is off")
-    engine = LanceIndex(
-        ranker, uri, table=settings.get("table") or default_table(source, ranker),
-        candidates=int(settings.get("candidates") or 200), nprobes=int(settings.get("nprobes") or 20),
-        build_batch=int(settings.get("build_batch") or 4096), read_only=settings.get("read_only"),
-    )
-    if engine.read_only:
-        engine.attach(ids, texts)
-        missing = len(texts) - engine.count()
-        if missing:
-            print(f"[index] warning: {engine.where} is read-only and holds {engine.count()} of {len(texts)} "
-                  "targets; searching what it holds", flush=True)
-    else:
-        engine.build(ids, texts, show_progress=show_progress)
-    return engine

@@ -39,7 +39,7 @@ from uwe_lightning.ranking import cache as cache_lib
 from uwe_lightning.ranking import fast as fast_lib
 from uwe_lightning.ranking.fast import PreparedTargets, topk_stable
 from uwe_lightning.ranking.packed import Bucket, EncodedTexts
-from uwe_lightning.ranking.texts import is_blank
+from uwe_lightning.ranking.texts import check_texts as _check_texts
 
 if TYPE_CHECKING:
     from uwe_lightning.ranking.index import TargetIndex
@@ -62,21 +62,6 @@ def auto_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _check_texts(texts: Sequence[str], what: str) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError(f"{what} must be a list of strings, not a single string")
-    texts = list(texts)
-    if not texts:
-        raise ValueError(f"empty {what} list: nothing to rank")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{what}[{i}] is {type(text).__name__}, expected str")
-        if is_blank(text):
-            detail = "" if not text.strip() else f" (only invisible characters: {text!r})"
-            raise ValueError(f"{what}[{i}] is an empty text{detail}")
-    return texts
 
 
 class Ranker:

@@ -8,6 +8,7 @@ into special tokens only (or ``[UNK]``), and the ranking it gets is noise. Such 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 
 #: Unicode categories that draw nothing: controls, format characters (zero-width, BOM, bidi marks),
 #: separators, surrogates, and nonspacing marks on their own (variation selectors, lone combining marks).
@@ -26,3 +27,19 @@ def is_blank(text: str) -> bool:
         not ch.isspace() and ch not in _BLANK_LETTERS and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES
         for ch in text
     )
+
+
+def check_texts(texts: Sequence[str], what: str) -> list[str]:
+    """``texts`` as a list, each a non-blank ``str`` (else a TypeError / ValueError naming ``what[i]``)."""
+    if isinstance(texts, str):
+        raise TypeError(f"{what} must be a list of strings, not a single string")
+    texts = list(texts)
+    if not texts:
+        raise ValueError(f"empty {what} list: nothing to rank")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{what}[{i}] is {type(text).__name__}, expected str")
+        if is_blank(text):
+            detail = "" if not text.strip() else f" (only invisible characters: {text!r})"
+            raise ValueError(f"{what}[{i}] is an empty text{detail}")
+    return texts

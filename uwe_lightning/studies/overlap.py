@@ -48,8 +48,10 @@ def tokens(text: str) -> frozenset[str]:
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    """>>> jaccard(frozenset("ab"), frozenset("abc"))
-    0.6666666666666666
+    """Token-set Jaccard similarity (1.0 for two empty sets).
+
+    >>> round(jaccard(frozenset("ab"), frozenset("abc")), 4)
+    0.6667
     """
     if not a and not b:
         return 1.0
