@@ -1,4 +1,4 @@
-"""Your own graph, end to end (README "Train on your own graph"): held-out splits that never reach training,
+"""Your own graph, end to end (docs/how-to/own-graph.md): held-out splits that never reach training,
 validation / test on them, the ``edges`` task from the CLI, the popularity baseline, ``rank`` with the user's ids,
 a truthful model card, and one run through the real CLIs on ``tests/fixtures/own_graph`` (about 40 s)."""
 

@@ -1,4 +1,4 @@
-"""The re-check behind the engine choice of issue 35 (docs/_incoming/35.md): each candidate's embedded mode on
+"""The re-check behind the engine choice of issue 35 (docs/how-to/serve.md): each candidate's embedded mode on
 the same real MiniLM mean vectors (the cached scale space of experiments/bench/scale_texts.py).
 
 Per engine: insert time (batches of 4,096), p50 of one top-``--candidates`` search, and recall@10 of the

@@ -1,8 +1,7 @@
 """``python -m uwe_lightning.evaluate model=minilm split=test``: WorkBench for any model (Hydra, conf/evaluate.yaml).
 
 Your own held-out edges: ``'tasks=[edges]' edges.file=heldout.csv edges.skill_vocab=skills.csv``, with
-``'baselines=[popularity,tfidf]' popularity.edges=train.csv`` scored beside the model (README "Train on your own
-graph").
+``'baselines=[popularity,tfidf]' popularity.edges=train.csv`` scored beside the model (docs/how-to/own-graph.md).
 
 ``runner=workrb`` evaluates the same model with WorkRB's tasks and metrics instead (:mod:`uwe_lightning.
 integrations.workrb`); the results files have the same layout.

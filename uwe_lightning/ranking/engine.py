@@ -1,6 +1,6 @@
 """A target index in LanceDB: candidates from the engine, exact re-scoring with our scorer.
 
-Why LanceDB (docs/_incoming/35.md has the measured comparison): it is embedded (a directory of Lance files, no
+Why LanceDB (docs/how-to/serve.md, "Large target spaces"): it is embedded (a directory of Lance files, no
 server, memory-mapped reads, so a space larger than RAM is served from disk), and the same client code opens a
 table on object storage (``s3://``, ``gs://``, ``az://``: many services read one index) or on a LanceDB
 server (``db://``), so a user who outgrows one machine changes ``index.uri`` and nothing else.

@@ -3,7 +3,7 @@
 The paper reports Tables 4/5 as mean ± 95 % CI over 5 seeds and Figure 3 as mean ± SE. The CI half width
 is ``t_{0.975, n-1} * sd / sqrt(n)``; the t quantile is computed here (regularised incomplete beta and
 bisection) so that reporting needs no scipy: importing ``scipy.stats`` costs far more than every report
-computation (docs/_incoming/32.md), and tests/test_report.py checks this quantile against ``scipy.stats.t.ppf``
+computation (issue 32), and tests/test_report.py checks this quantile against ``scipy.stats.t.ppf``
 to 1e-9. One value has no spread: its SD, SE and CI are ``None``, and the tables say so.
 """
 
