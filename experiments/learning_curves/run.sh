@@ -2,7 +2,7 @@
 # Issue 28, study 1, one job at a time, resumable: a job with results.json is done; one with a last.ckpt is
 # continued (resume=true: exact resume, the same batches and RNG); otherwise it starts. Run it from a clean,
 # frozen checkout (a git worktree of the study's commit); every job records its commit in run_info.json.
-#   RUNS=/work/studies/learning_curves nohup experiments/learning_curves/run.sh > run.log 2>&1 &
+#   RUNS=<a directory outside the checkout>/learning_curves nohup experiments/learning_curves/run.sh > run.log 2>&1 &
 #   JOBS="mean:0 softmax:0" experiments/learning_curves/run.sh       # a subset, in this order
 set -euo pipefail
 cd "$(dirname "$0")/../.."

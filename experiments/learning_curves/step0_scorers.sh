@@ -3,7 +3,7 @@
 # MaxSim, SoftMax y-mean tau 0.5, SoftMax tau 0.1) on the validation subsets every training run validates on
 # (the 7 validation tasks, 300 queries per task, seed 0: the same subsets as study 1's step 0). No training.
 # One evaluation at a time; an evaluation with results.json is done. Run it from a clean, frozen checkout:
-#   RUNS=/work/studies/step0 nohup experiments/learning_curves/step0_scorers.sh > step0.log 2>&1 &
+#   RUNS=<a directory outside the checkout>/step0 nohup experiments/learning_curves/step0_scorers.sh > step0.log 2>&1 &
 # then the table:  python experiments/learning_curves/step0_table.py $RUNS > experiments/results/learning_curves/step0.md
 set -euo pipefail
 cd "$(dirname "$0")/../.."
