@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers.study_driver import calls, drive, driver_repo
 from uwe_lightning.data.controls import (
     STRATUM_SIZE,
     drop_skills,
@@ -296,69 +297,33 @@ def test_cached_embedder_reuses_the_file(tmp_path):
 
 # -- the study driver ---------------------------------------------------------------------------------------
 
-DRIVER = Path(__file__).resolve().parents[1] / "experiments" / "studies" / "transfer_controls" / "run.sh"
-FAKE_TRAIN = """#!/usr/bin/env python3
-import pathlib, sys
-args = sys.argv[1:]
-run_dir = pathlib.Path(next(a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")))
-run_dir.mkdir(parents=True, exist_ok=True)
-with open(pathlib.Path(sys.argv[0]).parent / "calls.txt", "a") as fh:
-    fh.write(" ".join(args[2:]) + "\\n")
-(run_dir / "results.json").write_text("{}")
-"""
-
-
-def _driver_repo(tmp_path: Path) -> tuple[Path, Path]:
-    import shutil
-    import subprocess
-
-    repo = tmp_path / "repo"
-    script = repo / "experiments" / "studies" / "transfer_controls" / "run.sh"
-    script.parent.mkdir(parents=True)
-    shutil.copy(DRIVER, script)
-    fake = tmp_path / "fake_python"
-    fake.write_text(FAKE_TRAIN)
-    fake.chmod(0o755)
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x"]):
-        subprocess.run(["git", *args], cwd=repo, check=True)
-    return repo, fake
-
-
-def _drive(repo: Path, fake: Path, runs: Path, jobs: str | None = None):
-    import os
-    import subprocess
-
-    env = {**os.environ, "RUNS": str(runs), "PY": str(fake)}
-    if jobs is not None:
-        env["JOBS"] = jobs
-    return subprocess.run(["bash", str(repo / "experiments/studies/transfer_controls/run.sh")], env=env,
-                          capture_output=True, text=True)
+DRIVER = "experiments/studies/transfer_controls/run.sh"
 
 
 def test_driver_runs_each_arm_with_its_overrides_once_and_resumes(tmp_path):
-    repo, fake = _driver_repo(tmp_path)
+    repo, fake = driver_repo(tmp_path, DRIVER)
     runs = tmp_path / "runs"
     (runs / "holdout" / "holdout-seed0" / "checkpoints").mkdir(parents=True)
     (runs / "holdout" / "holdout-seed0" / "checkpoints" / "last.ckpt").write_text("")
-    done = _drive(repo, fake, runs, "all:0 shuffled:0 holdout:0 V:1")
+    done = drive(repo, DRIVER, fake, runs, "all:0 shuffled:0 holdout:0 V:1")
     assert done.returncode == 0, done.stderr
-    calls = (tmp_path / "calls.txt").read_text().splitlines()
-    assert len(calls) == 4
-    assert calls[0].startswith("+experiment=transfer_length data.graphs=[J,V,A] test.skill_views=0.5 scale=cpu")
-    assert calls[1].startswith("+experiment=transfer_shuffled scale=cpu") and "seed=0" in calls[1]
-    assert calls[2].startswith("+experiment=transfer_holdout") and "resume=true" in calls[2]
-    assert calls[3].startswith("+experiment=transfer_length data.graphs=[V] scale=cpu") and "seed=1" in calls[3]
-    assert f"hydra.run.dir={runs}/length/V-seed1" in calls[3]
-    again = _drive(repo, fake, runs, "all:0 V:1")  # finished jobs are skipped
+    jobs = calls(fake)
+    assert len(jobs) == 4
+    assert jobs[0].startswith("+experiment=transfer_length data.graphs=[J,V,A] test.skill_views=0.5 scale=cpu")
+    assert jobs[1].startswith("+experiment=transfer_shuffled scale=cpu") and "seed=0" in jobs[1]
+    assert jobs[2].startswith("+experiment=transfer_holdout") and "resume=true" in jobs[2]
+    assert jobs[3].startswith("+experiment=transfer_length data.graphs=[V] scale=cpu") and "seed=1" in jobs[3]
+    assert f"hydra.run.dir={runs}/length/V-seed1" in jobs[3]
+    again = drive(repo, DRIVER, fake, runs, "all:0 V:1")  # finished jobs are skipped
     assert again.returncode == 0 and "all:0: done" in again.stdout and "V:1: done" in again.stdout
-    assert len((tmp_path / "calls.txt").read_text().splitlines()) == 4
-    assert "unknown job" in _drive(repo, fake, runs, "bogus:0").stderr
+    assert len(calls(fake)) == 4
+    assert "unknown job" in drive(repo, DRIVER, fake, runs, "bogus:0").stderr
 
 
 def test_driver_refuses_a_dirty_checkout(tmp_path):
-    repo, fake = _driver_repo(tmp_path)
+    repo, fake = driver_repo(tmp_path, DRIVER)
     script = repo / "experiments/studies/transfer_controls/run.sh"
     script.write_text(script.read_text() + "\n# edited\n")
-    result = _drive(repo, fake, tmp_path / "runs")
+    result = drive(repo, DRIVER, fake, tmp_path / "runs")
     assert result.returncode == 2 and "refusing to start" in result.stderr
-    assert not (tmp_path / "calls.txt").exists()
+    assert not calls(fake)
