@@ -78,7 +78,7 @@ def backbone_label(prov: dict[str, Any]) -> str:
 
 def card_data(config: dict[str, Any], evaluations: list[dict[str, Any]] | None = None, pylate: bool = False):
     """The card's metadata (:class:`huggingface_hub.ModelCardData`) for a model whose ``uwe.json`` is
-    ``config``; ``evaluations``: the measured test rows (:func:`uwe_lightning.workbench.report.model_index_rows`),
+    ``config``; ``evaluations``: the measured test rows, scores in percent (:func:`uwe_lightning.workbench.report.model_index_rows`),
     which become the ``model-index``. Only what the run recorded goes in; a field it cannot know is left out."""
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -98,7 +98,7 @@ def card_data(config: dict[str, Any], evaluations: list[dict[str, Any]] | None =
                 task_type="sentence-similarity", task_name=f"{row['task']} ({row['what']})",
                 dataset_type=row["dataset_type"], dataset_name=f"{row['benchmark']} {row['task']}",
                 dataset_config=row["task"], dataset_split=row["split"], dataset_args=row.get("args") or None,
-                metric_type=metric, metric_name=f"{name} (%)", metric_value=round(100 * float(row[metric]), 2),
+                metric_type=metric, metric_name=f"{name} (%)", metric_value=round(float(row[metric]), 2),  # rows in percent
             ))
     datasets = [d["hub_id"] for d in prov.get("datasets") or [] if d.get("hub_id")]
     return ModelCardData(

@@ -4,7 +4,7 @@ One run = one Hydra run directory (``outputs/<task_name>/runs/<time>/``, or ``hy
 
 - ``run_info.json``: the resolved config, git commit ("unknown" outside a git checkout), package versions,
   and one entry per (re)start;
-- ``checkpoints/``: the best checkpoint on ``val/macro_map`` and ``last.ckpt`` (atomic writes);
+- ``checkpoints/``: the best checkpoint on ``val/macro/map`` and ``last.ckpt`` (atomic writes);
 - ``val_history.jsonl``: every WorkBench validation (step 0 = the zero-shot model);
 - ``csv/`` (and ``wandb/`` with ``logger=wandb``): training curves;
 - ``best_model/``: the selected weights as a saved :class:`~uwe_lightning.model.pretrained.UWEModel`
@@ -42,7 +42,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from uwe_lightning.data.datamodule import UWEDataModule
-from uwe_lightning.io import atomic_write_text
+from uwe_lightning.io import ConfigError, atomic_write_text
 from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.backbones import backbone_identity
 from uwe_lightning.model.pretrained import ModelSpec, write_model_card
@@ -93,6 +93,7 @@ from uwe_lightning.training.tracking import (
     wandb_identity,
 )
 from uwe_lightning.training.views import NO_VIEWS, SkillViews, skill_views
+from uwe_lightning.workbench.metric_names import LEGACY_NAMES, METRICS, UNIT, UNIT_KEY, in_percent
 from uwe_lightning.workbench.report import (
     card_markdown,
     headline_average,
@@ -187,6 +188,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, task_options: dict) -> list[
     for name, node in callbacks_cfg.items():
         if node is None or "_target_" not in node:
             continue
+        if node.get("monitor") in LEGACY_NAMES:  # an older config's name: it would monitor nothing
+            raise ConfigError(f"callbacks.{name}.monitor={node.monitor} is the old name (fractions); use "
+                              f"callbacks.{name}.monitor={LEGACY_NAMES[node.monitor]} (percent)")
         if not validation_enabled(cfg) and node.get("monitor") == VAL_MONITOR:
             with open_dict(node):
                 node.monitor = None
@@ -268,6 +272,7 @@ def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict
         base_results = evaluate_ranker(base, **evaluate)
         results["step0"] = {k: base_results[k] for k in ("tasks", "macro", "suites", "views") if k in base_results}
         results["knowledge_gain"] = knowledge_gain(results, base_results)
+    results = in_percent(results)  # the run's record: every score in percent (metric_names)
     write_results(results, run_dir, title=f"{cfg.task_name}: {model_dir.name} on the test split")
     write_model_card(model_dir, card_markdown(results, title="test split"),
                      evaluations=model_index_rows({**results, "seed": t.seed}))
@@ -372,7 +377,8 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
 
     if not trainer.is_global_zero:  # export, test and the run summary are rank 0's
         return {"final_step": trainer.global_step, "rank": trainer.global_rank}
-    summary: dict[str, Any] = {"final_step": trainer.global_step, "data": datamodule.source.describe()}
+    summary: dict[str, Any] = {"final_step": trainer.global_step, "data": datamodule.source.describe(),
+                               UNIT_KEY: UNIT}  # every score in it in percent (metric_names)
     throughput = next((cb for cb in trainer.callbacks if isinstance(cb, TrainThroughput)), None)
     if throughput is not None:
         summary["throughput"] = throughput.summary()
@@ -389,7 +395,7 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
     results = run_test(cfg, Path(summary["export"]["dir"]), run_dir, task_options, skill_views(cfg, datamodule))
     if results is not None:
         summary["test_macro"] = headline_average(results)  # a data=edges run: its held-out edges' average
-        summary["test_tasks"] = {task: {k: row.get(k) for k in ("map", "rp@10")}
+        summary["test_tasks"] = {task: {k: row.get(k) for k in METRICS}
                                  for task, row in results["tasks"].items()}
         if "knowledge_gain" in results:
             summary["knowledge_gain"] = results["knowledge_gain"]["macro"]
