@@ -164,6 +164,8 @@ def load_run(path: Path) -> Run | Skipped:
         return Skipped(path, error)
     if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
         return Skipped(path, f"{RUN_INFO_FILE} has no config")
+    if info.get("command") == "evaluate":
+        return Skipped(path, "an evaluation of a model (python -m uwe_lightning.evaluate), not a training run")
     summary = info.get("summary")
     if not isinstance(summary, dict):
         return Skipped(path, f"unfinished: {RUN_INFO_FILE} has no summary (still running, or stopped)")
