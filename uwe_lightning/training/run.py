@@ -42,7 +42,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from uwe_lightning.data.datamodule import UWEDataModule
-from uwe_lightning.io import ConfigError, atomic_write_text
+from uwe_lightning.io import atomic_write_text
 from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.backbones import backbone_identity
 from uwe_lightning.model.pretrained import ModelSpec, write_model_card
@@ -71,29 +71,20 @@ from uwe_lightning.training.jobrecord import accept_run
 from uwe_lightning.training.module import NonFiniteError, UWEModule
 from uwe_lightning.training.preflight import check_accelerator
 from uwe_lightning.training.progress import StepProgressBar
-from uwe_lightning.training.provenance import (
-    add_info,
-    add_summary,
-    current_hydra_config,
-    record_start,
-)
+from uwe_lightning.training.provenance import add_info, add_summary, current_hydra_config, record_start
 from uwe_lightning.training.rundir import EXIT_STATUS, prepare_run_dir, resume_command
-from uwe_lightning.training.summary import (
-    console_summary,
-    headline,
-    run_outputs,
-    selection_summary,
-)
+from uwe_lightning.training.summary import console_summary, headline, run_outputs, selection_summary
 from uwe_lightning.training.tracking import (
     define_wandb_metrics,
     finish_wandb,
+    log_model_artifact,
     log_test_table,
     logged_config,
     update_wandb_summary,
     wandb_identity,
 )
 from uwe_lightning.training.views import NO_VIEWS, SkillViews, skill_views
-from uwe_lightning.workbench.metric_names import LEGACY_NAMES, METRICS, UNIT, UNIT_KEY, in_percent
+from uwe_lightning.workbench.metric_names import METRICS, UNIT, UNIT_KEY, in_percent
 from uwe_lightning.workbench.report import (
     card_markdown,
     headline_average,
@@ -188,9 +179,6 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, task_options: dict) -> list[
     for name, node in callbacks_cfg.items():
         if node is None or "_target_" not in node:
             continue
-        if node.get("monitor") in LEGACY_NAMES:  # an older config's name: it would monitor nothing
-            raise ConfigError(f"callbacks.{name}.monitor={node.monitor} is the old name (fractions); use "
-                              f"callbacks.{name}.monitor={LEGACY_NAMES[node.monitor]} (percent)")
         if not validation_enabled(cfg) and node.get("monitor") == VAL_MONITOR:
             with open_dict(node):
                 node.monitor = None
@@ -400,4 +388,7 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
         if "knowledge_gain" in results:
             summary["knowledge_gain"] = results["knowledge_gain"]["macro"]
         log_test_table(loggers, results)
+    artifact = log_model_artifact(loggers, Path(summary["export"]["dir"]), summary)
+    if artifact:
+        summary["wandb_artifact"] = artifact
     return summary

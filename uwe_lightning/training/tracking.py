@@ -27,7 +27,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from uwe_lightning.paths import RUN_INFO_FILE
-from uwe_lightning.workbench.metric_names import MACRO, METRICS, TEST, VAL_MACRO_MAP, in_percent, metric_name
+from uwe_lightning.workbench.metric_names import (
+    MACRO,
+    MAP,
+    METRICS,
+    TEST,
+    VAL_MACRO_MAP,
+    in_percent,
+    metric_name,
+)
 from uwe_lightning.workbench.report import headline_average
 
 #: Override keys that say where a run writes, not what it is.
@@ -238,6 +246,53 @@ def log_test_table(loggers: list, results: dict) -> None:
             stage = TEST if name == model else f"{TEST}/{'step0' if name.startswith('zero-shot') else name}"
             summary.update({metric_name(stage, task, m): v for m, v in zip(METRICS, values, strict=True)})
         logger.experiment.summary.update(summary)
+        log_test_bars(logger, [row for row in rows if row[0] == model])
+
+
+#: The W&B chart of the model's test MAP per task (a bar chart over the test table's rows).
+TEST_BARS_KEY = "test/map_by_task"
+
+
+def log_test_bars(logger: Any, rows: list[list[Any]]) -> None:
+    """The model's test MAP per task (and macro) as a W&B bar chart, ``test/map_by_task``."""
+    import wandb
+
+    table = wandb.Table(columns=["task", MAP], data=[[task, value] for _, task, value, *_ in rows if value is not None])
+    logger.experiment.log({TEST_BARS_KEY: wandb.plot.bar(table, "task", MAP, title="test MAP by task (%)")})
+
+
+def model_artifact_metadata(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the model artifact says about itself: the exported step and its scores (percent).
+
+    >>> model_artifact_metadata({"export": {"provenance": {"step": 4}}, "selection": {"exported_val": 40.0},
+    ...                          "best_val": {"val/macro/map": 41.0}, "test_macro": {"map": 30.0}})
+    {'exported_step': 4, 'val/macro/map': 40.0, 'best val/macro/map': 41.0, 'test/macro/map': 30.0}
+    """
+    out = {"exported_step": ((summary.get("export") or {}).get("provenance") or {}).get("step"),
+           VAL_MACRO_MAP: (summary.get("selection") or {}).get("exported_val"),
+           f"best {VAL_MACRO_MAP}": (summary.get("best_val") or {}).get(VAL_MACRO_MAP),
+           **{metric_name(TEST, MACRO, m): (summary.get("test_macro") or {}).get(m) for m in METRICS}}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def log_model_artifact(loggers: list, model_dir: Path, summary: dict[str, Any]) -> str | None:
+    """The exported model (``best_model/``) as a W&B Artifact of type ``model`` (alias ``best``), named
+    ``model-<run id>``, with :func:`model_artifact_metadata`. Offline, W&B stages a copy of its files with the run
+    and ``wandb sync`` uploads it; returns the artifact's name (None without a W&B logger)."""
+    metadata = model_artifact_metadata(summary)
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger":
+            continue
+        import wandb
+
+        run = logger.experiment
+        artifact = wandb.Artifact(name=f"model-{run.id}", type="model", metadata=metadata,
+                                  description="the run's exported model (best_model/): a sentence-transformers "
+                                              "and UWE model directory")
+        artifact.add_dir(str(model_dir))
+        run.log_artifact(artifact, aliases=["best"])
+        return artifact.name
+    return None
 
 
 def finish_wandb(loggers: list) -> None:
