@@ -129,6 +129,9 @@ def test_cli_refusals_are_one_line_exit_2_and_leave_nothing(tmp_path, tiny_model
     typo = run_cli("uwe_lightning.train", *train_args, "+optim.lrr=1")
     assert_one_line_exit_2(typo, "train", "optim.lrr")
     assert not run_dir.exists()  # Hydra created it; the refusal removed it again (it was empty)
+    old_monitor = run_cli("uwe_lightning.train", *train_args, "callbacks.model_checkpoint.monitor=val/macro_map")
+    assert_one_line_exit_2(old_monitor, "train", "val/macro_map is the old name", "monitor=val/macro/map")
+    assert not run_dir.exists()
 
     if not torch.cuda.is_available():
         gpu = run_cli("uwe_lightning.train", *train_args, "trainer=gpu", "logger=wandb")
@@ -235,6 +238,29 @@ def test_wandb_run_has_its_name_tags_one_nested_config_and_the_best_validation(w
     metrics = {r.metric.name: r.metric for r in wandb_records(wandb_run["dir"], "metric")}
     assert metrics["val/macro/map"].step_metric == "trainer/global_step"
     assert metrics["val/macro/map"].summary.max
+
+
+def test_wandb_run_holds_the_model_artifact_and_the_test_bars(wandb_run):
+    """The exported model is a W&B Artifact in the offline run (``wandb sync`` uploads it with the run), its
+    metadata the exported step and scores in percent; the test MAP per task is a bar chart."""
+    run_dir, summary = wandb_run["dir"], wandb_run["summary"]
+    (run,) = (run_dir / "wandb").glob("offline-run-*")
+    wandb_id = json.loads((run_dir / "run_info.json").read_text())["wandb"]["id"]
+    (logged,) = [r.artifact for r in wandb_records(run_dir, "artifact")]
+    assert (logged.type, logged.name) == ("model", f"model-{wandb_id}") == ("model", summary["wandb_artifact"])
+    assert "best" in list(logged.aliases)
+    metadata = json.loads(logged.metadata)
+    assert metadata["exported_step"] == summary["export"]["provenance"]["step"]
+    assert metadata["test/macro/map"] == summary["test_macro"]["map"]
+    files = {entry.path for entry in logged.manifest.contents}
+    assert {"uwe.json", "config.json", "tokenizer.json"} <= files, sorted(files)
+    assert files == {str(p.relative_to(run_dir / "best_model")) for p in (run_dir / "best_model").rglob("*")
+                     if p.is_file()}  # the whole exported directory
+    (bars,) = run.glob("files/media/table/test/map_by_task_table_*.table.json")
+    rows = json.loads(bars.read_text())["data"]
+    assert [task for task, _ in rows] == ["JobNorm", "SkillNorm", "macro"]
+    assert [value for _, value in rows] == [summary["test_tasks"]["JobNorm"]["map"],
+                                            summary["test_tasks"]["SkillNorm"]["map"], summary["test_macro"]["map"]]
 
 
 def test_logged_config_has_no_absolute_path_and_names_the_paths(tmp_path, tiny_model_dir):
