@@ -141,6 +141,12 @@ def render_card(config: dict[str, Any], test_markdown: str | None = None, pylate
     return str(card).rstrip("\n") + "\n"
 
 
+def _val_score(val: dict[str, Any]) -> str:
+    """The selection score: percent (``val/macro/map``), or a fraction in a model saved before scores were percent
+    (``val/macro_map``)."""
+    return f"{val['value']:.4f}" if str(val.get("name", "")).endswith("_map") else f"{val['value']:.2f} %"
+
+
 def _body(config: dict[str, Any], test_markdown: str | None, pylate: bool) -> list[str]:
     scorer, tau = config.get("scorer", "mean"), config.get("tau")
     prov = dict(config.get("provenance") or {})
@@ -201,7 +207,7 @@ def _body(config: dict[str, Any], test_markdown: str | None, pylate: bool) -> li
         "## Training",
         *training_lines(prov),
         f"- exported step: {_value(prov.get('step'))}"
-        + (f", selected on {_value(val.get('name'))} = {val['value']:.4f}" if val.get("value") is not None else ""),
+        + (f", selected on {_value(val.get('name'))} = {_val_score(val)}" if val.get("value") is not None else ""),
         f"- source checkpoint: {_value(PurePath(str(checkpoint)).name if checkpoint else None)}",
         f"- uwe_lightning format: {_value(config.get('uwe_format'))}",
         *training_data_lines(data),
