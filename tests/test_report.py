@@ -501,4 +501,4 @@ def test_report_reads_a_run_dir_written_before_percent(tmp_path: Path):
     assert f"{want:.1f}" in (out / "report.md").read_text()
     curves = json.loads((out / "curves.json").read_text())
     by_step = {h["step"]: P * h["val/macro_map"] for h in old_history}  # a resume's repeat: the last wins
-    assert curves[0]["val/macro/map"] == pytest.approx([by_step[s] for s in sorted(by_step)], rel=1e-12)
+    assert curves[0]["val/macro/map"] == pytest.approx([by_step[s] for s in sorted(by_step)], abs=1e-4)  # 4 decimals
