@@ -57,7 +57,8 @@ class WandbLogger:
 
     def __init__(self) -> None:
         self.tables: list[dict] = []
-        self.experiment = type("Run", (), {"summary": {}})()
+        self.logged: list[dict] = []
+        self.experiment = type("Run", (), {"summary": {}, "log": lambda _, data: self.logged.append(data)})()
 
     def log_table(self, key: str, columns: list[str], data: list[list]) -> None:
         self.tables.append({"key": key, "columns": columns, "data": data})
@@ -86,6 +87,9 @@ def test_test_table_holds_the_baselines_beside_the_model():
     assert summary["test/edges/map"] == 50.0 and summary["test/popularity/edges/map"] == 30.0
     assert summary["test/step0/average/map"] == 10.0 and summary["test/tfidf/average/map"] == 20.0
     assert abs(summary["test/edges/rp@10"] - 60.0) <= 1e-9 * 60.0  # 0.6 * 100 in floating point
+    (bars,) = wandb.logged  # the model's MAP per task as a bar chart
+    assert list(bars) == ["test/map_by_task"] and bars["test/map_by_task"].table.data == [["edges", 50.0],
+                                                                                           ["average", 50.0]]
     workbench = {"model": "m", "tasks": {"JobNorm": {"map": 0.4, "rp@10": 0.5, "n_queries": 2}},
                  "macro": {"map": 0.4, "rp@10": 0.5}}
     plain = WandbLogger()

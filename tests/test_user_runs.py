@@ -229,7 +229,8 @@ def test_wandb_run_has_its_name_tags_one_nested_config_and_the_best_validation(w
     assert (run.display_name, run.run_group) == ("train", "train")  # outside Hydra: the task name
     assert list(run.tags) == ["train", "run", "scale:custom"]  # 6 skills per step is not the paper's size
     config = {item.key: json.loads(item.value_json) for r in wandb_records(wandb_run["dir"], "config")
-              for item in r.config.update if not item.key.startswith("_")}  # _wandb: W&B's own
+              for item in r.config.update  # _wandb (also as a nested key: a chart's spec): W&B's own
+              if not (item.key or item.nested_key[0]).startswith("_")}
     assert set(config) == {"model", "scorer", "loss", "data", "trainer", "logger", "callbacks", "debug",
                            "hparams_search", "experiment", "scale", "task_name", "seed", "resume", "overwrite",
                            "optim", "train", "validation", "test", "export", "paths"}  # no flat module copy
@@ -246,7 +247,7 @@ def test_wandb_run_holds_the_model_artifact_and_the_test_bars(wandb_run):
     run_dir, summary = wandb_run["dir"], wandb_run["summary"]
     (run,) = (run_dir / "wandb").glob("offline-run-*")
     wandb_id = json.loads((run_dir / "run_info.json").read_text())["wandb"]["id"]
-    (logged,) = [r.artifact for r in wandb_records(run_dir, "artifact")]
+    (logged,) = [r.artifact for r in wandb_records(run_dir, "artifact") if r.artifact.type == "model"]
     assert (logged.type, logged.name) == ("model", f"model-{wandb_id}") == ("model", summary["wandb_artifact"])
     assert "best" in list(logged.aliases)
     metadata = json.loads(logged.metadata)
