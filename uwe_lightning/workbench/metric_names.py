@@ -35,7 +35,7 @@ UNIT_KEY = "unit"
 #: ranking metrics, and the knowledge gain's columns (``map_final - map_step0 = gain``).
 SCORE_KEYS = frozenset({MAP, RP10, "rp@1", "rp@5", "mrr", "map_final", "map_step0", "gain"})
 #: Keys under which a results dict holds no scores (never rescaled): counts, times, configuration.
-_NOT_SCORES = frozenset({"seconds", "data_pack", "skill_holdout", "max_queries", "seed", "n_queries"})
+_NOT_SCORES = frozenset({"seconds", "data_pack", "skill_holdout", "max_queries", "seed", "n_queries", "config"})
 
 
 def metric_name(stage: str, task: str, metric: str) -> str:
