@@ -14,6 +14,7 @@ from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.pretrained import ModelSpec
 from uwe_lightning.model.scoring import ScorerSpec
 from uwe_lightning.paths import CONF_DIR
+from uwe_lightning.workbench.metric_names import MONITOR
 
 GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
           for group in ("model", "scorer", "loss", "data", "trainer", "logger", "callbacks")}
@@ -73,6 +74,8 @@ def test_logger_group(name, tmp_path):
 def test_callbacks_group(name, tmp_path):
     cfg = compose_train(f"callbacks={name}", tmp_path=tmp_path)
     assert all(isinstance(instantiate(node), pl.Callback) for node in cfg.callbacks.values() if node)
+    monitors = {node.get("monitor") for node in cfg.callbacks.values() if node} - {None}
+    assert monitors <= {MONITOR}, monitors  # the one metric vocabulary (uwe_lightning.workbench.metric_names)
 
 
 def test_typos_fail_in_hydra():

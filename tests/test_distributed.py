@@ -208,7 +208,7 @@ def test_lightning_ddp_run_matches_one_process(tmp_path):
     assert mismatched_tensors(weights["ddp"], weights["one"]) == {}
     history = {r: [json.loads(line) for line in (tmp_path / r / "val_history.jsonl").open()] for r in runs}
     assert [h["step"] for h in history["ddp"]] == [0, 2, 4]
-    assert [h["val/macro_map"] for h in history["ddp"]] == pytest.approx([h["val/macro_map"] for h in history["one"]])
+    assert [h["val/macro/map"] for h in history["ddp"]] == pytest.approx([h["val/macro/map"] for h in history["one"]])
     assert (tmp_path / "ddp" / "results.json").is_file() and (tmp_path / "ddp" / "best_model").is_dir()
     info = json.loads((tmp_path / "ddp" / "run_info.json").read_text())
     assert len(info["starts"]) == 1 and info["summary"]["final_step"] == 4  # written once, by rank 0

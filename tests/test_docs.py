@@ -159,6 +159,14 @@ def test_data_examples(page: Path, tmp_path: Path, real_data_dir: Path):
 #: Every ``python -m uwe_lightning.<module>`` entry point (pyproject's scripts and the rest).
 ENTRY_POINTS = ["train", "evaluate", "rank", "serve", "bench", "report", "export", "plan_memory", "bundle",
                 "campaign", "enrich", "data.fetch"]
+#: The CLI convention each entry point follows, as its --help and the table of docs/reference/cli.md say it.
+CONVENTIONS = {
+    "Hydra app": ("Convention: Hydra overrides (key=value, group=option, -m for a sweep); one run directory per run",
+                  ["train", "evaluate", "rank", "serve", "bench", "enrich", "data.fetch"]),
+    "Hydra compose": ("Convention: Hydra overrides (key=value) composed without a run directory",
+                      ["campaign", "bundle"]),
+    "plain CLI": ("Convention: plain CLI (argparse), not Hydra", ["report", "export", "plan_memory"]),
+}
 
 _HELP_LOOP = r"""
 import contextlib, io, json, runpy, sys
@@ -195,6 +203,13 @@ def test_every_command_help_is_short_and_exits_0():
         assert f"uwe_lightning.{module}" in text, f"{module} --help does not name its command:\n{text}"
         assert "== Configuration groups ==" not in text and "hparams_search:" not in text, module
         assert len(text.splitlines()) <= 60, f"{module} --help is {len(text.splitlines())} lines"
+    table = {line.split("|")[1].strip().strip("`"): line for line in (DOCS / "reference" / "cli.md").read_text()
+             .splitlines() if line.startswith("| `")}
+    assert sorted(m for _, modules in CONVENTIONS.values() for m in modules) == sorted(ENTRY_POINTS)
+    for kind, (phrase, modules) in CONVENTIONS.items():
+        for module in modules:
+            assert phrase in " ".join(helps[module]["text"].split()), f"{module} --help does not say: {phrase}"
+            assert f"| {kind} " in table[module], f"docs/reference/cli.md: {module} is a {kind}"
 
 
 #: Backticked repository paths in the docs (`experiments/...`, `uwe_lightning/...`, `tests/...`, `conf/...`).

@@ -116,7 +116,7 @@ def test_resume_without_a_run_is_an_error(tmp_path, tiny_model_dir):
 def test_summary_says_how_the_export_compares_with_step_0(tmp_path, tiny_model_dir, reference):
     selection = reference["summary"]["selection"]
     assert selection["exported_step"] == reference["summary"]["export"]["provenance"]["step"]
-    assert selection["step0_val"] == reference["history"][0]["val/macro_map"]
+    assert selection["step0_val"] == reference["history"][0]["val/macro/map"]
     assert selection["exported_beats_step0"] == (selection["exported_val"] >= selection["step0_val"])
 
 

@@ -182,7 +182,7 @@ def test_train_evaluate_rank_and_load_in_sentence_transformers(tmp_path, tiny_mo
                f"hydra.run.dir={out}", "device=cpu", "show_progress=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     evaluated = json.loads((out / "results.json").read_text())
-    assert evaluated["tasks"]["edges"]["map"] == pytest.approx(results["tasks"]["edges"]["map"], abs=1e-6)
+    assert evaluated["tasks"]["edges"]["map"] == pytest.approx(results["tasks"]["edges"]["map"], abs=1e-4)  # percent
     assert set(evaluated["baselines"]) == {"popularity", "tfidf"} and "| popularity | edges |" in proc.stdout
     bad = cli("evaluate", "model=tfidf", "tasks=[edges]", f"edges.file={tmp_path / 'nope.csv'}",
               f"edges.skill_vocab={SKILLS}", f"hydra.run.dir={tmp_path / 'bad'}")

@@ -26,6 +26,9 @@ from uwe_lightning.studies.aggregate import choose_kind
 from uwe_lightning.studies.runs import Run, find_run_dirs, flatten
 
 TASKS = ("Job2Skill", "JobNorm", "SkillExtr-H")
+#: The fixtures below are run directories as older runs wrote them (fractions, ``val/macro_map``); the report
+#: reads every score in percent (uwe_lightning.workbench.metric_names), so expected values scale by P.
+P = 100.0
 T975 = {1: 12.706, 2: 4.303, 4: 2.776, 9: 2.262, 29: 2.045}
 LOSSES = {  # as conf/loss/*.yaml: InfoNCE has one tau, MTM one per graph
     "infonce": {"tau": 0.05, "alpha": {"J": 1.0, "V": 1.0, "A": 1.0}},
@@ -150,12 +153,12 @@ def test_loss_sweep_groups_counts_and_ci(loss_sweep: Path, tmp_path: Path):
 
     for loss, seeds in (("mtm", [0, 1, 2]), ("mtm_pairwise", [0, 1])):
         cell = groups[loss]["tasks"]["JobNorm"]["map"]
-        values = [loss_map(loss, s, "JobNorm") for s in seeds]
+        values = [P * loss_map(loss, s, "JobNorm") for s in seeds]
         assert cell["n"] == len(seeds)
         assert cell["mean"] == pytest.approx(statistics.mean(values))
         assert cell["sd"] == pytest.approx(statistics.stdev(values))
         assert cell["ci95"] == pytest.approx(ci(values), rel=1e-3)
-        macro = [statistics.mean(loss_map(loss, s, t) for t in TASKS) for s in seeds]
+        macro = [P * statistics.mean(loss_map(loss, s, t) for t in TASKS) for s in seeds]
         assert groups[loss]["macro"]["map"]["mean"] == pytest.approx(statistics.mean(macro))
         assert groups[loss]["macro"]["map"]["ci95"] == pytest.approx(ci(macro), rel=1e-3)
     assert report["unavailable"] == ["SkillSim"]
@@ -180,8 +183,8 @@ def test_paired_differences_over_shared_seeds(loss_sweep: Path, tmp_path: Path):
     pairwise, mtm = groups["mtm_pairwise"]["paired"], groups["mtm"]["paired"]
     assert pairwise["reference"] == "infonce" and pairwise["seeds"] == [0, 1]  # seed 2 of mtm_pairwise unfinished
     assert mtm["seeds"] == [0, 1, 2]
-    assert mtm["macro"]["map"]["mean"] == pytest.approx(0.03) and mtm["macro"]["map"]["sd"] == pytest.approx(0, abs=1e-12)
-    assert groups["mtm"]["macro"]["map"]["ci95"] > 0.01  # unpaired: the seeds' spread is in the CI
+    assert mtm["macro"]["map"]["mean"] == pytest.approx(3.0) and mtm["macro"]["map"]["sd"] == pytest.approx(0, abs=1e-10)
+    assert groups["mtm"]["macro"]["map"]["ci95"] > 1.0  # unpaired: the seeds' spread is in the CI
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Paired differences" in md and "| `mtm` | 0, 1, 2 | +3.0 ± 0.0 (n=3) |" in md
 
@@ -227,9 +230,9 @@ def test_baselines_and_step0_beside_each_group(tmp_path: Path):
         write_run(run, cfg, res, {"final_step": 4})
     report, _ = make_report([sweep], tmp_path / "out", command="t", kind="none")
     groups = {g["label"]: g for g in report["groups"]}
-    assert groups["mean"]["macro"]["map"]["mean"] == pytest.approx(0.45)  # the own suite's average, not None
+    assert groups["mean"]["macro"]["map"]["mean"] == pytest.approx(45.0)  # the own suite's average, not None
     assert list(groups["mean"]["beside"]) == ["zero-shot (step 0)", "popularity", "tfidf"]
-    assert groups["mean"]["beside"]["popularity"]["tasks"]["edges"]["map"]["mean"] == pytest.approx(0.25)
+    assert groups["mean"]["beside"]["popularity"]["tasks"]["edges"]["map"]["mean"] == pytest.approx(25.0)
     assert groups["mean"]["beside"]["tfidf"]["macro"]["map"]["n"] == 2
     assert list(groups["softmax"]["beside"]) == ["zero-shot (step 0)", "popularity"]  # no TF-IDF in its runs
     md = (tmp_path / "out" / "report.md").read_text()
@@ -238,7 +241,7 @@ def test_baselines_and_step0_beside_each_group(tmp_path: Path):
     assert "| `mean` | zero-shot (step 0) | 10.0 ± 0.0 (n=2) | 10.0 ± 0.0 (n=2) |" in md
     assert "| `mean` | tfidf | 30.0 ± 0.0 (n=2) |" in md and "| `softmax` | tfidf |" not in md
     assert "popularity: mean over a uniformly random order within tied scores" in md
-    assert [r["macro_map"] for r in report["runs"]] == pytest.approx([0.4, 0.5, 0.6])
+    assert [r["test/macro/map"] for r in report["runs"]] == pytest.approx([40.0, 50.0, 60.0])
     plain, _ = make_report([tmp_path / "own_graph" / "0"], tmp_path / "plain", command="t", kind="none")
     assert plain["groups"][0]["beside"]  # one run: its baselines too
 
@@ -300,7 +303,7 @@ def test_temperature_sweep_is_a_curve(tmp_path: Path):
     groups = {(g["scorer"]["name"], g["scorer"]["tau"]): g for g in report["groups"]}
     assert len(groups) == 7 and all(g["n_runs"] == 2 for g in groups.values())
     cell = groups[("softmax", 0.1)]["macro"]["map"]
-    values = [0.35 - 0.002, 0.35 - 0.002 + 0.01]
+    values = [P * (0.35 - 0.002), P * (0.35 - 0.002 + 0.01)]
     assert cell["mean"] == pytest.approx(statistics.mean(values))
     assert cell["ci95"] == pytest.approx(12.706 * statistics.stdev(values) / math.sqrt(2), rel=1e-3)
     assert groups[("maxsim", None)]["labels"]["scorer.tau"] == "null"
@@ -323,8 +326,8 @@ def test_cross_task_transfer_is_a_heatmap(tmp_path: Path):
     assert report["group_keys"] == ["data.graphs"] and report["kind"] == "heatmap"
     assert [g["label"] for g in report["groups"]] == ["[J]", "[V]", "[A]"]
     cell = report["groups"][0]["knowledge_gain"]["tasks"]["Job2Skill"]
-    values = [0.06, 0.062, 0.064]
-    assert cell["n"] == 3 and cell["mean"] == pytest.approx(0.062)
+    values = [6.0, 6.2, 6.4]
+    assert cell["n"] == 3 and cell["mean"] == pytest.approx(6.2)
     assert cell["se"] == pytest.approx(statistics.stdev(values) / math.sqrt(3))
     assert (out / "heatmap.png").stat().st_size > 1000
     md = (out / "report.md").read_text()
@@ -411,7 +414,7 @@ def test_learning_curves_from_val_history(tmp_path: Path):
     records = json.loads((out / "curves.json").read_text())
     assert len(records) == 4 and {r["scorer"] for r in records} == {"mean", "softmax"}
     first = next(r for r in records if r["scorer"] == "softmax" and r["seed"] == 0)
-    assert first["steps"] == list(steps) and first["val_macro_map"][-1] == pytest.approx(100 * (0.28 + 0.08))
+    assert first["steps"] == list(steps) and first["val/macro/map"][-1] == pytest.approx(100 * (0.28 + 0.08))
     curves = report["learning_curves"]
     assert curves["reference"] == "mean" and curves["first_step_reaching_reference"] == {"softmax": 100}
     point = curves["groups"]["softmax"]["macro"]["points"][-1]
@@ -459,13 +462,43 @@ def test_controls_paired_by_seed_per_task_and_per_view(tmp_path: Path):
     shuffled, holdout = groups["shuffledNone"]["paired"], groups["aligned0.5"]["paired"]
     assert shuffled["seeds"] == [0, 1, 2]
     cell = shuffled["tasks"]["JobNorm"]["map"]
-    assert cell["mean"] == pytest.approx(-0.02) and cell["ci95"] == pytest.approx(0, abs=1e-9)  # the seed spread cancels
-    assert groups["shuffledNone"]["tasks"]["JobNorm"]["map"]["ci95"] > 0.01  # unpaired it does not
-    assert holdout["views"]["unseen"]["Job2Skill"]["mean"] == pytest.approx(-0.03)
-    assert holdout["views"]["seen"]["Job2Skill"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert cell["mean"] == pytest.approx(-2.0) and cell["ci95"] == pytest.approx(0, abs=1e-7)  # the seed spread cancels
+    assert groups["shuffledNone"]["tasks"]["JobNorm"]["map"]["ci95"] > 1.0  # unpaired it does not
+    assert holdout["views"]["unseen"]["Job2Skill"]["mean"] == pytest.approx(-3.0)
+    assert holdout["views"]["seen"]["Job2Skill"]["mean"] == pytest.approx(0.0, abs=1e-10)
     view = groups["aligned0.5"]["views"]["unseen"]["Job2Skill"]
-    assert view["gain"]["mean"] == pytest.approx(-0.02) and view["map_step0"]["mean"] == pytest.approx(0.11)
+    assert view["gain"]["mean"] == pytest.approx(-2.0) and view["map_step0"]["mean"] == pytest.approx(11.0)
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Paired differences per task" in md and "-2.0 ± 0.0 (n=3)" in md
     assert "### View `unseen`" in md and "### View `seen`" in md
     assert "-3.0 ± 0.0 (n=3)" in md  # holdout - aligned on unseen Job2Skill
+
+
+LEGACY_RUN = Path(__file__).parent / "fixtures" / "legacy_run"  # run_info / results / val_history of a real run
+# (learning_curves mean-seed0, 2026-12-07) written before scores were percent: fractions and val/macro_map
+
+
+def test_report_reads_a_run_dir_written_before_percent(tmp_path: Path):
+    """An older run directory (fractions, ``val/macro_map``) reads as a new one: every score in percent under
+    today's names, so old and new runs pool in one report."""
+    old_results = json.loads((LEGACY_RUN / "results.json").read_text())
+    old_history = [json.loads(line) for line in (LEGACY_RUN / "val_history.jsonl").read_text().splitlines()]
+    assert "unit" not in old_results and "val/macro_map" in old_history[0]  # the fixture is of the old format
+    runs = tmp_path / "learning_curves"
+    for seed in (0, 1):  # two copies: a learning-curve report needs a group
+        run = runs / f"mean-seed{seed}"
+        run.mkdir(parents=True)
+        for name in ("run_info.json", "results.json", "val_history.jsonl"):
+            (run / name).write_bytes((LEGACY_RUN / name).read_bytes())
+    out = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-m", "uwe_lightning.report", str(runs), f"out={out}"], cwd=REPO_DIR,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    want = P * old_results["macro"]["map"]
+    assert report["runs"][0]["test/macro/map"] == pytest.approx(want, rel=1e-12)
+    assert report["groups"][0]["macro"]["map"]["mean"] == pytest.approx(want, rel=1e-12)
+    assert f"{want:.1f}" in (out / "report.md").read_text()
+    curves = json.loads((out / "curves.json").read_text())
+    by_step = {h["step"]: P * h["val/macro_map"] for h in old_history}  # a resume's repeat: the last wins
+    assert curves[0]["val/macro/map"] == pytest.approx([by_step[s] for s in sorted(by_step)], abs=1e-4)  # 4 decimals

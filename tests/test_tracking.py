@@ -42,7 +42,7 @@ def test_offline_run_holds_the_metrics_and_a_resume_reuses_its_id(tmp_path, tiny
     wandb_id = json.loads((tmp_path / "run_info.json").read_text())["wandb"]["id"]
     (run,) = (tmp_path / "wandb").glob(f"offline-run-*-{wandb_id}")
     records = next(run.glob("run-*.wandb")).read_bytes()
-    for key in (b"val/macro_map", b"val/JobNorm/map", b"train/loss", b"test/results", b"optim"):
+    for key in (b"val/macro/map", b"val/macro/rp@10", b"val/JobNorm/map", b"train/loss", b"test/results", b"optim"):
         assert key in records  # per-task validation at every validation, the config, the test table
     (table,) = run.glob("files/media/table/test/results_*.table.json")
     rows = json.loads(table.read_text())["data"]
@@ -57,7 +57,8 @@ class WandbLogger:
 
     def __init__(self) -> None:
         self.tables: list[dict] = []
-        self.experiment = type("Run", (), {"summary": {}})()
+        self.logged: list[dict] = []
+        self.experiment = type("Run", (), {"summary": {}, "log": lambda _, data: self.logged.append(data)})()
 
     def log_table(self, key: str, columns: list[str], data: list[list]) -> None:
         self.tables.append({"key": key, "columns": columns, "data": data})
@@ -77,14 +78,18 @@ def test_test_table_holds_the_baselines_beside_the_model():
     (table,) = wandb.tables
     assert table["key"] == "test/results" and table["columns"] == TEST_TABLE_COLUMNS == ["model", "task", "map",
                                                                                           "rp@10", "n_queries"]
-    assert [row[:3] for row in table["data"]] == [
-        ["own_graph/best_model", "edges", 0.5], ["own_graph/best_model", "average", 0.5],
-        ["zero-shot (step 0)", "edges", 0.1], ["zero-shot (step 0)", "average", 0.1],
-        ["popularity", "edges", 0.3], ["popularity", "average", 0.3],
-        ["tfidf", "edges", 0.2], ["tfidf", "average", 0.2]]
+    assert [row[:3] for row in table["data"]] == [  # percent, as every stored score
+        ["own_graph/best_model", "edges", 50.0], ["own_graph/best_model", "average", 50.0],
+        ["zero-shot (step 0)", "edges", 10.0], ["zero-shot (step 0)", "average", 10.0],
+        ["popularity", "edges", 30.0], ["popularity", "average", 30.0],
+        ["tfidf", "edges", 20.0], ["tfidf", "average", 20.0]]
     summary = wandb.experiment.summary
-    assert summary["test/edges/map"] == 0.5 and summary["test/popularity/edges/map"] == 0.3
-    assert summary["test/step0/average/map"] == 0.1 and summary["test/tfidf/average/map"] == 0.2
+    assert summary["test/edges/map"] == 50.0 and summary["test/popularity/edges/map"] == 30.0
+    assert summary["test/step0/average/map"] == 10.0 and summary["test/tfidf/average/map"] == 20.0
+    assert abs(summary["test/edges/rp@10"] - 60.0) <= 1e-9 * 60.0  # 0.6 * 100 in floating point
+    (bars,) = wandb.logged  # the model's MAP per task as a bar chart
+    assert list(bars) == ["test/map_by_task"] and bars["test/map_by_task"].table.data == [["edges", 50.0],
+                                                                                           ["average", 50.0]]
     workbench = {"model": "m", "tasks": {"JobNorm": {"map": 0.4, "rp@10": 0.5, "n_queries": 2}},
                  "macro": {"map": 0.4, "rp@10": 0.5}}
     plain = WandbLogger()

@@ -120,7 +120,7 @@ def test_checkpoint_then_resume_continues_the_stream(tmp_path, tiny_model_dir, s
     ids=["best-mid-run", "best-at-final-off-grid-step"],
 )
 def test_best_checkpoint_is_selected_and_exported(tmp_path, tiny_model_dir, monkeypatch, maps, best_step):
-    """val/macro_map is faked per step; max_steps=5 is off the 2-step grid, so step 5 is validated too."""
+    """val/macro/map is faked per step; max_steps=5 is off the 2-step grid, so step 5 is validated too."""
 
     def fake_evaluate(self, pl_module, step):
         row = {"map": maps[step], "rp@10": 0.0}
@@ -134,8 +134,8 @@ def test_best_checkpoint_is_selected_and_exported(tmp_path, tiny_model_dir, monk
     assert read_ckpt(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 5
     meta = json.loads((tmp_path / "best_model" / "uwe.json").read_text())
     assert meta["provenance"]["step"] == best_step
-    assert meta["provenance"]["val_metric"]["name"] == "val/macro_map"
-    assert meta["provenance"]["val_metric"]["value"] == pytest.approx(maps[best_step])
+    assert meta["provenance"]["val_metric"]["name"] == "val/macro/map"
+    assert meta["provenance"]["val_metric"]["value"] == pytest.approx(100 * maps[best_step])  # percent
     assert summary["best_val"]["step"] == best_step
     assert not (tmp_path / "results.json").exists()  # test.tasks=[]
 
@@ -292,9 +292,9 @@ def assert_card_states_the_run(card: str, results: dict, *local_dirs) -> None:
                                                                      "sentence-similarity", ["en"])
     assert data.base_model is None and data.license is None  # a local tiny backbone: no hub id, no license known
     measured = {(r.dataset_config, r.metric_type): r.metric_value for r in data.eval_results}
-    expected = {(task, metric): round(100 * row[metric], 2) for task, row in results["tasks"].items()
+    expected = {(task, metric): round(row[metric], 2) for task, row in results["tasks"].items()  # percent
                 for metric in ("map", "rp@10")}
-    expected |= {("macro average", m): round(100 * results["macro"][m], 2) for m in ("map", "rp@10")}
+    expected |= {("macro average", m): round(results["macro"][m], 2) for m in ("map", "rp@10")}
     assert measured == expected
     assert all(r.dataset_split == "test" for r in data.eval_results)
     for local in local_dirs:

@@ -129,6 +129,9 @@ def test_cli_refusals_are_one_line_exit_2_and_leave_nothing(tmp_path, tiny_model
     typo = run_cli("uwe_lightning.train", *train_args, "+optim.lrr=1")
     assert_one_line_exit_2(typo, "train", "optim.lrr")
     assert not run_dir.exists()  # Hydra created it; the refusal removed it again (it was empty)
+    old_monitor = run_cli("uwe_lightning.train", *train_args, "callbacks.model_checkpoint.monitor=val/macro_map")
+    assert_one_line_exit_2(old_monitor, "train", "val/macro_map is the old name", "monitor=val/macro/map")
+    assert not run_dir.exists()
 
     if not torch.cuda.is_available():
         gpu = run_cli("uwe_lightning.train", *train_args, "trainer=gpu", "logger=wandb")
@@ -201,16 +204,17 @@ def test_final_summary_on_console_in_run_info_and_in_wandb(wandb_run):
     run_dir, summary = wandb_run["dir"], wandb_run["summary"]
     (table,) = [m for m in wandb_run["log"] if m.startswith("run summary:")]
     best = summary["best_val"]
-    assert f"{100 * best['val/macro_map']:.2f} % at step {best['step']}" in table
+    assert f"{best['val/macro/map']:.2f} % at step {best['step']}" in table  # percent, as stored
     assert "best_model/" in table and "results.json" in table and "min wall" in table and "steps/s" in table
-    assert f"{100 * summary['test_macro']['map']:.2f} %" in table and "JobNorm" in table
+    assert f"{summary['test_macro']['map']:.2f} %" in table and "JobNorm" in table
     stored = json.loads((run_dir / "run_info.json").read_text())["summary"]
     assert stored["outputs"] == summary["outputs"] and "best_model/" in stored["outputs"]
     assert stored["wall_s"] > 0 and set(stored["test_tasks"]) == {"JobNorm", "SkillNorm"}
     summary_keys = {item.key: json.loads(item.value_json) for r in wandb_records(run_dir, "summary")
                     for item in r.summary.update}
-    assert summary_keys["run/best_val_macro_map"] == best["val/macro_map"]
-    assert summary_keys["run/test_macro_map"] == summary["test_macro"]["map"]
+    assert summary_keys["val/macro/map"] == best["val/macro/map"]  # the best, not the last
+    assert summary_keys["test/macro/map"] == summary["test_macro"]["map"]
+    assert summary_keys["test/macro/rp@10"] == summary["test_macro"]["rp@10"]
     assert summary_keys["run/wall_s"] > 0 and summary_keys["run/exported_step"] == summary["export"]["provenance"]["step"]
 
 
@@ -225,15 +229,39 @@ def test_wandb_run_has_its_name_tags_one_nested_config_and_the_best_validation(w
     assert (run.display_name, run.run_group) == ("train", "train")  # outside Hydra: the task name
     assert list(run.tags) == ["train", "run", "scale:custom"]  # 6 skills per step is not the paper's size
     config = {item.key: json.loads(item.value_json) for r in wandb_records(wandb_run["dir"], "config")
-              for item in r.config.update if not item.key.startswith("_")}  # _wandb: W&B's own
+              for item in r.config.update  # _wandb (also as a nested key: a chart's spec): W&B's own
+              if not (item.key or item.nested_key[0]).startswith("_")}
     assert set(config) == {"model", "scorer", "loss", "data", "trainer", "logger", "callbacks", "debug",
                            "hparams_search", "experiment", "scale", "task_name", "seed", "resume", "overwrite",
                            "optim", "train", "validation", "test", "export", "paths"}  # no flat module copy
     assert config["callbacks"]["model_checkpoint"]["dirpath"] == "${paths.output_dir}/checkpoints"
     assert str(wandb_run["dir"]) not in json.dumps(config)
     metrics = {r.metric.name: r.metric for r in wandb_records(wandb_run["dir"], "metric")}
-    assert metrics["val/macro_map"].step_metric == "trainer/global_step"
-    assert metrics["val/macro_map"].summary.max
+    assert metrics["val/macro/map"].step_metric == "trainer/global_step"
+    assert metrics["val/macro/map"].summary.max
+
+
+def test_wandb_run_holds_the_model_artifact_and_the_test_bars(wandb_run):
+    """The exported model is a W&B Artifact in the offline run (``wandb sync`` uploads it with the run), its
+    metadata the exported step and scores in percent; the test MAP per task is a bar chart."""
+    run_dir, summary = wandb_run["dir"], wandb_run["summary"]
+    (run,) = (run_dir / "wandb").glob("offline-run-*")
+    wandb_id = json.loads((run_dir / "run_info.json").read_text())["wandb"]["id"]
+    (logged,) = [r.artifact for r in wandb_records(run_dir, "artifact") if r.artifact.type == "model"]
+    assert (logged.type, logged.name) == ("model", f"model-{wandb_id}") == ("model", summary["wandb_artifact"])
+    assert "best" in list(logged.aliases)
+    metadata = json.loads(logged.metadata)
+    assert metadata["exported_step"] == summary["export"]["provenance"]["step"]
+    assert metadata["test/macro/map"] == summary["test_macro"]["map"]
+    files = {entry.path for entry in logged.manifest.contents}
+    assert {"uwe.json", "config.json", "tokenizer.json"} <= files, sorted(files)
+    assert files == {str(p.relative_to(run_dir / "best_model")) for p in (run_dir / "best_model").rglob("*")
+                     if p.is_file()}  # the whole exported directory
+    (bars,) = run.glob("files/media/table/test/map_by_task_table_*.table.json")
+    rows = json.loads(bars.read_text())["data"]
+    assert [task for task, _ in rows] == ["JobNorm", "SkillNorm", "macro"]
+    assert [value for _, value in rows] == [summary["test_tasks"]["JobNorm"]["map"],
+                                            summary["test_tasks"]["SkillNorm"]["map"], summary["test_macro"]["map"]]
 
 
 def test_logged_config_has_no_absolute_path_and_names_the_paths(tmp_path, tiny_model_dir):
@@ -310,3 +338,33 @@ def test_library_warnings_are_hidden_and_come_back_with_uwe_show_warnings(monkey
         assert not quiet.quiet_libraries()
         warnings.warn(message, DeprecationWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == [message]
+
+
+# -- evaluate: progress and the summary at the end ------------------------------------------------------------
+
+
+def test_evaluate_shows_progress_and_ends_with_a_summary_in_percent(tmp_path, tiny_model_dir):
+    """Through the real entry point: bars for encoding (texts) and scoring (tasks), then a table of MAP / RP@10
+    per task and macro (percent), wall time, throughput, peak memory and where the results went; the same
+    summary in the evaluate run's run_info.json, equal to results.json (percent, marked so)."""
+    run_dir = tmp_path / "eval"
+    done = run_cli("uwe_lightning.evaluate", "model=trained", f"model.backbone={tiny_model_dir}",
+                   "tasks=[JobNorm,SkillNorm]", f"paths.data_dir={MINI_DATA}", f"hydra.run.dir={run_dir}",
+                   "device=cpu", "max_queries=20")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "text" in done.stderr and "score test" in done.stderr and "2/2" in done.stderr  # the two bars
+    table = done.stdout[done.stdout.index("evaluation summary:"):]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["unit"] == "percent"
+    summary = json.loads((run_dir / "run_info.json").read_text())["summary"]
+    assert summary["unit"] == "percent" and set(summary["tasks"]) == {"JobNorm", "SkillNorm"}
+    for task in ("JobNorm", "SkillNorm"):
+        value = results["tasks"][task]["map"]
+        assert summary["tasks"][task]["map"] == value and 0 <= value <= 100
+        assert f"{value:.2f} %" in table.split(task)[1].split("\n")[0]
+    assert summary["macro"]["map"] == results["macro"]["map"]
+    assert f"{results['macro']['map']:.2f} %" in table
+    assert summary["wall_s"] > 0 and summary["n_distinct_texts"] > 0 and summary["texts_per_s"] > 0
+    assert "peak_cpu_rss_gib" in summary or "peak_gpu_allocated_gib" in summary
+    assert str(run_dir / "results.json") in summary["written"] and "results.json" in table
+    assert "s wall" in table and "texts/s" in table and "peak memory" in table

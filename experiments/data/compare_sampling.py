@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from uwe_lightning.io import atomic_write_json, atomic_write_text
+from uwe_lightning.workbench.metric_names import VAL_MACRO_MAP, upgrade_run_summary, upgrade_val_record
 
 
 def step_means(run: Path) -> dict[str, float]:
@@ -35,8 +36,9 @@ def step_means(run: Path) -> dict[str, float]:
 def read_run(run: Path) -> dict:
     info = json.loads((run / "run_info.json").read_text())
     path = run / "val_history.jsonl"
-    history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    summary = info.get("summary") or {}
+    history = ([upgrade_val_record(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+               if path.is_file() else [])  # percent, today's names (older runs: converted)
+    summary = upgrade_run_summary(info.get("summary") or {})
     return {"dir": str(run), "sampling": info["config"]["data"].get("sampling", "skill_uniform"),
             "skills_per_step": info["config"]["data"]["skills_per_step"], "history": history,
             "throughput": summary.get("throughput"), "best_val": summary.get("best_val"), "steps": step_means(run)}
@@ -54,15 +56,15 @@ def main(argv: list[str] | None = None) -> dict:
              "| sampling | S | step | " + " | ".join(tasks) + " | macro MAP |", "|---|---|---|" + "---|" * (len(tasks) + 1)]
     for r in runs:
         for h in r["history"]:
-            cells = [f"{100 * h[f'val/{t}/map']:.2f}" if f"val/{t}/map" in h else "-" for t in tasks]
+            cells = [f"{h[f'val/{t}/map']:.2f}" if f"val/{t}/map" in h else "-" for t in tasks]
             lines.append(f"| {r['sampling']} | {r['skills_per_step']} | {h['step']} | " + " | ".join(cells)
-                         + f" | {100 * h['val/macro_map']:.2f} |")
+                         + f" | {h[VAL_MACRO_MAP]:.2f} |")
     lines += ["", "| sampling | best step | best val macro MAP | steps/s | mean texts/step | skill rows | J / V / A texts |",
               "|---|---|---|---|---|---|---|"]
     for r in runs:
         best, tp, s = r["best_val"] or {}, r["throughput"] or {}, r["steps"]
         texts = " / ".join(f"{s.get(f'train/{g}/texts', float('nan')):.1f}" for g in "JVA")
-        lines.append(f"| {r['sampling']} | {best.get('step', '-')} | {100 * best.get('val/macro_map', float('nan')):.2f} | "
+        lines.append(f"| {r['sampling']} | {best.get('step', '-')} | {best.get(VAL_MACRO_MAP, float('nan')):.2f} | "
                      f"{tp.get('steps_per_s', '-')} | {tp.get('mean_texts_per_step', '-')} | "
                      f"{s.get('train/skills', float('nan')):.1f} | {texts} |")
     atomic_write_json(args.out / "sampling_cmp.json", runs)

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from uwe_lightning.workbench.metric_names import in_percent
+
 SCORERS = ("mean", "maxsim", "softmax_ymean", "softmax")
 
 
@@ -20,7 +22,7 @@ def rows(runs: Path) -> list[tuple[str, str, dict]]:
     found = []
     for path in sorted(runs.glob("*/results.json")):
         backbone, _, scorer = path.parent.name.partition("-")
-        found.append((backbone, scorer, json.loads(path.read_text())))
+        found.append((backbone, scorer, in_percent(json.loads(path.read_text()))))  # older runs: fractions
     return sorted(found, key=lambda r: (r[0], SCORERS.index(r[1]) if r[1] in SCORERS else 99))
 
 
@@ -30,10 +32,10 @@ def table(found: list[tuple[str, str, dict]]) -> str:
     lines = ["| backbone | scorer | " + " | ".join(tasks) + " | macro MAP | vs mean |",
              "|---|---|" + "---:|" * (len(tasks) + 2)]
     for backbone, scorer, res in found:
-        cells = [f"{100 * res['tasks'][t]['map']:.2f}" for t in tasks]
+        cells = [f"{res['tasks'][t]['map']:.2f}" for t in tasks]
         macro = res["macro"]["map"]
-        gap = f"{100 * (macro - mean_macro[backbone]):+.2f}" if backbone in mean_macro else "n/a"
-        lines.append(f"| {backbone} | {scorer} | " + " | ".join(cells) + f" | **{100 * macro:.2f}** | {gap} |")
+        gap = f"{macro - mean_macro[backbone]:+.2f}" if backbone in mean_macro else "n/a"
+        lines.append(f"| {backbone} | {scorer} | " + " | ".join(cells) + f" | **{macro:.2f}** | {gap} |")
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from uwe_lightning.workbench.metric_names import in_percent
 from uwe_lightning.workbench.metrics import macro_average
 from uwe_lightning.workbench.registry import get_task
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     per_task: dict[str, dict] = {}
     for path in args.results:
-        per_task.update(json.loads(path.read_text())["tasks"])
+        per_task.update(in_percent(json.loads(path.read_text()))["tasks"])  # older files: fractions
     if args.tasks:
         keep = args.tasks.split(",")
         missing = [t for t in keep if t not in per_task]
@@ -32,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         per_task = {t: per_task[t] for t in keep}
     macro = macro_average(per_task, {name: get_task(name).group for name in per_task})
     for name, row in per_task.items():
-        print(f"{name}: MAP {100 * row['map']:.2f} RP@10 {100 * row['rp@10']:.2f}")
-    print(f"macro ({len(per_task)} tasks): MAP {100 * macro['map']:.2f} RP@10 {100 * macro['rp@10']:.2f}")
+        print(f"{name}: MAP {row['map']:.2f} RP@10 {row['rp@10']:.2f}")
+    print(f"macro ({len(per_task)} tasks): MAP {macro['map']:.2f} RP@10 {macro['rp@10']:.2f}")
     return 0
 
 

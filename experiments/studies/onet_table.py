@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's package, not an installed one
 
 from uwe_lightning.data.pack import load_manifest  # noqa: E402
+from uwe_lightning.workbench.metric_names import in_percent  # noqa: E402
 
 TASKS = ["ONET-JobNorm", "ONET-Occ2Tech", "ONET-Tech2Occ", "ONET-Task2Occ"]
 WHAT = {
@@ -28,7 +29,7 @@ WHAT = {
 
 
 def main(results_dir: Path) -> str:
-    runs = {p.parent.name: json.loads(p.read_text()) for p in sorted(results_dir.glob("*/results.json"))}
+    runs = {p.parent.name: in_percent(json.loads(p.read_text())) for p in sorted(results_dir.glob("*/results.json"))}
     sizes = load_manifest().task_sizes
     lines = ["| task | query -> target | val (queries x targets) | test (queries x targets) |", "|---|---|---:|---:|"]
     for task in TASKS:
@@ -40,10 +41,10 @@ def main(results_dir: Path) -> str:
         cells = []
         for task in TASKS:
             row = res["tasks"].get(task)
-            cells += [f"{100 * row['map']:.2f}", f"{100 * row['rp@10']:.2f}"] if row else ["n/a", "n/a"]
+            cells += [f"{row['map']:.2f}", f"{row['rp@10']:.2f}"] if row else ["n/a", "n/a"]
         average = res.get("suites", {}).get("onet", {})
-        cells += [f"{100 * average['map']:.2f}" if average.get("map") is not None else "n/a",
-                  f"{100 * average['rp@10']:.2f}" if average.get("rp@10") is not None else "n/a"]
+        cells += [f"{average['map']:.2f}" if average.get("map") is not None else "n/a",
+                  f"{average['rp@10']:.2f}" if average.get("rp@10") is not None else "n/a"]
         lines.append(f"| {name} (`{res['model']}`) | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Test splits, all queries. The O*NET average is the mean over the four tasks (each its own type); it "

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from uwe_lightning.workbench.metric_names import in_percent
 from uwe_lightning.workbench.metrics import macro_average
 from uwe_lightning.workbench.registry import get_task
 
@@ -25,7 +26,7 @@ ORDER = ["Job2Skill", "Skill2Job", "JobNorm", "SkillNorm", "SkillSim", "SkillExt
 
 
 def main(results_dir: Path) -> str:
-    runs = {p.parent.name: json.loads(p.read_text()) for p in sorted(results_dir.glob("*/results.json"))}
+    runs = {p.parent.name: in_percent(json.loads(p.read_text())) for p in sorted(results_dir.glob("*/results.json"))}
     header = "| model | " + " | ".join(f"{t} MAP | RP@10" for t in ORDER) + " | macro MAP | macro RP@10 |"
     lines = [header, "|---|" + "---:|" * (2 * len(ORDER) + 2)]
 
@@ -37,9 +38,9 @@ def main(results_dir: Path) -> str:
 
     covered: list[str] = []
     for name, res in runs.items():
-        per_task = {t: (100 * r["map"], 100 * r["rp@10"]) for t, r in res["tasks"].items()}
+        per_task = {t: (r["map"], r["rp@10"]) for t, r in res["tasks"].items()}
         covered = res["macro"]["covers"]
-        lines.append(row(f"{name} (ours)", per_task, (100 * res["macro"]["map"], 100 * res["macro"]["rp@10"])))
+        lines.append(row(f"{name} (ours)", per_task, (res["macro"]["map"], res["macro"]["rp@10"])))
     lines.append(row("MPNet (paper, Table 2)", PAPER_MPNET, PAPER_MPNET_MACRO))
     if covered:
         groups = {t: get_task(t).group for t in covered}

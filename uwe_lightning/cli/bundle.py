@@ -24,7 +24,9 @@ from uwe_lightning.paths import CONF_DIR
 TOOL = "bundle"
 USAGE = ("usage: python -m uwe_lightning.bundle pack out=DIR [part_size=55MiB] [model=mpnet] [key=value ...]\n"
          "       python -m uwe_lightning.bundle unpack DIR target=DIR\n"
-         "       python -m uwe_lightning.bundle verify DIR")
+         "       python -m uwe_lightning.bundle verify DIR\n\n"
+         "Convention: Hydra overrides (key=value) composed without a run directory: a bundle is written where\n"
+         "out= says; unpack and verify take the bundle directory first.")
 
 
 def pinned(packages: list[str]) -> list[str]:

@@ -26,6 +26,9 @@ Run the jobs of one or more plans (uwe_lightning/conf/campaign/<plan>.yaml) one 
 process, and never past the time budget: a job that cannot finish is skipped, a training job is stopped in time
 to export and test. Small result files go to out, checkpoints and models to work_dir.
 
+Convention: Hydra overrides (key=value) composed without a run directory: the campaign writes where out= says,
+and each of its jobs is a Hydra run of its own.
+
 Keys (default first): budget_minutes (required), plan=[paper_uwe] (paper_uwe | ablations_minilm | smoke),
   out=outputs/campaign/<time>, work_dir=<out>-work, probe_steps=10, grace_seconds=30, dry_run=false
 

@@ -9,6 +9,8 @@ integrations.workrb`); the results files have the same layout.
 
 from __future__ import annotations
 
+import resource
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from uwe_lightning.cli.errors import hydra_entry_point, refuse_added_keys, run_reporting_user_errors
 from uwe_lightning.cli.loading import model_spec, ranker_from_config
-from uwe_lightning.io import ConfigError, atomic_copy, make_dirs
-from uwe_lightning.paths import CONF_DIR
+from uwe_lightning.io import ConfigError, atomic_copy, atomic_write_json, make_dirs
+from uwe_lightning.paths import CONF_DIR, RUN_INFO_FILE
 from uwe_lightning.training.jobrecord import accept_run
+from uwe_lightning.training.provenance import plain_config
+from uwe_lightning.training.summary import pct
+from uwe_lightning.workbench.metric_names import LABELS, MACRO, METRICS, UNIT, UNIT_KEY, in_percent
 from uwe_lightning.workbench.popularity import PopularityRankingModel
 from uwe_lightning.workbench.registry import get_task
 from uwe_lightning.workbench.report import keep_previous, write_results
@@ -52,8 +57,10 @@ def build_ranking_model(cfg: DictConfig):
 def run(cfg: DictConfig) -> dict:
     """Evaluate the configured model; write results.json / results.md into ``cfg.paths.output_dir``.
 
-    Results already in the output or ``publish`` directory are kept under their modification time.
+    Results already in the output or ``publish`` directory are kept under their modification time. Ends with
+    a short summary table on the console (:func:`evaluation_summary`), also written into ``run_info.json``.
     """
+    started = time.perf_counter()
     check_max_queries(cfg.max_queries)  # before the model loads
     runner = cfg.get("runner", "workbench")
     if runner not in RUNNERS:
@@ -76,11 +83,63 @@ def run(cfg: DictConfig) -> dict:
         title = f"WorkBench {cfg.split}: {model.name}"
         accept_run(cfg)  # the run is accepted: its record goes beside its results (a refusal writes none)
     results["config"] = OmegaConf.to_container(cfg, resolve=False)
+    results = in_percent(results)  # the run's record: scores in percent (metric_names)
     json_path, md_path = write_results(results, out_dir, title=title)
     print(md_path.read_text())
+    written = [json_path, md_path]
     if cfg.publish:
-        publish(Path(cfg.publish), (json_path, md_path))
+        written += publish(Path(cfg.publish), (json_path, md_path))
+    summary = evaluation_summary(results, time.perf_counter() - started, [str(p) for p in written])
+    keep_previous(out_dir / RUN_INFO_FILE)  # an earlier evaluation into the same directory keeps its record
+    atomic_write_json(out_dir / RUN_INFO_FILE, {"command": "evaluate", "config": plain_config(cfg),
+                                                "summary": summary})
+    print(summary_table(summary, out_dir), flush=True)
     return results
+
+
+def evaluation_summary(results: dict[str, Any], wall_s: float, written: list[str]) -> dict[str, Any]:
+    """What an evaluation produced: MAP / RP@10 per task and the macro average (percent), wall time, encoding
+    throughput (distinct texts / s), peak memory and the files written."""
+    seconds = results.get("seconds") or {}
+    n_texts, encode_s = seconds.get("n_distinct_texts"), seconds.get("encode_distinct_texts")
+    import torch
+
+    memory = ({"peak_gpu_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+              if torch.cuda.is_available() and torch.cuda.max_memory_allocated() else
+              {"peak_cpu_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)})
+    return {
+        UNIT_KEY: UNIT,
+        "model": results.get("model"), "split": results.get("split"), "max_queries": results.get("max_queries"),
+        "tasks": {task: {m: row.get(m) for m in METRICS} | {"n_queries": row.get("n_queries")}
+                  for task, row in (results.get("tasks") or {}).items()},
+        MACRO: {m: (results.get("macro") or {}).get(m) for m in METRICS},
+        "not_scored": sorted([*(results.get("unavailable") or {}), *(results.get("no_queries") or {})]),
+        "wall_s": round(wall_s, 1),
+        "n_distinct_texts": n_texts,
+        "texts_per_s": round(n_texts / encode_s, 1) if n_texts and encode_s else None,
+        **memory,
+        "written": written,
+    }
+
+
+def summary_table(summary: dict[str, Any], out_dir: Path) -> str:
+    """The console table at the end of ``evaluate``."""
+    width = max([len(t) for t in summary["tasks"]] + [len(MACRO)])
+    lines = [f"evaluation summary: {out_dir}", f"  model    {summary['model']} ({summary['split']} split"
+             + (f", at most {summary['max_queries']} queries per task)" if summary.get("max_queries") else ")"),
+             f"  {'task':<{width}}  " + "  ".join(f"{LABELS[m]:>8}" for m in METRICS)]
+    for task, row in summary["tasks"].items():
+        lines.append(f"  {task:<{width}}  " + "  ".join(f"{pct(row.get(m)):>8}" for m in METRICS))
+    lines.append(f"  {MACRO:<{width}}  " + "  ".join(f"{pct(summary[MACRO].get(m)):>8}" for m in METRICS))
+    if summary["not_scored"]:
+        lines.append(f"  not scored: {', '.join(summary['not_scored'])} (see results.md)")
+    rate = f", {summary['texts_per_s']} texts/s encoded" if summary.get("texts_per_s") else ""
+    memory = (f"{summary['peak_gpu_allocated_gib']} GiB GPU" if "peak_gpu_allocated_gib" in summary
+              else f"{summary.get('peak_cpu_rss_gib')} GiB CPU RSS")
+    lines.append(f"  time     {summary['wall_s']:.1f} s wall ({summary.get('n_distinct_texts') or 0:,} distinct "
+                 f"texts{rate}); peak memory {memory}")
+    lines.append(f"  written  {', '.join(summary['written'])}, {RUN_INFO_FILE}")
+    return "\n".join(lines)
 
 
 def edges_task_options(cfg: DictConfig) -> dict[str, dict[str, Any]]:

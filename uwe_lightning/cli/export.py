@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from uwe_lightning.cli import PLAIN_CLI
 from uwe_lightning.cli.errors import run_reporting_user_errors, take_debug_flag
 from uwe_lightning.io import ConfigError
 from uwe_lightning.model.backbones import resolve_backbone
@@ -44,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m uwe_lightning.export", description=__doc__.splitlines()[0],
                                 epilog="A run's best_model/ also loads in sentence-transformers as it is, "
                                        "SentenceTransformer('<run>/best_model') (mean pooling + normalize); "
-                                       "`st` makes a checked copy of its own.")
+                                       "`st` makes a checked copy of its own. "
+                                       f"{PLAIN_CLI}: one model and two options need no config tree or run "
+                                       "directory.")
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
     onnx = formats.add_parser("onnx", help="the encoder backbone as ONNX (dynamo exporter, dynamic axes)")
     onnx.add_argument("model", help="a saved UWE model / HF directory, or a backbone name (minilm, mpnet)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from uwe_lightning.cli import PLAIN_CLI
 from uwe_lightning.cli.errors import run_reporting_user_errors, take_debug_flag
 from uwe_lightning.efficiency.memory import (
     GIB,
@@ -29,7 +30,9 @@ from uwe_lightning.paths import CONF_DIR
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m uwe_lightning.plan_memory", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m uwe_lightning.plan_memory", description=__doc__.splitlines()[0],
+                                epilog=f"{PLAIN_CLI}: its options wrap the train config's Hydra overrides "
+                                       "(given as arguments), composed without a run directory.")
     p.add_argument("overrides", nargs="*", help="train config overrides, e.g. +experiment=uwe trainer=gpu")
     p.add_argument("--budget-gib", type=float, default=None, help="device memory to fit (GiB)")
     p.add_argument("--grad-cache", type=int, default=None,

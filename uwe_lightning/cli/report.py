@@ -13,6 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from uwe_lightning.cli import PLAIN_CLI
 from uwe_lightning.cli.errors import run_reporting_user_errors, take_debug_flag
 from uwe_lightning.io import ConfigError
 from uwe_lightning.studies import KINDS, build_report, write_report
@@ -39,7 +40,8 @@ skipped runs are left out with a warning each."""
 def parse(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """(input directories, options); ``--help`` prints the usage and exits 0."""
     parser = argparse.ArgumentParser(prog="python -m uwe_lightning.report", usage=USAGE, epilog=EPILOG,
-                                     description="Tables and figures of a finished (or partial) sweep.",
+                                     description="Tables and figures of a finished (or partial) sweep. "
+                                     f"{PLAIN_CLI}: it reads run directories and composes no config.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", help="a Hydra multirun directory, or run directories")
     args = parser.parse_args(argv)

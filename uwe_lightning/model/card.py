@@ -78,7 +78,7 @@ def backbone_label(prov: dict[str, Any]) -> str:
 
 def card_data(config: dict[str, Any], evaluations: list[dict[str, Any]] | None = None, pylate: bool = False):
     """The card's metadata (:class:`huggingface_hub.ModelCardData`) for a model whose ``uwe.json`` is
-    ``config``; ``evaluations``: the measured test rows (:func:`uwe_lightning.workbench.report.model_index_rows`),
+    ``config``; ``evaluations``: the measured test rows, scores in percent (:func:`uwe_lightning.workbench.report.model_index_rows`),
     which become the ``model-index``. Only what the run recorded goes in; a field it cannot know is left out."""
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -98,7 +98,7 @@ def card_data(config: dict[str, Any], evaluations: list[dict[str, Any]] | None =
                 task_type="sentence-similarity", task_name=f"{row['task']} ({row['what']})",
                 dataset_type=row["dataset_type"], dataset_name=f"{row['benchmark']} {row['task']}",
                 dataset_config=row["task"], dataset_split=row["split"], dataset_args=row.get("args") or None,
-                metric_type=metric, metric_name=f"{name} (%)", metric_value=round(100 * float(row[metric]), 2),
+                metric_type=metric, metric_name=f"{name} (%)", metric_value=round(float(row[metric]), 2),  # rows in percent
             ))
     datasets = [d["hub_id"] for d in prov.get("datasets") or [] if d.get("hub_id")]
     return ModelCardData(
@@ -139,6 +139,12 @@ def render_card(config: dict[str, Any], test_markdown: str | None = None, pylate
     body = without_local_paths("\n".join(_body(config, test_markdown, pylate)))
     card = ModelCard.from_template(card_data(config, evaluations, pylate), template_str=_TEMPLATE, body=body)
     return str(card).rstrip("\n") + "\n"
+
+
+def _val_score(val: dict[str, Any]) -> str:
+    """The selection score: percent (``val/macro/map``), or a fraction in a model saved before scores were percent
+    (``val/macro_map``)."""
+    return f"{val['value']:.4f}" if str(val.get("name", "")).endswith("_map") else f"{val['value']:.2f} %"
 
 
 def _body(config: dict[str, Any], test_markdown: str | None, pylate: bool) -> list[str]:
@@ -201,7 +207,7 @@ def _body(config: dict[str, Any], test_markdown: str | None, pylate: bool) -> li
         "## Training",
         *training_lines(prov),
         f"- exported step: {_value(prov.get('step'))}"
-        + (f", selected on {_value(val.get('name'))} = {val['value']:.4f}" if val.get("value") is not None else ""),
+        + (f", selected on {_value(val.get('name'))} = {_val_score(val)}" if val.get("value") is not None else ""),
         f"- source checkpoint: {_value(PurePath(str(checkpoint)).name if checkpoint else None)}",
         f"- uwe_lightning format: {_value(config.get('uwe_format'))}",
         *training_data_lines(data),

@@ -4,7 +4,8 @@ rows each run's ``results.json`` holds beside its model (the zero-shot step 0, t
 "macro" is the average a run is judged by (:func:`~uwe_lightning.workbench.report.headline_average`): the WorkBench
 macro average, or for a run on one's own graph (no WorkBench task) the average of its held-out edges.
 
-The result is plain data (``report.json``): fractions as in ``results.json`` (the tables print percent), and
+The result is plain data (``report.json``): scores in percent, as ``results.json`` (read through
+:mod:`uwe_lightning.workbench.metric_names`, which converts older runs' fractions), and
 for every cell its ``n``, so a partial sweep shows how many seeds each number rests on.
 """
 
@@ -17,10 +18,11 @@ from uwe_lightning.io import ConfigError
 from uwe_lightning.studies.curves import MIN_POINTS, has_curve
 from uwe_lightning.studies.runs import ABSENT, Group, Grouping, Run, first_seen, format_value
 from uwe_lightning.studies.stats import summarize
+from uwe_lightning.workbench import metric_names as names
 from uwe_lightning.workbench.report import headline_average
 
-METRICS = ("map", "rp@10")
-METRIC_NAMES = {"map": "MAP", "rp@10": "RP@10"}
+METRICS = names.METRICS
+METRIC_NAMES = names.LABELS
 KINDS = ("auto", "bars", "curve", "heatmap", "learning", "none")
 TAU_KEY, SCORER_KEY, GRAPHS_KEY = "scorer.tau", "scorer.name", "data.graphs"
 STEP0_ROW = "zero-shot (step 0)"  # results.json "step0": the backbone before training, on the same test queries

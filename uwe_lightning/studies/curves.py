@@ -4,7 +4,7 @@
 Chosen by ``kind=learning`` (or automatically when every run validated at least :data:`MIN_POINTS` times and
 nothing else asks for another figure). ``curves.json`` holds one record per run (percent)::
 
-    {"run", "group", "scorer", "seed", "skills_per_step", "steps": [...], "val_macro_map": [...], "tasks": {...}}
+    {"run", "group", "scorer", "seed", "skills_per_step", "steps": [...], "val/macro/map": [...], "tasks": {...}}
 
 and the report gets, per group and step, the mean curve, and the first validation step at which each group's
 mean reaches the reference group's (the first group, or the one named ``mean``), or ``None`` if it never does.
@@ -20,22 +20,24 @@ from typing import Any
 from uwe_lightning.io import atomic_write_json
 from uwe_lightning.studies.runs import Run
 from uwe_lightning.studies.stats import summarize
+from uwe_lightning.workbench.metric_names import MAP, VAL, VAL_MACRO_MAP, metric_name, upgrade_val_record
 
 VAL_HISTORY = "val_history.jsonl"
 MIN_POINTS = 5
-MACRO = "val/macro_map"
+MACRO = VAL_MACRO_MAP
 CURVES_JSON = "curves.json"
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """The validations of one run, by step (a resumed run may repeat a step: the last record wins)."""
+    """The validations of one run, by step (a resumed run may repeat a step: the last record wins), in percent
+    under today's names (an older run's fractions and ``val/macro_map`` are converted)."""
     path = Path(run_dir) / VAL_HISTORY
     if not path.is_file():
         return []
     by_step: dict[int, dict[str, Any]] = {}
     for line in path.read_text().splitlines():
         if line.strip():
-            record = json.loads(line)
+            record = upgrade_val_record(json.loads(line))
             by_step[int(record["step"])] = record
     return [by_step[s] for s in sorted(by_step)]
 
@@ -44,25 +46,26 @@ def has_curve(run: Run) -> bool:
     return len(read_history(run.path)) >= MIN_POINTS
 
 
-def _pct(value: Any) -> float | None:
-    return None if value is None else round(100 * float(value), 4)
+def _score(value: Any) -> float | None:
+    return None if value is None else round(float(value), 4)
 
 
 def run_record(run: Run, group: str) -> dict[str, Any]:
     """One run's curve (percent), as ``curves.json`` holds it."""
     history = read_history(run.path)
-    tasks = sorted({k[4:-4] for r in history for k in r if k.startswith("val/") and k.endswith("/map")
-                    and k != MACRO})
+    prefix, suffix = metric_name(VAL, "", MAP).split("//")  # val/<task>/map
+    tasks = sorted({k[len(prefix) + 1:-len(suffix) - 1] for r in history for k in r
+                    if k.startswith(prefix + "/") and k.endswith("/" + suffix) and k != MACRO})
     return {
         "run": str(run.path), "group": group, "scorer": run.flat.get("scorer.name"), "seed": run.seed,
         "skills_per_step": run.flat.get("data.skills_per_step"),
         "steps": [int(r["step"]) for r in history],
-        "val_macro_map": [_pct(r.get(MACRO)) for r in history],
-        "tasks": {t: [_pct(r.get(f"val/{t}/map")) for r in history] for t in tasks},
+        MACRO: [_score(r.get(MACRO)) for r in history],
+        "tasks": {t: [_score(r.get(metric_name(VAL, t, MAP))) for r in history] for t in tasks},
     }
 
 
-def _group_curve(records: Sequence[dict[str, Any]], key: str = "val_macro_map", task: str | None = None
+def _group_curve(records: Sequence[dict[str, Any]], key: str = MACRO, task: str | None = None
                  ) -> dict[str, Any]:
     """Mean and CI per step over the group's runs (steps that every run of the group has)."""
     steps = sorted(set.intersection(*(set(r["steps"]) for r in records))) if records else []
@@ -157,7 +160,7 @@ def plot_learning_curves(report: dict[str, Any], out_dir: Path) -> list[Path]:
     for i, (label, group) in enumerate(curves["groups"].items()):
         color = colors[i % len(colors)]
         for r in (r for r in curves["records"] if r["group"] == label):
-            ax.plot(r["steps"], r["val_macro_map"], color=color, lw=0.6, alpha=0.5)
+            ax.plot(r["steps"], r[MACRO], color=color, lw=0.6, alpha=0.5)
         pts = [p for p in group["macro"]["points"] if p["mean"] is not None]
         xs, ys = [p["step"] for p in pts], [p["mean"] for p in pts]
         ax.plot(xs, ys, color=color, lw=2, label=f"{label} (n={group['n_runs']})")

@@ -29,6 +29,7 @@ import numpy as np
 
 from uwe_lightning.data.graphs import normalize_text
 from uwe_lightning.workbench.dataset import RankingDataset
+from uwe_lightning.workbench.metric_names import in_percent
 
 JACCARD_THRESHOLD = 0.8
 COSINE_THRESHOLD = 0.95
@@ -342,6 +343,7 @@ def flags_for_split(query_flags: Mapping[str, Mapping[str, Any]], split: str) ->
 
 def views_markdown(results: Mapping[str, Any], criteria: Sequence[str], command: str) -> str:
     """MAP on all / overlapping / non-overlapping queries of each task, from an evaluation with overlap views."""
+    results = in_percent(results)
     lines = [
         f"# MAP on the overlapping and the non-overlapping queries ({results.get('model', 'model')}, "
         f"{results.get('split')} split, {results.get('max_queries')} queries per task)",
@@ -356,7 +358,7 @@ def views_markdown(results: Mapping[str, Any], criteria: Sequence[str], command:
     ]
 
     def cell(row: Mapping[str, Any] | None) -> str:
-        return "" if row is None else f"{100 * row['map']:.2f} ({row['n_queries']:,})"
+        return "" if row is None else f"{row['map']:.2f} ({row['n_queries']:,})"
 
     views = results.get("views", {})
     for task, row in results["tasks"].items():

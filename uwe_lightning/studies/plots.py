@@ -34,11 +34,11 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def _mean_pct(cell: dict[str, Any]) -> float:
-    return float("nan") if cell.get("mean") is None else 100 * cell["mean"]
+    return float("nan") if cell.get("mean") is None else cell["mean"]
 
 
 def _err_pct(cell: dict[str, Any], spread: str = "ci95") -> float:
-    return 0.0 if cell.get(spread) is None else 100 * cell[spread]
+    return 0.0 if cell.get(spread) is None else cell[spread]
 
 
 def _width(wanted: float, least: float) -> float:
@@ -182,9 +182,9 @@ def plot_heatmap(report: dict[str, Any], out_dir: Path) -> list[Path]:
             if not cell or cell.get("mean") is None:
                 ax.text(c, r, "–", ha="center", va="center", fontsize=8)
                 continue
-            se = "" if cell.get("se") is None else f"\n±{100 * cell['se']:.1f}"
-            shade = "white" if abs(100 * cell["mean"]) > 0.6 * limit else "black"
-            ax.text(c, r, f"{100 * cell['mean']:+.1f}{se}\nn={cell['n']}", ha="center", va="center",
+            se = "" if cell.get("se") is None else f"\n±{cell['se']:.1f}"
+            shade = "white" if abs(cell["mean"]) > 0.6 * limit else "black"
+            ax.text(c, r, f"{cell['mean']:+.1f}{se}\nn={cell['n']}", ha="center", va="center",
                     fontsize=7, color=shade)
     ax.set_xticks(range(len(tasks)), tasks, rotation=20, fontsize=8)
     ax.set_yticks(range(len(groups)), [g["label"] for g in groups], fontsize=8)

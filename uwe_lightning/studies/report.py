@@ -23,6 +23,7 @@ from uwe_lightning.studies.runs import (
     group_runs,
     load_runs,
 )
+from uwe_lightning.workbench.metric_names import MAP, TEST_MACRO_MAP
 from uwe_lightning.workbench.report import RESULTS_FILE
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
@@ -94,11 +95,11 @@ def build_report(
         "replicate_key": REPLICATE_KEY,
         "kind": chosen,
         "kind_requested": kind,
-        "metrics_scale": "fractions as in results.json (report.md shows percent)",
+        "metrics_scale": "percent (older runs' fractions converted on read)",
         "confidence": 0.95,
         "runs_root": display_path(root),
         "runs": [{"dir": display_path(run.path), "name": relative_name(run.path, root), "seed": run.seed,
-                  "group": group_of[id(run)], "macro_map": run_average(run.results).get("map")} for run in runs],
+                  "group": group_of[id(run)], TEST_MACRO_MAP: run_average(run.results).get(MAP)} for run in runs],
         "skipped": [{"dir": display_path(s.path), "name": relative_name(s.path, root), "reason": s.reason}
                     for s in skipped],
         **cells,

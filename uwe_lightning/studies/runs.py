@@ -2,7 +2,7 @@
 
 A run directory (one per Hydra job, see :mod:`uwe_lightning.training.run`) holds ``run_info.json``
 (``config``: the resolved config as plain data; ``summary``: written when the run ends) and ``results.json``
-(the test evaluation). A sweep is read back by the config keys whose values differ between its finished
+(the test evaluation), read in percent whatever the run's age (:mod:`uwe_lightning.workbench.metric_names`). A sweep is read back by the config keys whose values differ between its finished
 runs: those are what the sweep varied. ``seed`` is the replicate axis; paths, output directories, Hydra's node
 and run-control flags differ between runs without being part of the design, so they never group.
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 from uwe_lightning.io import ConfigError
 from uwe_lightning.paths import RUN_INFO_FILE
+from uwe_lightning.workbench.metric_names import in_percent
 from uwe_lightning.workbench.report import RESULTS_FILE
 
 REPLICATE_KEY = "seed"
@@ -163,6 +164,8 @@ def load_run(path: Path) -> Run | Skipped:
         return Skipped(path, error)
     if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
         return Skipped(path, f"{RUN_INFO_FILE} has no config")
+    if info.get("command") == "evaluate":
+        return Skipped(path, "an evaluation of a model (python -m uwe_lightning.evaluate), not a training run")
     summary = info.get("summary")
     if not isinstance(summary, dict):
         return Skipped(path, f"unfinished: {RUN_INFO_FILE} has no summary (still running, or stopped)")
@@ -176,7 +179,8 @@ def load_run(path: Path) -> Run | Skipped:
     if not isinstance(results, dict) or not isinstance(results.get("tasks"), dict) \
             or not isinstance(results.get("macro"), dict):
         return Skipped(path, f"{RESULTS_FILE} has no 'tasks' / 'macro' results")
-    return Run(path=path, config=info["config"], flat=flatten(info["config"]), results=results)
+    # an older run's results.json holds fractions: converted here, so every study reads percent
+    return Run(path=path, config=info["config"], flat=flatten(info["config"]), results=in_percent(results))
 
 
 def load_runs(paths: Iterable[Path]) -> tuple[list[Run], list[Skipped]]:

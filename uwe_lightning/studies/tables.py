@@ -11,27 +11,28 @@ from typing import Any
 
 from uwe_lightning.studies.aggregate import METRIC_NAMES, METRICS
 from uwe_lightning.studies.curves import curve_table
+from uwe_lightning.workbench.metric_names import TEST_MACRO_MAP
 
 DASH = "–"
 
 
 def pct(value: float | None, signed: bool = False) -> str:
-    """A fraction as percent with one decimal.
+    """A score (percent) with one decimal.
 
-    >>> pct(0.38333), pct(0.06, signed=True), pct(None)
+    >>> pct(38.333), pct(6.0, signed=True), pct(None)
     ('38.3', '+6.0', '–')
     """
     if value is None:
         return DASH
-    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
 
 
 def ci_cell(cell: dict[str, Any] | None, spread: str = "ci95", signed: bool = False) -> str:
     """``mean ± spread (n=k)`` in percent; ``(n=1, no CI)`` / ``(n=1, no SE)`` when there is no spread.
 
-    >>> ci_cell({"n": 3, "mean": 0.32, "ci95": 0.0497})
+    >>> ci_cell({"n": 3, "mean": 32.0, "ci95": 4.97})
     '32.0 ± 5.0 (n=3)'
-    >>> ci_cell({"n": 1, "mean": 0.5, "ci95": None})
+    >>> ci_cell({"n": 1, "mean": 50.0, "ci95": None})
     '50.0 (n=1, no CI)'
     """
     if not cell or not cell.get("n") or cell.get("mean") is None:
@@ -39,7 +40,7 @@ def ci_cell(cell: dict[str, Any] | None, spread: str = "ci95", signed: bool = Fa
     mean, width, n = pct(cell["mean"], signed), cell.get(spread), cell["n"]
     if width is None:
         return f"{mean} (n={n}, no {'CI' if spread == 'ci95' else 'SE'})"
-    return f"{mean} ± {100 * width:.1f} (n={n})"
+    return f"{mean} ± {width:.1f} (n={n})"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> list[str]:
@@ -194,7 +195,7 @@ def header_lines(report: dict[str, Any]) -> list[str]:
 
 
 def runs_table(report: dict[str, Any]) -> list[str]:
-    rows = [[f"`{r['name']}`", str(r["seed"]), r["group"], pct(r["macro_map"])] for r in report["runs"]]
+    rows = [[f"`{r['name']}`", str(r["seed"]), r["group"], pct(r[TEST_MACRO_MAP])] for r in report["runs"]]
     return [f"Run directories below `{report['runs_root']}`:", "",
             *_table(["run", "seed", "group", "macro MAP"], rows, 3)]
 

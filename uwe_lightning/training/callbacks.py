@@ -2,8 +2,9 @@
 
 :class:`WorkBenchValidation` evaluates the model being trained on WorkBench validation tasks every
 ``every_n_steps`` optimiser steps and at step 0 (the zero-shot model), logging ``val/<task>/map``,
-``val/<task>/rp@10`` and ``val/macro_map`` (task-type average, as the paper's "task-average MAP"), which the
-checkpoint callback (:mod:`uwe_lightning.training.checkpointing`) monitors.
+``val/<task>/rp@10``, ``val/macro/map`` and ``val/macro/rp@10`` in percent (task-type average, as the paper's
+"task-average MAP"; names: :mod:`uwe_lightning.workbench.metric_names`), which the checkpoint callback
+(:mod:`uwe_lightning.training.checkpointing`) monitors.
 """
 
 from __future__ import annotations
@@ -21,28 +22,23 @@ from lightning.pytorch.callbacks import Callback
 
 from uwe_lightning.io import atomic_write_json, atomic_write_text, strict_json
 from uwe_lightning.ranking.ranker import Ranker
+from uwe_lightning.workbench import metric_names as names
 from uwe_lightning.workbench.report import headline_average
 from uwe_lightning.workbench.runner import evaluate_ranker
 
 log = logging.getLogger(__name__)
 
-VAL_MONITOR = "val/macro_map"
+VAL_MONITOR = names.MONITOR
 
 
 def val_metrics(results: dict) -> dict[str, float]:
-    """Flatten :func:`evaluate_ranker` results into logged scalars.
+    """Flatten :func:`evaluate_ranker` results into logged scalars (percent).
 
     >>> val_metrics({"tasks": {"JobNorm": {"map": 0.5, "rp@10": 0.25}}, "macro": {"map": 0.5, "rp@10": 0.25}})
-    {'val/JobNorm/map': 0.5, 'val/JobNorm/rp@10': 0.25, 'val/macro_map': 0.5, 'val/macro_rp@10': 0.25}
+    {'val/JobNorm/map': 50.0, 'val/JobNorm/rp@10': 25.0, 'val/macro/map': 50.0, 'val/macro/rp@10': 25.0}
     """
-    out: dict[str, float] = {}
-    for task, row in results["tasks"].items():
-        out[f"val/{task}/map"] = float(row["map"])
-        out[f"val/{task}/rp@10"] = float(row["rp@10"])
-    macro = headline_average(results)  # no WorkBench task: a data=edges run validates on its own held-out edges
-    out[VAL_MONITOR] = float(macro.get("map", math.nan))
-    out["val/macro_rp@10"] = float(macro.get("rp@10", math.nan))
-    return out
+    # no WorkBench task: a data=edges run validates on its own held-out edges
+    return names.val_metrics(results, headline_average(results))
 
 
 class WorkBenchValidation(Callback):
@@ -153,11 +149,11 @@ class WorkBenchValidation(Callback):
             raise RuntimeError(f"no validation task is available: {results.get('unavailable')}")
         if results.get("unavailable") and not self._warned_unavailable:
             log.warning(
-                "validation tasks unavailable (left out of val/macro_map): %s", results["unavailable"]
+                "validation tasks unavailable (left out of %s): %s", VAL_MONITOR, results["unavailable"]
             )
             self._warned_unavailable = True
         metrics = val_metrics(results)
-        metrics["val/seconds"] = results["seconds"]
+        metrics[names.VAL_SECONDS] = results["seconds"]
         self.publish(trainer, metrics, step)
         record = {"step": step, **metrics, "unavailable": sorted(results.get("unavailable", {}))}
         self.history.append(record)
@@ -166,7 +162,8 @@ class WorkBenchValidation(Callback):
             with open(self.history_file, "a") as fh:
                 fh.write(strict_json(record) + "\n")
         if trainer.is_global_zero:
-            log.info("step %d: val/macro_map %.4f (%.1f s)", step, metrics[VAL_MONITOR], metrics["val/seconds"])
+            log.info("step %d: %s %.2f %% (%.1f s)", step, VAL_MONITOR, metrics[VAL_MONITOR],
+                     metrics[names.VAL_SECONDS])
         return metrics
 
     @staticmethod
@@ -183,10 +180,11 @@ class WorkBenchValidation(Callback):
         return {"history": self.history}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = list(state_dict.get("history", []))
+        # a checkpoint of an older run holds fractions under the old names
+        self.history = [names.upgrade_val_record(h) for h in state_dict.get("history", [])]
 
     def best(self) -> dict[str, Any] | None:
-        """The evaluation with the highest ``val/macro_map`` so far."""
+        """The evaluation with the highest ``val/macro/map`` so far."""
         scored = [h for h in self.history if math.isfinite(h.get(VAL_MONITOR, math.nan))]
         return max(scored, key=lambda h: h[VAL_MONITOR]) if scored else None
 
@@ -263,7 +261,7 @@ class RunProgress(Callback):
             return
         validation = next((cb for cb in trainer.callbacks if isinstance(cb, WorkBenchValidation)), None)
         history = validation.history if validation is not None else []
-        val_seconds = sum(float(h.get("val/seconds", 0.0)) for h in history)
+        val_seconds = sum(float(h.get(names.VAL_SECONDS, 0.0)) for h in history)
         elapsed = time.perf_counter() - self._start
         atomic_write_json(Path(self.path), {
             "step": int(trainer.global_step), "max_steps": int(trainer.max_steps or 0),

@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 
 from uwe_lightning.io import ConfigError, atomic_copy, atomic_write_json, atomic_write_text
 from uwe_lightning.paths import CONF_DIR, REPO_DIR, RUN_INFO_FILE
+from uwe_lightning.workbench.metric_names import MAP, VAL_MACRO_MAP, upgrade_run_summary
 
 PLAN_DIR = CONF_DIR / "campaign"
 SMALL_FILES = (RUN_INFO_FILE, "results.json", "results.md", "val_history.jsonl", "progress.json",
@@ -247,13 +248,13 @@ class Campaign:
                 atomic_copy(run_dir / name, dest / name)
         data = log_path.read_bytes() if log_path.is_file() else b""
         atomic_write_text(dest / "job.log", data[-LOG_TAIL_BYTES:].decode(errors="replace"))
-        info = (read_json(run_dir / RUN_INFO_FILE) or {}).get("summary") or {}
+        info = upgrade_run_summary((read_json(run_dir / RUN_INFO_FILE) or {}).get("summary") or {})
         progress = read_json(run_dir / "progress.json") or {}
         if progress:
             record.steps = f"{progress.get('step')}/{progress.get('max_steps')}"
         test = info.get("test_macro") or {}
-        record.test_macro_map = test.get("map")
-        record.best_val = (info.get("best_val") or {}).get("val/macro_map")
+        record.test_macro_map = test.get(MAP)  # percent, as every score of a run
+        record.best_val = (info.get("best_val") or {}).get(VAL_MACRO_MAP)
         finished = progress.get("max_steps") and progress.get("step") == progress.get("max_steps")
         if stopped and not job.partial:
             record.status, record.reason = "skipped", f"stopped early: {stopped}"
@@ -284,6 +285,6 @@ def summary_markdown(summary: dict[str, Any]) -> str:
              "|---|---|---:|---:|---|---:|---:|---|"]
     for r in summary["jobs"]:
         lines.append(f"| {r['name']} | {r['status']} | {fmt(r['seconds'], 1 / 60)} | "
-                     f"{fmt(r['predicted_seconds'], 1 / 60)} | {r['steps']} | {fmt(r['best_val'], 100, 2)} | "
-                     f"{fmt(r['test_macro_map'], 100, 2)} | {r['reason']} |")
+                     f"{fmt(r['predicted_seconds'], 1 / 60)} | {r['steps']} | {fmt(r['best_val'], 1, 2)} | "
+                     f"{fmt(r['test_macro_map'], 1, 2)} | {r['reason']} |")
     return "\n".join(lines) + "\n"

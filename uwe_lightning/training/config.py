@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from uwe_lightning.io import ConfigError, check_whole_number
+from uwe_lightning.workbench.metric_names import LEGACY_NAMES
 from uwe_lightning.workbench.registry import is_zero_shot_only, task_suite
 
 
@@ -139,6 +140,11 @@ def check_values(cfg: DictConfig) -> None:
     if cfg.train.grad_cache_unit not in ("texts", "tokens"):
         raise ConfigError(f"train.grad_cache_unit={cfg.train.grad_cache_unit!r}: must be 'texts' or 'tokens'")
     check_validation_tasks(list(cfg.validation.tasks or []))
+    for name, node in (cfg.get("callbacks") or {}).items():
+        monitor = node.get("monitor") if isinstance(node, DictConfig) else None
+        if monitor in LEGACY_NAMES:  # an older config's name: it would monitor nothing
+            raise ConfigError(f"callbacks.{name}.monitor={monitor} is the old name (fractions); use "
+                              f"callbacks.{name}.monitor={LEGACY_NAMES[monitor]} (percent)")
 
 
 def check_validation_tasks(tasks: list[str]) -> None:

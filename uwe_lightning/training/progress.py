@@ -16,8 +16,10 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-#: The validation score the bar shows (a fraction, shown in percent).
-VAL_SCORE = "val/macro_map"
+from uwe_lightning.workbench.metric_names import VAL_MACRO_MAP
+
+#: The validation score the bar shows (in percent).
+VAL_SCORE = VAL_MACRO_MAP
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -52,5 +54,5 @@ class StepProgressBar(TQDMProgressBar):
             shown["loss"] = loss
         score = trainer.callback_metrics.get(VAL_SCORE)
         if score is not None and math.isfinite(float(score)):
-            shown["val_map"] = f"{100 * float(score):.2f}%"
+            shown["val_map"] = f"{float(score):.2f}%"
         return {**shown, **items}

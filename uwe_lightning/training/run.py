@@ -4,7 +4,7 @@ One run = one Hydra run directory (``outputs/<task_name>/runs/<time>/``, or ``hy
 
 - ``run_info.json``: the resolved config, git commit ("unknown" outside a git checkout), package versions,
   and one entry per (re)start;
-- ``checkpoints/``: the best checkpoint on ``val/macro_map`` and ``last.ckpt`` (atomic writes);
+- ``checkpoints/``: the best checkpoint on ``val/macro/map`` and ``last.ckpt`` (atomic writes);
 - ``val_history.jsonl``: every WorkBench validation (step 0 = the zero-shot model);
 - ``csv/`` (and ``wandb/`` with ``logger=wandb``): training curves;
 - ``best_model/``: the selected weights as a saved :class:`~uwe_lightning.model.pretrained.UWEModel`
@@ -71,28 +71,20 @@ from uwe_lightning.training.jobrecord import accept_run
 from uwe_lightning.training.module import NonFiniteError, UWEModule
 from uwe_lightning.training.preflight import check_accelerator
 from uwe_lightning.training.progress import StepProgressBar
-from uwe_lightning.training.provenance import (
-    add_info,
-    add_summary,
-    current_hydra_config,
-    record_start,
-)
+from uwe_lightning.training.provenance import add_info, add_summary, current_hydra_config, record_start
 from uwe_lightning.training.rundir import EXIT_STATUS, prepare_run_dir, resume_command
-from uwe_lightning.training.summary import (
-    console_summary,
-    headline,
-    run_outputs,
-    selection_summary,
-)
+from uwe_lightning.training.summary import console_summary, headline, run_outputs, selection_summary
 from uwe_lightning.training.tracking import (
     define_wandb_metrics,
     finish_wandb,
+    log_model_artifact,
     log_test_table,
     logged_config,
     update_wandb_summary,
     wandb_identity,
 )
 from uwe_lightning.training.views import NO_VIEWS, SkillViews, skill_views
+from uwe_lightning.workbench.metric_names import METRICS, UNIT, UNIT_KEY, in_percent
 from uwe_lightning.workbench.report import (
     card_markdown,
     headline_average,
@@ -268,6 +260,7 @@ def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict
         base_results = evaluate_ranker(base, **evaluate)
         results["step0"] = {k: base_results[k] for k in ("tasks", "macro", "suites", "views") if k in base_results}
         results["knowledge_gain"] = knowledge_gain(results, base_results)
+    results = in_percent(results)  # the run's record: every score in percent (metric_names)
     write_results(results, run_dir, title=f"{cfg.task_name}: {model_dir.name} on the test split")
     write_model_card(model_dir, card_markdown(results, title="test split"),
                      evaluations=model_index_rows({**results, "seed": t.seed}))
@@ -372,7 +365,8 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
 
     if not trainer.is_global_zero:  # export, test and the run summary are rank 0's
         return {"final_step": trainer.global_step, "rank": trainer.global_rank}
-    summary: dict[str, Any] = {"final_step": trainer.global_step, "data": datamodule.source.describe()}
+    summary: dict[str, Any] = {"final_step": trainer.global_step, "data": datamodule.source.describe(),
+                               UNIT_KEY: UNIT}  # every score in it in percent (metric_names)
     throughput = next((cb for cb in trainer.callbacks if isinstance(cb, TrainThroughput)), None)
     if throughput is not None:
         summary["throughput"] = throughput.summary()
@@ -389,9 +383,12 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
     results = run_test(cfg, Path(summary["export"]["dir"]), run_dir, task_options, skill_views(cfg, datamodule))
     if results is not None:
         summary["test_macro"] = headline_average(results)  # a data=edges run: its held-out edges' average
-        summary["test_tasks"] = {task: {k: row.get(k) for k in ("map", "rp@10")}
+        summary["test_tasks"] = {task: {k: row.get(k) for k in METRICS}
                                  for task, row in results["tasks"].items()}
         if "knowledge_gain" in results:
             summary["knowledge_gain"] = results["knowledge_gain"]["macro"]
         log_test_table(loggers, results)
+    artifact = log_model_artifact(loggers, Path(summary["export"]["dir"]), summary)
+    if artifact:
+        summary["wandb_artifact"] = artifact
     return summary

@@ -2,8 +2,8 @@
 W&B run summary. The full record is ``run_info.json``'s ``summary`` (whose ``outputs`` and ``wall_s`` come from
 here).
 
-Scores are fractions in [0, 1] in every file and logger (``val_history.jsonl``, ``results.json``, CSV, W&B);
-tables and this summary show them in percent, as the paper does.
+Scores are in percent in every file, logger and table (names and unit:
+:mod:`uwe_lightning.workbench.metric_names`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from uwe_lightning.training.callbacks import VAL_MONITOR
+from uwe_lightning.workbench.metric_names import MACRO, MAP, METRICS, RP10, TEST, metric_name
 
 log = logging.getLogger("uwe_lightning.train")
 
@@ -28,29 +29,30 @@ def run_outputs(run_dir: Path) -> list[str]:
 
 
 def pct(value: Any) -> str:
-    """A score in percent, two decimals; ``-`` where there is none.
+    """A score (in percent) with two decimals; ``-`` where there is none.
 
-    >>> pct(0.34912), pct(None), pct(float("nan"))
+    >>> pct(34.912), pct(None), pct(float("nan"))
     ('34.91 %', '-', '-')
     """
     if value is None or not isinstance(value, (int, float)) or math.isnan(value):
         return "-"
-    return f"{100 * value:.2f} %"
+    return f"{value:.2f} %"
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
-    """The numbers a reader wants first (W&B run summary keys), scores as fractions like every logger."""
+    """The numbers a reader wants first (W&B run summary keys ``run/<key>``), scores in percent."""
     out: dict[str, Any] = {"final_step": summary.get("final_step"), "wall_s": summary.get("wall_s")}
     best = summary.get("best_val") or {}
     if best:
         out["best_val_step"] = best.get("step")
-        out["best_val_macro_map"] = best.get("val/macro_map")
+        out[VAL_MONITOR] = best.get(VAL_MONITOR)  # the best, as W&B's summary of the metric itself
     export = (summary.get("export") or {}).get("provenance") or {}
     if "step" in export:
         out["exported_step"] = export["step"]
-    for metric, value in (summary.get("test_macro") or {}).items():
+    for metric in METRICS:
+        value = (summary.get("test_macro") or {}).get(metric)
         if isinstance(value, (int, float)):
-            out[f"test_macro_{metric}"] = value
+            out[metric_name(TEST, MACRO, metric)] = value
     for key in ("steps_per_s", "texts_per_s", "peak_cpu_rss_gib", "peak_gpu_allocated_gib"):
         if key in (summary.get("throughput") or {}):
             out[key] = summary["throughput"][key]
@@ -65,8 +67,8 @@ def console_summary(summary: dict[str, Any], run_dir: Path) -> str:
     lines.append(f"  steps trained     {summary.get('final_step', '-')}")
     best, step0 = summary.get("best_val"), summary.get("val_step0")
     if best:
-        zero = f" (step 0: {pct(step0.get('val/macro_map'))})" if step0 else ""
-        lines.append(f"  best val macro MAP {pct(best.get('val/macro_map'))} at step {best.get('step')}{zero}")
+        zero = f" (step 0: {pct(step0.get(VAL_MONITOR))})" if step0 else ""
+        lines.append(f"  best val macro MAP {pct(best.get(VAL_MONITOR))} at step {best.get('step')}{zero}")
     export = summary.get("export") or {}
     if export:
         step = (export.get("provenance") or {}).get("step")
@@ -78,8 +80,8 @@ def console_summary(summary: dict[str, Any], run_dir: Path) -> str:
         lines.append(f"  test              {'MAP':>8}  {'RP@10':>8}")
         width = max([len(t) for t in tasks] + [5])
         for task, row in tasks.items():
-            lines.append(f"    {task:<{width}}  {pct(row.get('map')):>8}  {pct(row.get('rp@10')):>8}")
-        lines.append(f"    {'macro':<{width}}  {pct(macro.get('map')):>8}  {pct(macro.get('rp@10')):>8}")
+            lines.append(f"    {task:<{width}}  {pct(row.get(MAP)):>8}  {pct(row.get(RP10)):>8}")
+        lines.append(f"    {MACRO:<{width}}  {pct(macro.get(MAP)):>8}  {pct(macro.get(RP10)):>8}")
     throughput = summary.get("throughput") or {}
     timing = [f"{summary['wall_s'] / 60:.1f} min wall"] if summary.get("wall_s") is not None else []
     if throughput:
@@ -100,14 +102,14 @@ def selection_summary(history: list[dict[str, Any]], exported_step: int) -> dict
     Step 0 is never a checkpoint (its weights are the backbone's), so the best *trained* checkpoint is
     exported even when it validates below step 0; the summary says so, and the run logs a warning.
 
-    >>> selection_summary([{"step": 0, "val/macro_map": 0.4}, {"step": 2, "val/macro_map": 0.3}], 2)
-    {'exported_step': 2, 'exported_val': 0.3, 'step0_val': 0.4, 'exported_beats_step0': False}
+    >>> selection_summary([{"step": 0, "val/macro/map": 40.0}, {"step": 2, "val/macro/map": 30.0}], 2)
+    {'exported_step': 2, 'exported_val': 30.0, 'step0_val': 40.0, 'exported_beats_step0': False}
     """
     by_step = {h["step"]: h.get(VAL_MONITOR) for h in history}
     exported, step0 = by_step.get(exported_step), by_step.get(0)
     beats = None if exported is None or step0 is None else bool(exported >= step0)
     if beats is False:
-        log.warning("the exported model (step %d, %s %.4f) validates below the zero-shot step-0 model (%.4f)",
+        log.warning("the exported model (step %d, %s %.2f) validates below the zero-shot step-0 model (%.2f)",
                     exported_step, VAL_MONITOR, exported, step0)
     return {"exported_step": int(exported_step), "exported_val": exported, "step0_val": step0,
             "exported_beats_step0": beats}
@@ -118,8 +120,8 @@ def objective(summary: dict[str, Any]) -> float | None:
     final evaluation only). A job that trained nothing (every loss weight 0) returns ``-inf``, so a search
     ranks it last instead of failing; ``None`` when there was no validation.
 
-    >>> objective({"skipped": "every loss weight 0"}), objective({"best_val": {"val/macro_map": 0.5}})
-    (-inf, 0.5)
+    >>> objective({"skipped": "every loss weight 0"}), objective({"best_val": {"val/macro/map": 50.0}})
+    (-inf, 50.0)
     """
     if summary.get("skipped"):
         return float("-inf")

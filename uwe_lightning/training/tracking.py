@@ -27,6 +27,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from uwe_lightning.paths import RUN_INFO_FILE
+from uwe_lightning.workbench.metric_names import (
+    MACRO,
+    MAP,
+    METRICS,
+    TEST,
+    VAL_MACRO_MAP,
+    in_percent,
+    metric_name,
+)
 from uwe_lightning.workbench.report import headline_average
 
 #: Override keys that say where a run writes, not what it is.
@@ -179,14 +188,15 @@ def define_wandb_metrics(loggers: list) -> None:
         run = logger.experiment
         if getattr(run, "define_metric", None) is None:
             return
-        run.define_metric("val/macro_map", step_metric="trainer/global_step", summary="max")
+        run.define_metric(VAL_MACRO_MAP, step_metric="trainer/global_step", summary="max")
 
 
 def update_wandb_summary(loggers: list, summary: dict[str, Any]) -> None:
-    """The run's final summary (:mod:`~uwe_lightning.training.summary`) in W&B's run summary, ``run/...``."""
+    """The run's final summary (:mod:`~uwe_lightning.training.summary`) in W&B's run summary: metrics under
+    their own names (``val/macro/map``, ``test/macro/map``), the rest as ``run/...``."""
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
-            logger.experiment.summary.update({f"run/{k}": v for k, v in summary.items()})
+            logger.experiment.summary.update({k if "/" in k else f"run/{k}": v for k, v in summary.items()})
 
 
 def stored_wandb_id(run_dir: Path) -> str | None:
@@ -198,7 +208,7 @@ def stored_wandb_id(run_dir: Path) -> str | None:
 
 #: The W&B test table's columns: one row per (model, task); the model column tells the trained model from step 0
 #: and the baselines evaluated beside it on the same test queries.
-TEST_TABLE_COLUMNS = ["model", "task", "map", "rp@10", "n_queries"]
+TEST_TABLE_COLUMNS = ["model", "task", *METRICS, "n_queries"]
 
 
 def results_table_rows(results: dict) -> list[list[Any]]:
@@ -208,16 +218,17 @@ def results_table_rows(results: dict) -> list[list[Any]]:
     >>> res = {"model": "m", "tasks": {"edges": {"map": 0.5, "rp@10": 0.6, "n_queries": 3}},
     ...        "macro": {"map": None}, "suites": {"own": {"map": 0.5, "rp@10": 0.6}}}
     >>> [row[:3] for row in results_table_rows({**res, "baselines": {"popularity": res}})]
-    [['m', 'edges', 0.5], ['m', 'average', 0.5], ['popularity', 'edges', 0.5], ['popularity', 'average', 0.5]]
+    [['m', 'edges', 50.0], ['m', 'average', 50.0], ['popularity', 'edges', 50.0], ['popularity', 'average', 50.0]]
     """
+    results = in_percent(results)
     beside = [("zero-shot (step 0)", results["step0"])] if results.get("step0") else []
     beside += list((results.get("baselines") or {}).items())
     rows = []
     for model, res in [(str(results.get("model", "model")), results), *beside]:
-        rows += [[model, task, row["map"], row["rp@10"], row.get("n_queries")] for task, row in res["tasks"].items()]
+        rows += [[model, task, *(row[m] for m in METRICS), row.get("n_queries")] for task, row in res["tasks"].items()]
         average = headline_average(res)
-        name = "macro" if average is res.get("macro") else "average"
-        rows.append([model, name, average.get("map"), average.get("rp@10"), None])
+        name = MACRO if average is res.get("macro") else "average"
+        rows.append([model, name, *(average.get(m) for m in METRICS), None])
     return rows
 
 
@@ -231,10 +242,57 @@ def log_test_table(loggers: list, results: dict) -> None:
         logger.log_table(key="test/results", columns=TEST_TABLE_COLUMNS, data=rows)
         model = rows[0][0] if rows else None
         summary = {}
-        for name, task, value, *_ in rows:
-            prefix = "test" if name == model else f"test/{'step0' if name.startswith('zero-shot') else name}"
-            summary[f"{prefix}/{task}/map"] = value
+        for name, task, *values, _ in rows:
+            stage = TEST if name == model else f"{TEST}/{'step0' if name.startswith('zero-shot') else name}"
+            summary.update({metric_name(stage, task, m): v for m, v in zip(METRICS, values, strict=True)})
         logger.experiment.summary.update(summary)
+        log_test_bars(logger, [row for row in rows if row[0] == model])
+
+
+#: The W&B chart of the model's test MAP per task (a bar chart over the test table's rows).
+TEST_BARS_KEY = "test/map_by_task"
+
+
+def log_test_bars(logger: Any, rows: list[list[Any]]) -> None:
+    """The model's test MAP per task (and macro) as a W&B bar chart, ``test/map_by_task``."""
+    import wandb
+
+    table = wandb.Table(columns=["task", MAP], data=[[task, value] for _, task, value, *_ in rows if value is not None])
+    logger.experiment.log({TEST_BARS_KEY: wandb.plot.bar(table, "task", MAP, title="test MAP by task (%)")})
+
+
+def model_artifact_metadata(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the model artifact says about itself: the exported step and its scores (percent).
+
+    >>> model_artifact_metadata({"export": {"provenance": {"step": 4}}, "selection": {"exported_val": 40.0},
+    ...                          "best_val": {"val/macro/map": 41.0}, "test_macro": {"map": 30.0}})
+    {'exported_step': 4, 'val/macro/map': 40.0, 'best val/macro/map': 41.0, 'test/macro/map': 30.0}
+    """
+    out = {"exported_step": ((summary.get("export") or {}).get("provenance") or {}).get("step"),
+           VAL_MACRO_MAP: (summary.get("selection") or {}).get("exported_val"),
+           f"best {VAL_MACRO_MAP}": (summary.get("best_val") or {}).get(VAL_MACRO_MAP),
+           **{metric_name(TEST, MACRO, m): (summary.get("test_macro") or {}).get(m) for m in METRICS}}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def log_model_artifact(loggers: list, model_dir: Path, summary: dict[str, Any]) -> str | None:
+    """The exported model (``best_model/``) as a W&B Artifact of type ``model`` (alias ``best``), named
+    ``model-<run id>``, with :func:`model_artifact_metadata`. Offline, W&B stages a copy of its files with the run
+    and ``wandb sync`` uploads it; returns the artifact's name (None without a W&B logger)."""
+    metadata = model_artifact_metadata(summary)
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger":
+            continue
+        import wandb
+
+        run = logger.experiment
+        artifact = wandb.Artifact(name=f"model-{run.id}", type="model", metadata=metadata,
+                                  description="the run's exported model (best_model/): a sentence-transformers "
+                                              "and UWE model directory")
+        artifact.add_dir(str(model_dir))
+        run.log_artifact(artifact, aliases=["best"])
+        return artifact.name
+    return None
 
 
 def finish_wandb(loggers: list) -> None:

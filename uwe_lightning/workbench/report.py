@@ -1,7 +1,9 @@
 """WorkBench results as files: ``results.json`` + ``results.md``, and the knowledge gain over a step-0 model.
 
 ``results.json`` is strict JSON (a NaN or infinity is written as null; Python's ``json`` would write ``NaN``,
-which other readers reject). A results file already in place is never overwritten silently: it is kept beside
+which other readers reject); its scores are in percent and it says so (``"unit": "percent"``;
+:mod:`~uwe_lightning.workbench.metric_names`); a results dict of the metrics library (fractions) is converted
+when written or shown, so every function here takes either. A results file already in place is never overwritten silently: it is kept beside
 the new one under its modification time (``results.20261201T213000.json``) and the rename is logged.
 """
 
@@ -16,6 +18,7 @@ from typing import Any
 
 from uwe_lightning.integrity import data_fingerprint
 from uwe_lightning.io import atomic_write_text, strict_json
+from uwe_lightning.workbench.metric_names import in_percent
 from uwe_lightning.workbench.registry import OWN_SUITE
 
 RESULTS_FILE = "results.json"
@@ -43,7 +46,8 @@ def keep_previous(path: str | os.PathLike) -> Path | None:
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+    """A score already in percent, two decimals."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
 
 #: Headings of the zero-shot suites' own tables (a suite not listed is headed by its name).
@@ -72,6 +76,7 @@ def _task_rows(results: dict, keep) -> list[str]:
 def results_markdown(results: dict, title: str) -> str:
     """The results as Markdown: the WorkBench table with its macro average, then one table per zero-shot suite
     (O*NET), each with its own average; a zero-shot task never enters the WorkBench macro average."""
+    results = in_percent(results)
     head = ["| task | MAP | RP@10 | queries | targets | seconds |", "|---|---:|---:|---:|---:|---:|"]
     lines = [f"### {title}", "", f"split: `{results['split']}`, model: `{results['model']}`"
              + (f", at most {results['max_queries']} queries per task" if results.get("max_queries") else ""), ""]
@@ -120,6 +125,7 @@ def baselines_markdown(results: dict) -> list[str]:
     """
     if not results.get("baselines"):
         return []
+    results = in_percent(results)
     lines = ["", "#### Beside the baselines (same tasks and queries)", "", "| model | task | MAP | RP@10 |",
              "|---|---|---:|---:|"]
     step0 = [("zero-shot (step 0)", results["step0"])] if results.get("step0") else []
@@ -139,8 +145,9 @@ def model_index_rows(results: dict) -> list[dict[str, Any]]:
     ...     "tasks": {"JobNorm": {"map": 0.5, "rp@10": 0.25, "n_queries": 2000, "n_queries_total": 15461}},
     ...     "macro": {"map": 0.5, "rp@10": 0.25, "covers": ["JobNorm"]}})
     >>> [(r["benchmark"], r["task"], r["map"], r["args"]) for r in rows]
-    [('WorkBench', 'JobNorm', 0.5, {'max_queries': 2000, 'seed': 0}), ('WorkBench', 'macro average', 0.5, {'max_queries': 2000, 'seed': 0})]
+    [('WorkBench', 'JobNorm', 50.0, {'max_queries': 2000, 'seed': 0}), ('WorkBench', 'macro average', 50.0, {'max_queries': 2000, 'seed': 0})]
     """
+    results = in_percent(results)  # the card shows percent
     zero_shot = _zero_shot_suite_of(results)
     args = {"max_queries": results["max_queries"]} if results.get("max_queries") else {}
     if args and results.get("seed") is not None:
@@ -181,6 +188,7 @@ def views_markdown(results: dict) -> list[str]:
     """
     if not results.get("views"):
         return []
+    results = in_percent(results)
     step0 = (results.get("step0") or {}).get("views", {})
     lines = ["", "#### Views (same splits and embeddings; not in the macro average)", "",
              "| task | MAP (all queries) | view | MAP | queries | step 0 |", "|---|---:|---|---:|---:|---:|"]
@@ -211,7 +219,7 @@ def write_results(results: dict, out_dir, title: str) -> tuple[Path, Path]:
     fingerprint of the data files read (:func:`~uwe_lightning.integrity.data_fingerprint`)."""
     out = Path(out_dir)
     json_path, md_path = out / RESULTS_FILE, out / "results.md"
-    results = {**results, "data_pack": results.get("data_pack") or data_fingerprint()}  # what was evaluated on
+    results = {**in_percent(results), "data_pack": results.get("data_pack") or data_fingerprint()}  # evaluated on
     text, markdown = strict_json(results, indent=2), results_markdown(results, title)  # fail before renaming
     for path, content in ((json_path, text), (md_path, markdown)):
         keep_previous(path)
@@ -243,6 +251,7 @@ def knowledge_gain(final: dict, base: dict) -> dict[str, Any]:
 
 
 def knowledge_gain_markdown(gain: dict) -> str:
+    """:func:`knowledge_gain` as a table; ``gain`` in percent (``in_percent(results)["knowledge_gain"]``)."""
     lines = [
         "### Knowledge gain: MAP(final) - MAP(step 0)",
         "",
@@ -251,6 +260,6 @@ def knowledge_gain_markdown(gain: dict) -> str:
     ]
     for task, r in {**gain["tasks"], "macro average": gain["macro"]}.items():
         lines.append(
-            f"| {task} | {100 * r['map_step0']:.2f} | {100 * r['map_final']:.2f} | {100 * r['gain']:+.2f} |"
+            f"| {task} | {r['map_step0']:.2f} | {r['map_final']:.2f} | {r['gain']:+.2f} |"
         )
     return "\n".join(lines) + "\n"

@@ -220,22 +220,25 @@ def evaluate(
     encode_seconds = time.perf_counter() - t1
 
     per_task, no_queries = {}, {}
-    for name, ds in datasets.items():
-        n_total = ds.meta.get("subsampled_from", ds.n_queries)
-        row = score_dataset(model, ds, block_size, ties) if ds.n_queries else None
-        if row is None or not row["n_queries"] or not all(math.isfinite(row[m]) for m in ("map", "rp@10")):
-            reason = ("the split has no queries" if not ds.n_queries else
-                      f"none of its {ds.n_queries} queries has a positive target")
-            no_queries[name] = {"reason": reason, "n_queries": 0, "n_queries_total": n_total,
-                                "n_targets": ds.n_targets}
+    with _task_bar(len(datasets), split, show_progress) as bar:
+        for name, ds in datasets.items():
+            bar.set_postfix_str(name)
+            n_total = ds.meta.get("subsampled_from", ds.n_queries)
+            row = score_dataset(model, ds, block_size, ties) if ds.n_queries else None
+            bar.update(1)
+            if row is None or not row["n_queries"] or not all(math.isfinite(row[m]) for m in ("map", "rp@10")):
+                reason = ("the split has no queries" if not ds.n_queries else
+                          f"none of its {ds.n_queries} queries has a positive target")
+                no_queries[name] = {"reason": reason, "n_queries": 0, "n_queries_total": n_total,
+                                    "n_targets": ds.n_targets}
+                if show_progress:
+                    bar.write(f"[workbench] {name}/{split}: no queries ({reason}); left out of the macro average")
+                continue
+            per_task[name] = {**row, "n_queries_total": n_total}
             if show_progress:
-                print(f"[workbench] {name}/{split}: no queries ({reason}); left out of the macro average", flush=True)
-            continue
-        per_task[name] = {**row, "n_queries_total": n_total}
-        if show_progress:
-            r = per_task[name]
-            print(f"[workbench] {name}/{split}: MAP {100 * r['map']:.2f} RP@10 {100 * r['rp@10']:.2f} "
-                  f"({r['n_queries']} q x {r['n_targets']} t, {r['seconds']:.1f}s)", flush=True)
+                r = per_task[name]
+                bar.write(f"[workbench] {name}/{split}: MAP {100 * r['map']:.2f} RP@10 {100 * r['rp@10']:.2f} "
+                          f"({r['n_queries']} q x {r['n_targets']} t, {r['seconds']:.1f}s)")
     by_suite = suite_results(per_task, [*unavailable, *no_queries])
     macro = by_suite.pop(WORKBENCH_SUITE, None) or _empty_average([])
     view_results = {name: score_view(model, datasets, view, block_size, ties) for name, view in (views or {}).items()}
@@ -259,6 +262,14 @@ def evaluate(
     if views:
         out["views"] = view_results
     return out
+
+
+def _task_bar(n_tasks: int, split: str, show: bool):
+    """A bar over the tasks being scored (``score test: 3/7 tasks [00:12<00:16]``), shown with ``show_progress``;
+    the per-task lines are written above it."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n_tasks, desc=f"score {split}", unit="task", disable=not show, dynamic_ncols=True)
 
 
 def score_view(model: RankingModel, datasets: Mapping[str, RankingDataset], view: View, block_size: int,
