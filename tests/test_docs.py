@@ -157,7 +157,7 @@ def test_data_examples(page: Path, tmp_path: Path, real_data_dir: Path):
 
 
 #: Every ``python -m uwe_lightning.<module>`` entry point (pyproject's scripts and the rest).
-ENTRY_POINTS = ["train", "evaluate", "rank", "serve", "bench", "report", "export", "plan_memory", "bundle",
+ENTRY_POINTS = ["train", "evaluate", "rank", "serve", "bench", "report", "export", "plan_memory", "bundle", "publish",
                 "campaign", "enrich", "data.fetch"]
 
 _HELP_LOOP = r"""
