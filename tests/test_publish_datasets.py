@@ -1,4 +1,4 @@
-"""WorkBench as ``datasets`` tables (:mod:`uwe_lightning.workbench.publish`): published from the mini pack and read
+"""WorkBench as ``datasets`` tables (:mod:`uwe_lightning.workbench.tables`, ``python -m uwe_lightning.publish``): published from the mini pack and read
 back, every split is the same and ``evaluate`` on the published directory gives the pack's numbers."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from uwe_lightning.io import DataError
 from uwe_lightning.model.lexical import TfidfRankingModel
 from uwe_lightning.paths import PUBLISHED_INDEX_FILE
 from uwe_lightning.workbench.dataset import RankingDataset, TaskUnavailable
-from uwe_lightning.workbench.publish import from_dataset_dict, load_published_split, to_dataset_dict
 from uwe_lightning.workbench.runner import WORKBENCH_TASKS, evaluate, load_tasks
+from uwe_lightning.workbench.tables import from_dataset_dict, load_published_split, to_dataset_dict
 
 
 @pytest.fixture(scope="module")

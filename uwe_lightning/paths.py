@@ -23,7 +23,7 @@ RUN_INFO_FILE = "run_info.json"
 #: The index of a derived data directory (an unpacked offline bundle's ``data/``): the open protocol's graphs
 #: and the WorkBench splits as compact files, read in place of the raw pack (``uwe_lightning.offline``).
 DERIVED_INDEX_FILE = "uwe-derived.json"
-#: The index of WorkBench published as ``datasets`` tables (:mod:`uwe_lightning.workbench.publish`).
+#: The index of WorkBench published as ``datasets`` tables (:mod:`uwe_lightning.workbench.tables`).
 PUBLISHED_INDEX_FILE = "workbench-datasets.json"
 
 #: Every file a WorkBench task or the open training protocol reads, with what provides it.
