@@ -47,6 +47,7 @@ LAYERS = {
     "bundle": 10,
     "campaign": 10,
     "plan_memory": 10,
+    "publish": 10,
     "": 11,  # the package root
 }
 #: ``python -m`` shims that live inside a lower part, where users look for them; they sit at the shims' layer.

@@ -157,14 +157,14 @@ def test_data_examples(page: Path, tmp_path: Path, real_data_dir: Path):
 
 
 #: Every ``python -m uwe_lightning.<module>`` entry point (pyproject's scripts and the rest).
-ENTRY_POINTS = ["train", "evaluate", "rank", "serve", "bench", "report", "export", "plan_memory", "bundle",
+ENTRY_POINTS = ["train", "evaluate", "rank", "serve", "bench", "report", "export", "plan_memory", "bundle", "publish",
                 "campaign", "enrich", "data.fetch"]
 #: The CLI convention each entry point follows, as its --help and the table of docs/reference/cli.md say it.
 CONVENTIONS = {
     "Hydra app": ("Convention: Hydra overrides (key=value, group=option, -m for a sweep); one run directory per run",
                   ["train", "evaluate", "rank", "serve", "bench", "enrich", "data.fetch"]),
     "Hydra compose": ("Convention: Hydra overrides (key=value) composed without a run directory",
-                      ["campaign", "bundle"]),
+                      ["campaign", "bundle", "publish"]),
     "plain CLI": ("Convention: plain CLI (argparse), not Hydra", ["report", "export", "plan_memory"]),
 }
 

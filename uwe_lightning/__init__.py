@@ -8,6 +8,7 @@ protocol above both; entry points in :mod:`uwe_lightning.cli`)::
     model = uwe.UWEModel.from_pretrained("minilm"); model.save_pretrained("my-model")
     uwe.list_tasks()                                                    # WorkBench tasks and variants
     results = uwe.evaluate(uwe.EncoderRankingModel(ranker), tasks=["JobNorm"], split="val")
+    val_map = uwe.WorkBenchMAP()                                        # a torchmetrics Metric for your own module
 
 Importing the package registers every task (the seven WorkBench tasks and the open protocol's variants) and
 the schema of ``conf/train.yaml`` (so ``hydra.compose`` works after ``import uwe_lightning``).
@@ -44,6 +45,9 @@ _LAZY = {
     "UWEModule": "uwe_lightning.training.module",
     "EncoderRankingModel": "uwe_lightning.workbench.runner",
     "evaluate": "uwe_lightning.workbench.runner",
+    "WorkBenchMAP": "uwe_lightning.workbench.retrieval",
+    "WorkBenchRPrecision": "uwe_lightning.workbench.retrieval",
+    "WorkBenchRetrieval": "uwe_lightning.workbench.retrieval",
 }
 
 
@@ -83,6 +87,9 @@ __all__ = [
     "UWEDataModule",
     "UWEModel",
     "UWEModule",
+    "WorkBenchMAP",
+    "WorkBenchRPrecision",
+    "WorkBenchRetrieval",
     "__version__",
     "build_loss",
     "build_open_protocol",

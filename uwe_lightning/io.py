@@ -89,6 +89,15 @@ FILE_MODE = 0o644
 DIR_MODE = 0o755
 
 
+#: The switch that lets a command download a dataset from the Hugging Face hub (SkillSim, ``hf:`` edge sources).
+ALLOW_HUB_ENV = "UWE_ALLOW_HUB"
+
+
+def hub_allowed() -> bool:
+    """Whether hub downloads are allowed (env ``UWE_ALLOW_HUB=1``): never by default, so offline runs fail fast."""
+    return os.environ.get(ALLOW_HUB_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def make_dirs(path: str | os.PathLike) -> Path:
     """``mkdir -p path``; each directory it creates gets :data:`DIR_MODE` (``mkdir`` alone would take the
     umask's, e.g. 0700 under ``umask 077``); directories that already exist keep their mode."""

@@ -23,6 +23,8 @@ RUN_INFO_FILE = "run_info.json"
 #: The index of a derived data directory (an unpacked offline bundle's ``data/``): the open protocol's graphs
 #: and the WorkBench splits as compact files, read in place of the raw pack (``uwe_lightning.offline``).
 DERIVED_INDEX_FILE = "uwe-derived.json"
+#: The index of WorkBench published as ``datasets`` tables (:mod:`uwe_lightning.workbench.tables`).
+PUBLISHED_INDEX_FILE = "workbench-datasets.json"
 
 #: Every file a WorkBench task or the open training protocol reads, with what provides it.
 DATA_FILES: dict[str, str] = {
@@ -81,6 +83,15 @@ def derived_dir(data_dir: str | os.PathLike | None) -> Path | None:
     except DataError:
         return None
     return root if (root / DERIVED_INDEX_FILE).is_file() else None
+
+
+def published_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """The data directory if it holds WorkBench as ``datasets`` tables (:data:`PUBLISHED_INDEX_FILE`), else None."""
+    try:
+        root = resolve_data_dir(data_dir)
+    except DataError:
+        return None
+    return root if (root / PUBLISHED_INDEX_FILE).is_file() else None
 
 
 def data_file(data_dir: str | os.PathLike | None, relpath: str) -> Path:

@@ -18,6 +18,17 @@ has no manifest to be checked against, so it is parsed strictly (:func:`uwe_ligh
 row with fewer or more fields than the header (a text with an unquoted comma, a cut line) or a JSONL line whose
 keys differ from the first line's is an error naming the row, never padded or cut.
 
+Besides a file, an edge source may be a ``datasets`` table (Arrow, memory-mapped; columns ``skill`` and ``text``,
+the same checks):
+
+* a ``datasets.Dataset`` (or a ``DatasetDict`` with a ``train`` split or a single split), from Python;
+* a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``;
+* ``hf:csv:<files>``, ``hf:json:<files>``, ``hf:parquet:<files>``: ``datasets.load_dataset(<builder>,
+  data_files=<files>)`` over local files (a glob or comma-separated list: sharded edge files; CSV cells are read as
+  strings, with no NA guessing, but the field counts are not checked as strictly as by the file reader);
+* ``hf:<hub id>`` or ``hf:<hub id>:<split>`` (default ``train``): a hub dataset, downloaded only when the user
+  allows it with ``UWE_ALLOW_HUB=1`` (otherwise a one-line error; nothing is fetched by default).
+
 Example (CSV)::
 
     skill,text
@@ -37,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from uwe_lightning.data.graphs import GRAPHS, BipartiteGraph, SkillVocabulary, load_vocabulary, normalize_text
-from uwe_lightning.io import ConfigError, DataError, read_table
+from uwe_lightning.io import ALLOW_HUB_ENV, ConfigError, DataError, hub_allowed, read_table
 
 EDGE_COLUMNS = ("skill", "text")
 ON_UNKNOWN = ("error", "drop")
@@ -46,6 +57,9 @@ EVALUATE_ON = ("own", "workbench")
 #: The task of the ``own`` suite that scores held-out edges (:mod:`uwe_lightning.workbench.tasks.edges`).
 OWN_TASK = "edges"
 HOLDOUT_KEYS = ("graph", "val", "test", "seed", "val_file", "test_file")
+#: Edge sources read through ``datasets``: ``hf:<builder>:<local files>`` or ``hf:<hub id>[:<split>]``.
+HF_PREFIX = "hf:"
+HF_BUILDERS = ("csv", "json", "parquet")
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +71,91 @@ def _cell(value: object) -> str:
     return str(value).strip()
 
 
+def is_dataset(source: object) -> bool:
+    """Whether ``source`` is a ``datasets.Dataset`` / ``DatasetDict`` (without importing ``datasets``)."""
+    return type(source).__module__.split(".")[0] == "datasets" and hasattr(source, "column_names")
+
+
+def _single_split(table: Any, where: str, split: str = "train") -> Any:
+    """The ``Dataset`` of ``table``: itself, or its ``split`` (or only) split when it is a ``DatasetDict``."""
+    if not isinstance(table.column_names, dict):  # a Dataset
+        return table
+    if split in table:
+        return table[split]
+    if len(table) == 1:
+        return next(iter(table.values()))
+    raise DataError(f"{where}: a DatasetDict with splits {sorted(table)} and no {split!r}; give one split, "
+                    f"e.g. dataset_dict['{sorted(table)[0]}']")
+
+
+def _load_hf(spec: str) -> tuple[Any, str]:
+    """(the table, a default graph name) of an ``hf:`` edge source (module docstring), by ``datasets.load_dataset``."""
+    from datasets import load_dataset
+
+    head, _, rest = spec[len(HF_PREFIX):].partition(":")
+    try:
+        if head in HF_BUILDERS:
+            if not rest:
+                raise DataError(f"edge source {spec!r}: name the files, e.g. hf:{head}:edges/*.{head}")
+            files = [part for part in rest.split(",") if part]
+            options = {"converters": dict.fromkeys(EDGE_COLUMNS, str), "keep_default_na": False} if head == "csv" else {}
+            name = Path(files[0]).name.split(".")[0].replace("*", "") or "edges"
+            return load_dataset(head, data_files=files, split="train", **options), name
+        if not hub_allowed():
+            raise DataError(f"edge source {spec!r} is a hub dataset: set {ALLOW_HUB_ENV}=1 to download it, or give "
+                            "a local file or a directory written by Dataset.save_to_disk")
+        return load_dataset(head, split=rest or "train"), head.rstrip("/").split("/")[-1]
+    except DataError:
+        raise
+    except Exception as err:  # missing files, no network, an unknown dataset or split: name the source
+        raise DataError(f"edge source {spec!r}: datasets.load_dataset failed: {' '.join(str(err).split())}") from err
+
+
+def read_edge_table(source: Any) -> tuple[Any, str, str]:
+    """(a frame with columns ``skill`` and ``text``, where it came from, a default graph name) of an edge source:
+    a file, a ``save_to_disk`` directory, an ``hf:`` spec or a ``datasets`` object (module docstring)."""
+    if is_dataset(source):
+        table, where, name = _single_split(source, "edge dataset"), "edge dataset", "edges"
+    elif isinstance(source, str) and source.startswith(HF_PREFIX):
+        table, name = _load_hf(source)
+        table, where = _single_split(table, source), source
+    elif not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"an edge source is a path, an hf: spec or a datasets.Dataset, not {type(source).__name__}")
+    else:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            from datasets import load_from_disk
+
+            try:
+                table = _single_split(load_from_disk(str(path)), str(path))
+            except FileNotFoundError as err:
+                raise DataError(f"{path}: a directory but not one written by Dataset.save_to_disk ({err}); give an "
+                                "edge file (CSV/TSV/parquet/JSONL) or such a directory") from err
+            where, name = str(path), path.name
+        elif not path.is_file():
+            raise DataError(f"edge file {path} does not exist (give an existing CSV/TSV/parquet/JSONL file)")
+        else:
+            return read_table(path), str(path), path.stem
+    missing = [c for c in EDGE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {missing}; the edge format needs columns 'skill' and 'text' "
+                        f"(found {list(table.column_names)})")
+    return table.select_columns(list(EDGE_COLUMNS)).to_pandas(), where, name
+
+
 def load_edges(
-    path: str | os.PathLike, vocab: SkillVocabulary, name: str | None = None, on_unknown: str = "error",
+    source: str | os.PathLike | Any, vocab: SkillVocabulary, name: str | None = None, on_unknown: str = "error",
     vocab_key: str = "data.source.skill_vocab",
 ) -> BipartiteGraph:
     """Read a graph in the generic edge format (see module docstring) against ``vocab``.
 
-    ``graph.meta`` records the source, the rows read, the dropped unknown-skill rows (``on_unknown="drop"``)
-    and up to 10 examples of them.
+    ``source``: an edge file, a ``datasets.Dataset`` / ``DatasetDict``, a ``save_to_disk`` directory or an
+    ``hf:`` spec. ``graph.meta`` records the source, the rows read, the dropped unknown-skill rows
+    (``on_unknown="drop"``) and up to 10 examples of them.
     """
     if on_unknown not in ON_UNKNOWN:
         raise ValueError(f"on_unknown must be one of {ON_UNKNOWN}, got {on_unknown!r}")
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"edge file {path} does not exist (give an existing CSV/TSV/parquet/JSONL file)")
-    frame = read_table(path)
+    frame, path, default_name = read_edge_table(source)
     missing = [c for c in EDGE_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(
@@ -100,12 +184,12 @@ def load_edges(
         skill_ids.append(index)
         texts.append(text)
     meta = {
-        "source": str(path),
+        "source": path,
         "rows": len(frame),
         "dropped_unknown_skill": len(unknown),
         "unknown_skill_examples": list(dict.fromkeys(unknown))[:10],
     }
-    name = name or path.stem
+    name = name or default_name
     if not skill_ids:
         why = f" ({len(unknown)} rows with unknown skills dropped)" if unknown else ""
         raise DataError(f"graph {name}: 0 edges in {path}{why}; an edge file needs rows of (skill, text)")

@@ -196,6 +196,37 @@ def per_query_metrics(
     return counts, average_precision, r_precision
 
 
+def block_per_query_metrics(
+    scores: Tensor, rows: Tensor, targets: Tensor, excluded_rows: Tensor, excluded_targets: Tensor,
+    ks: Sequence[int], ties: str = "first", query_offset: int = 0,
+) -> tuple[Tensor, Tensor, dict[int, Tensor]]:
+    """(positives per row, AP per row, {k: RP@k per row}) of one block of score rows: the kernel that
+    :class:`RankingMetrics` and the ``torchmetrics`` Metrics (:mod:`~uwe_lightning.workbench.retrieval`) share.
+
+    ``rows[i], targets[i]``: the positives (in range; duplicates count once), ``excluded_rows[i],
+    excluded_targets[i]``: the targets removed from the rankings; ``query_offset`` only names queries in errors.
+    Rows without positives have count 0 (and AP / RP 0): the caller skips them.
+    """
+    device = scores.device
+    n_rows, n_targets = scores.shape
+    _check_finite(scores, excluded_rows.to(device), excluded_targets.to(device), query_offset)
+
+    # One key per (row, target): deduplicates labels and orders them by row.
+    keys = torch.unique(rows * n_targets + targets)
+    if excluded_rows.numel():
+        excluded_keys = (excluded_rows * n_targets + excluded_targets).to(keys.device)
+        keys = keys[~torch.isin(keys, excluded_keys)]
+        scores = scores.clone()
+        scores[excluded_rows.to(device), excluded_targets.to(device)] = float("-inf")
+    rows, targets = (keys // n_targets).to(device), (keys % n_targets).to(device)
+
+    if ties == "expected":
+        higher, tied = tie_groups(scores, rows, targets)
+        return expected_per_query_metrics(higher, tied, rows, n_rows, ks)
+    ranks = positive_ranks(scores, rows, targets)
+    return per_query_metrics(ranks, rows, n_rows, ks)
+
+
 class RankingMetrics:
     """Accumulates MAP and RP@k over blocks of queries; the full score matrix is never needed.
 
@@ -260,27 +291,11 @@ class RankingMetrics:
     def _accumulate(
         self, scores: Tensor, labels: Sequence[Sequence[int]], exclude: Sequence[Sequence[int]] | None
     ) -> None:
-        device = scores.device
         n_rows, n_targets = scores.shape
         rows, targets = _flatten(labels, n_targets, "labels")
         excluded_rows, excluded_targets = _flatten([] if exclude is None else exclude, n_targets, "exclude")
-        _check_finite(scores, excluded_rows.to(device), excluded_targets.to(device), self.n_seen)
-
-        # One key per (row, target): deduplicates labels and orders them by row.
-        keys = torch.unique(rows * n_targets + targets)
-        if excluded_rows.numel():
-            excluded_keys = excluded_rows * n_targets + excluded_targets
-            keys = keys[~torch.isin(keys, excluded_keys)]
-            scores = scores.clone()
-            scores[excluded_rows.to(device), excluded_targets.to(device)] = float("-inf")
-        rows, targets = (keys // n_targets).to(device), (keys % n_targets).to(device)
-
-        if self.ties == "expected":
-            higher, tied = tie_groups(scores, rows, targets)
-            counts, average_precision, r_precision = expected_per_query_metrics(higher, tied, rows, n_rows, self.ks)
-        else:
-            ranks = positive_ranks(scores, rows, targets)
-            counts, average_precision, r_precision = per_query_metrics(ranks, rows, n_rows, self.ks)
+        counts, average_precision, r_precision = block_per_query_metrics(
+            scores, rows, targets, excluded_rows, excluded_targets, self.ks, self.ties, self.n_seen)
         counted = counts > 0
         self.n_seen += n_rows
         self.n_queries += int(counted.sum())

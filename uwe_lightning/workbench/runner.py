@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from uwe_lightning.io import ConfigError, check_whole_number
-from uwe_lightning.paths import derived_dir
+from uwe_lightning.paths import derived_dir, published_dir
 from uwe_lightning.workbench.dataset import SPLITS, RankingDataset, TaskUnavailable
 from uwe_lightning.workbench.derived import load_derived_split
 from uwe_lightning.workbench.metrics import TIE_RULES, RankingMetrics, macro_average
 from uwe_lightning.workbench.registry import OWN_SUITE, TASKS, WORKBENCH_SUITE, get_task, task_suite
+from uwe_lightning.workbench.tables import load_published_split
 
 #: The paper's seven WorkBench subtasks, in Table 2's order.
 WORKBENCH_TASKS = ("Job2Skill", "Skill2Job", "JobNorm", "SkillNorm", "SkillSim", "SkillExtr-T", "SkillExtr-H")
@@ -108,11 +109,14 @@ def load_tasks(
     datasets: dict[str, RankingDataset] = {}
     unavailable: dict[str, str] = {}
     derived = derived_dir(data_dir)  # an unpacked offline bundle: the splits as compact files, no raw pack
+    published = published_dir(data_dir)  # WorkBench as datasets tables (workbench.tables)
     for name in tasks:
         options = dict((task_options or {}).get(name, {}))
         try:
             task = get_task(name, **options)  # an unknown name or option fails here, in either case
-            if derived is not None and task.suite != OWN_SUITE:  # own edges are read from the user's files
+            if published is not None and task.suite != OWN_SUITE:  # own edges are read from the user's files
+                datasets[name] = load_published_split(published, name, split, options)
+            elif derived is not None and task.suite != OWN_SUITE:
                 datasets[name] = load_derived_split(derived, name, split, options)
             else:
                 datasets[name] = task.load(split, data_dir)

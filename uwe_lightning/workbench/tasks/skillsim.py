@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from uwe_lightning.io import DataError, read_csv_checked, read_parquet_checked
+from uwe_lightning.io import DataError, hub_allowed, read_csv_checked, read_parquet_checked
 from uwe_lightning.paths import resolve_data_dir
 from uwe_lightning.workbench.dataset import TaskUnavailable
 from uwe_lightning.workbench.registry import register_task
@@ -65,10 +65,6 @@ def read_skillmatch_hub(dataset: str = SKILLMATCH_HUB_DATASET, cache_dir: str | 
     return frame
 
 
-def _hub_allowed_by_env() -> bool:
-    return os.environ.get("UWE_ALLOW_HUB", "").strip().lower() in ("1", "true", "yes")
-
-
 @register_task
 class SkillSim(RankingTask):
     """SkillMatch-1K skill -> its related skill (one positive per related pair).
@@ -97,7 +93,7 @@ class SkillSim(RankingTask):
         seed: int = 42,
         test_fraction: float = 0.9,
     ) -> None:
-        self.allow_hub = _hub_allowed_by_env() if allow_hub is None else allow_hub
+        self.allow_hub = hub_allowed() if allow_hub is None else allow_hub
         self.hub_dataset = hub_dataset
         self.hub_cache_dir = hub_cache_dir
         self.seed = seed
