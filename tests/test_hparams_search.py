@@ -196,7 +196,7 @@ def test_driver_runs_the_plan_one_job_at_a_time_and_resumes(tmp_path):
     made = calls(tmp_path)
     assert len(made) == 3 and made[0].startswith("hparams_search=scorer_tau scorer.tau=0.1 ")
     assert "scale=cpu" in made[0] and "task_name=hparams_grid" in made[0] and "hydra.mode=RUN" in made[0]
-    assert "resume=true" in made[1] and "overwrite=true" in made[2] and "resume=false overwrite=false" in made[0]
+    assert "overwrite=true" in made[1] and "resume=true" in made[2] and "resume=false overwrite=false" in made[0]  # plan order
     assert "pass 1: 22 runs" in subset.stderr
     assert _drive(repo, fake, runs, mode="pass2").returncode == 2  # pass 1 unfinished: nothing runs
     full = _drive(repo, fake, runs)
