@@ -148,14 +148,26 @@ import json, os, pathlib, sys
 args = sys.argv[1:]
 if args[:2] != ["-m", "uwe_lightning.train"]:  # the planner runs for real
     os.execv({python!r}, [{python!r}, *args])
-sys.path.insert(0, {tests!r})
-from tests.test_hparams_search import CENTRE, write_run
 opts = dict(a.split("=", 1) for a in args[2:])
 run_dir = pathlib.Path(opts["hydra.run.dir"])
 with open(pathlib.Path(sys.argv[0]).parent / "calls.txt", "a") as fh:
     fh.write(" ".join(args[2:]) + "\\n")
+centre, bonus = json.loads({centre!r}), json.loads({bonus!r})
+values = {{k: float(opts[k]) for k in centre}}
 steps = 600 if "trainer.max_steps" in opts else 75
-write_run(run_dir, {{k: float(opts[k]) for k in CENTRE}}, steps)
+score = 0.35 + (0.03 if steps == 600 else 0.0) + sum(b for k, v, b in bonus if abs(values[k] - v) < 1e-12)
+score -= 0.001 * sum(1 for k, v in values.items() if abs(v - centre[k]) > 1e-12
+                     and not any(k == bk and abs(v - bv) < 1e-12 for bk, bv, _ in bonus))
+config = {{"trainer": {{"max_steps": steps}}, "seed": 0}}
+for key, value in values.items():
+    node = config
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {{}})
+    node[last] = value
+run_dir.mkdir(parents=True, exist_ok=True)
+info = {{"config": config, "summary": {{"best_val": {{"step": steps, {macro!r}: score}}}}}}
+(run_dir / "run_info.json").write_text(json.dumps(info))
 """
 
 
@@ -164,7 +176,8 @@ def _driver_repo(tmp_path: Path) -> tuple[Path, Path]:
     (repo / "experiments" / "studies").mkdir(parents=True)
     shutil.copytree(DRIVER_DIR, repo / "experiments" / "studies" / "hparams_search")
     fake = tmp_path / "fake_python"
-    fake.write_text(FAKE_PY.format(python=sys.executable, tests=str(REPO_DIR)))
+    fake.write_text(FAKE_PY.format(python=sys.executable, centre=json.dumps(CENTRE), macro=MACRO,
+                                   bonus=json.dumps([[k, v, b] for (k, v), b in BONUS.items()])))
     fake.chmod(0o755)
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x"]):
         subprocess.run(["git", *args], cwd=repo, check=True)
