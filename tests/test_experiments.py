@@ -154,13 +154,18 @@ def test_hparams_axes_are_the_appendix_grid_one_axis_at_a_time():
 
 
 def test_optuna_search_covers_the_same_axes():
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    cfg = compose_train("hparams_search=optuna", "hydra/launcher=joblib")
-    params = dict(cfg.hydra.sweeper.params)
-    assert set(params) == {"scorer.tau", "loss.alpha.J", "loss.alpha.V", "loss.alpha.A", "optim.lr", "loss.tau.J",
-                           "loss.tau.V", "loss.tau.A"}
-    assert cfg.hydra.sweeper.direction == "maximize" and list(cfg.test.tasks) == []
-    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
+    """The Optuna study searches the grid's keys over the grid's values, prunes on intermediate validations, and
+    runs as one process (the study drives the trials; no Hydra sweeper)."""
+    cfg = compose_train("hparams_search=optuna", "scale=cpu")
+    grid = {}
+    for name in AXES:
+        ((key, values),) = sweep(compose_train(f"hparams_search={name}")).items()
+        grid[key] = [float(v) for v in values]
+    assert {k: list(v) for k, v in cfg.search.params.items()} == grid
+    assert cfg.search.n_trials == 22 and cfg.search.sampler._target_ == "optuna.samplers.TPESampler"
+    assert cfg.search.pruner._target_ == "optuna.pruners.MedianPruner"
+    assert list(cfg.test.tasks) == [] and cfg.validation.every_n_steps == 25 and cfg.trainer.max_steps == 75
+    assert str(cfg.hydra.mode) == "RunMode.RUN" and cfg.hydra.sweeper._target_.endswith("BasicSweeper")
 
 
 @pytest.mark.parametrize("scale", SCALES)

@@ -26,11 +26,15 @@ USAGE = ("python -m uwe_lightning.report <multirun dir | run dirs...> [out=exper
 EPILOG = f"""options (key=value):
   out=DIR    where report.md, report.json and the PNG figures go (default: experiments/results/<study>,
              <study> = the runs' task_name)
-  kind=KIND  the figure: {' | '.join(KINDS)}; auto picks a temperature curve when scorer.tau
+  kind=KIND  the figure: {' | '.join(KINDS)} | search; auto picks a temperature curve when scorer.tau
              varies, a knowledge-gain heatmap when data.graphs varies and results.json has
              knowledge_gain, learning curves (validation MAP by step, curves.json) when
              every run validated >= 5 times, else bars
   --debug    keep the full traceback of an error
+
+kind=search reads the one-axis grid of experiments/studies/hparams_search/run.sh (one runs root holding
+pass1/, pass2/, main/): a table and a plot per axis (value -> best validation macro MAP, the paper's value
+marked), the optimum and the main-length check; validation only, no results.json needed.
 
 Runs are grouped by the config keys whose values differ between them (seed, paths and output directories
 excluded); seed is the replicate axis (mean, 95 % CI with the t-distribution, n per cell). Unfinished or
@@ -65,6 +69,8 @@ def run(argv: list[str]) -> Path:
     """Build and write the report; warnings (left-out runs) and the written files go to stderr / stdout."""
     inputs, options = parse(argv)
     command = " ".join(["python -m uwe_lightning.report", *(shlex.quote(a) for a in argv)])
+    if options["kind"] == "search":
+        return run_search(inputs, options, command)
     report = build_report(inputs, kind=options["kind"], command=command)
     for skipped in report["skipped"]:
         print(f"[{TOOL}] warning: left out {skipped['dir']}: {skipped['reason']}", file=sys.stderr,
@@ -74,6 +80,18 @@ def run(argv: list[str]) -> Path:
     print(f"[{TOOL}] {len(report['runs'])} finished runs in {len(report['groups'])} group(s) by "
           f"{', '.join(report['group_keys']) or 'nothing (seeds only)'}; plot: {report['kind']}")
     for path in written:
+        print(f"[{TOOL}] wrote {path}")
+    return out
+
+
+def run_search(inputs: list[str], options: dict[str, str], command: str) -> Path:
+    """``kind=search``: the grid's per-axis report (:mod:`uwe_lightning.studies.search`)."""
+    from uwe_lightning.studies.search import make_search_report
+
+    if len(inputs) != 1:
+        raise ConfigError(f"kind=search takes one runs root (holding pass1/, pass2/, main/), got {len(inputs)}")
+    out = Path(options["out"]) if options.get("out") else default_out_dir("hparams_search")
+    for path in make_search_report(inputs[0], out, command):
         print(f"[{TOOL}] wrote {path}")
     return out
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 import warnings
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import uwe_lightning.training.config  # noqa: F401  (registers the train_schema that train.yaml extends)
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
 from uwe_lightning.paths import CONF_DIR
+from uwe_lightning.training.optuna_study import run_study
 from uwe_lightning.training.run import train
 from uwe_lightning.training.summary import objective
 
@@ -24,7 +26,11 @@ warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/(submitit_slurm|s
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _main(cfg: DictConfig) -> float | None:
-    """Train; returns the sweep objective (test macro MAP, else the best validation macro MAP)."""
+    """Train; returns the sweep objective (the best validation macro MAP). With a ``search`` section
+    (``hparams_search=optuna``) run that Optuna study instead, one training run per trial."""
+    if cfg.get("search") is not None:
+        overrides = list(HydraConfig.get().overrides.task)
+        return run_reporting_user_errors("train", lambda: run_study(cfg, overrides))
     return run_reporting_user_errors("train", lambda: objective(train(cfg)))
 
 

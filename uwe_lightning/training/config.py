@@ -92,6 +92,7 @@ class TrainAppConfig:
     callbacks: Any = None
     debug: Any = None
     hparams_search: Any = None
+    search: Any = None  # hparams_search=optuna: the Optuna study (uwe_lightning/training/optuna_study.py)
     experiment: Any = None
     scale: Any = None
     task_name: str = "train"

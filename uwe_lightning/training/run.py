@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -274,8 +275,9 @@ def run_test(cfg: DictConfig, model_dir: Path, run_dir: Path, task_options: dict
 # ----------------------------------------------------------------------------------------------------------
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train, export and test as configured; returns a summary (also merged into ``run_info.json``)."""
+def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+    """Train, export and test as configured; returns a summary (also merged into ``run_info.json``).
+    ``extra_callbacks`` run after the configured ones (a search's pruning, :mod:`.optuna_study`)."""
     started = time.perf_counter()
     check_sections(cfg)
     check_values(cfg)
@@ -320,7 +322,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     stop = StopOnInterrupt()
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
-        callbacks=[*build_callbacks(cfg, run_dir, task_options), stop],
+        callbacks=[*build_callbacks(cfg, run_dir, task_options), stop, *extra_callbacks],
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
     )

@@ -1,0 +1,397 @@
+"""The Appendix A one-axis grid (issue 30): which jobs each pass runs, and the per-axis report of finished runs.
+
+A *grid* is a centre (one value per axis key) and the axes of ``conf/hparams_search/<axis>.yaml``: every point
+differs from the centre in one key at most, so the centre itself is one job, not one per axis (the 29 cells of
+the paper's 8 axes are 22 distinct runs; the same seed gives the same run). Runs are matched to grid points by
+their resolved config (``run_info.json``), never by directory name, so a pass reuses every finished run of an
+earlier one at the same length.
+
+- pass 1: the configs' defaults as the centre (``scale=cpu``, ablation length);
+- pass 2: the axes whose pass-1 optimum left the centre, searched again around the pass-1 optima (needs >= 2
+  moved axes: with one, pass 2 would repeat pass 1's runs);
+- main check: the two axes that moved most, each at its optimum and at its centre value, at the main length,
+  the others at the final optimum (3 runs: the optimum itself is shared).
+
+The objective is each run's best validation macro MAP (``summary.best_val``, key :data:`MACRO`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from uwe_lightning.io import ConfigError
+from uwe_lightning.paths import CONF_DIR, RUN_INFO_FILE
+from uwe_lightning.studies.curves import MACRO
+from uwe_lightning.workbench.metric_names import upgrade_run_summary
+from uwe_lightning.studies.runs import find_run_dirs, flatten
+
+SEARCH_DIR = CONF_DIR / "hparams_search"
+#: The axes in the paper's order (Appendix A); each is ``conf/hparams_search/<name>.yaml``.
+AXIS_ORDER = ("scorer_tau", "alpha_j", "alpha_v", "alpha_a", "lr", "loss_tau_j", "loss_tau_v", "loss_tau_a")
+#: The paper's bold value per key (Appendix A). The appendix bolds lr 8e-4, outside its own grid: read as 8e-5
+#: (conf/train.yaml); scorer.tau's bold 0.5 is not our default (0.1, the paper's Figure 4 choice).
+PAPER_BOLD = {"scorer.tau": 0.5, "loss.alpha.J": 1.0, "loss.alpha.V": 0.5, "loss.alpha.A": 0.5,
+              "optim.lr": 8e-5, "loss.tau.J": 0.05, "loss.tau.V": 0.02, "loss.tau.A": 0.02}
+PASSES = ("pass1", "pass2", "main")
+CENTRE = "centre"
+STEPS_KEY = "trainer.max_steps"
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One search axis: the config file's name, the key it sweeps and the values."""
+
+    name: str
+    key: str
+    values: tuple[float, ...]
+
+
+def same(a: Any, b: Any) -> bool:
+    """Config values equal as the grid means it (``8e-05`` typed or composed)."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-15)
+    return a == b
+
+
+def grid_axes(search_dir: Path = SEARCH_DIR) -> list[Axis]:
+    """The axes of ``conf/hparams_search/`` in :data:`AXIS_ORDER` (each file sweeps one key)."""
+    axes = []
+    for name in AXIS_ORDER:
+        path = search_dir / f"{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"{path}: missing; the grid's axes are {', '.join(AXIS_ORDER)}")
+        params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") or {}
+        if len(params) != 1:
+            raise ConfigError(f"{path}: hydra.sweeper.params must sweep exactly one key (has {list(params)})")
+        ((key, values),) = params.items()
+        axes.append(Axis(name, str(key), tuple(float(v) for v in str(values).split(","))))
+    return axes
+
+
+def default_centre(axes: Sequence[Axis], overrides: Sequence[str] = ("scale=cpu",)) -> tuple[dict[str, float], int]:
+    """Each axis key's value in the composed config of a search (the defaults every other axis keeps), and the
+    search's length (``trainer.max_steps``: the ablation length of the scale)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hparams_search={axes[0].name}", *overrides])
+    return {axis.key: float(OmegaConf.select(cfg, axis.key)) for axis in axes}, int(cfg.trainer.max_steps)
+
+
+def number(value: float) -> str:
+    """A value as an override that Hydra reads back as a float (``1.0``, not the int ``1``).
+
+    >>> [number(v) for v in (1.0, 0.0, 8e-05, 0.02)]
+    ['1.0', '0.0', '8e-05', '0.02']
+    """
+    text = f"{value:g}"
+    return text if any(c in text for c in ".e") else f"{text}.0"
+
+
+@dataclass(frozen=True)
+class Point:
+    """A grid point: its name (``centre`` or ``<axis>=<value>``), the axis it lies on, and its config values."""
+
+    name: str
+    axis: str | None
+    values: dict[str, float]
+
+
+def one_axis_grid(centre: dict[str, float], axes: Sequence[Axis]) -> list[Point]:
+    """The centre, then each axis's other values (the others at the centre)."""
+    points = [Point(CENTRE, None, dict(centre))]
+    for axis in axes:
+        for value in axis.values:
+            if not same(value, centre[axis.key]):
+                points.append(Point(f"{axis.name}={value:g}", axis.name, {**centre, axis.key: value}))
+    return points
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Finished runs
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """A run directory of the search: its config values, length and best validation macro MAP (percent)."""
+
+    path: Path
+    flat: dict[str, Any]
+    best_val: float | None
+    best_step: int | None
+    finished: bool
+
+    @property
+    def steps(self) -> Any:
+        return self.flat.get(STEPS_KEY)
+
+
+def load_search_run(path: Path) -> SearchRun | None:
+    """The run in ``path`` (None without a readable run_info.json with a config)."""
+    try:
+        info = json.loads((path / RUN_INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+        return None
+    summary = info.get("summary")
+    summary = upgrade_run_summary(summary) if isinstance(summary, dict) else summary  # older runs: fractions
+    best = (summary or {}).get("best_val") if isinstance(summary, dict) else None
+    value = best.get(MACRO) if isinstance(best, dict) else None
+    value = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return SearchRun(path=path, flat=flatten(info["config"]), best_val=value,
+                     best_step=best.get("step") if isinstance(best, dict) else None,
+                     finished=isinstance(summary, dict) and value is not None)
+
+
+def load_pool(inputs: Iterable[str | Path]) -> list[SearchRun]:
+    """Every run (finished or not) under ``inputs``; inputs that do not exist are left out."""
+    existing = [p for p in inputs if Path(p).is_dir()]
+    if not existing:
+        return []
+    runs = (load_search_run(p) for p in find_run_dirs(existing))
+    return [r for r in runs if r is not None]
+
+
+def find(pool: Sequence[SearchRun], values: dict[str, float], steps: Any) -> SearchRun | None:
+    """The finished run of ``pool`` at this point and length (the last found, if several)."""
+    hits = [r for r in pool if r.finished and same(r.steps, steps)
+            and all(same(r.flat.get(k), v) for k, v in values.items())]
+    return hits[-1] if hits else None
+
+
+def axis_tables(pool: Sequence[SearchRun], centre: dict[str, float], axes: Sequence[Axis], steps: Any
+                ) -> list[dict[str, Any]]:
+    """Per axis: each value's run and best validation, the optimum, and whether it left the centre."""
+    tables = []
+    for axis in axes:
+        rows = []
+        for value in axis.values:
+            run = find(pool, {**centre, axis.key: value}, steps)
+            rows.append({"value": value, "best_val": run.best_val if run else None,
+                         "best_step": run.best_step if run else None, "run": str(run.path) if run else None,
+                         "centre": same(value, centre[axis.key]),
+                         "paper_bold": same(value, PAPER_BOLD.get(axis.key))})
+        done = [r for r in rows if r["best_val"] is not None]
+        best = max(done, key=lambda r: r["best_val"]) if done else None
+        at_centre = next((r["best_val"] for r in rows if r["centre"]), None)
+        tables.append({
+            "axis": axis.name, "key": axis.key, "rows": rows, "complete": len(done) == len(rows),
+            "optimum": best["value"] if best else None,
+            "moved": bool(best and not best["centre"]),
+            "gain_over_centre": (best["best_val"] - at_centre) if best and at_centre is not None else None,
+        })
+    return tables
+
+
+def optimum(centre: dict[str, float], tables: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The centre with every moved axis at its optimum."""
+    return {**centre, **{t["key"]: t["optimum"] for t in tables if t["moved"]}}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Plans: the jobs of each pass
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training job of the driver: its directory (relative to the runs root) and its overrides."""
+
+    dir: str
+    overrides: tuple[str, ...]
+
+    def line(self) -> str:
+        return " ".join([self.dir, *self.overrides])
+
+
+def _job(pass_name: str, point: Point, axes: Sequence[Axis], extra: Sequence[str] = ()) -> Job:
+    axis = point.axis or axes[0].name
+    values = [f"{key}={number(value)}" for key, value in point.values.items()]
+    return Job(f"{pass_name}/{point.name}", (f"hparams_search={axis}", *values, *extra))
+
+
+def _pass_tables(pool, centre, axes, steps, pass_name) -> list[dict[str, Any]]:
+    tables = axis_tables(pool, centre, axes, steps)
+    missing = sum(1 for t in tables for r in t["rows"] if r["best_val"] is None)
+    if missing:
+        raise ConfigError(f"{pass_name} is not finished: {missing} of its grid cells have no finished run; "
+                          f"run MODE={pass_name} first")
+    return tables
+
+
+@dataclass
+class Plan:
+    """What a mode runs, and why (the note the driver prints)."""
+
+    jobs: list[Job]
+    note: str
+
+
+def plan(mode: str, runs_root: Path, setup: tuple[dict[str, float], int] | None = None,
+         axes: Sequence[Axis] | None = None) -> Plan:
+    """The jobs of ``mode`` (``grid`` | ``pass2`` | ``main``); ``setup``: (centre, ablation length), by default
+    :func:`default_centre`'s."""
+    axes = list(axes or grid_axes())
+    centre, ablation_steps = setup or default_centre(axes)
+    pool = load_pool([runs_root / p for p in PASSES])
+    if mode == "grid":
+        points = one_axis_grid(centre, axes)
+        return Plan([_job("pass1", p, axes) for p in points],
+                    f"pass 1: {len(points)} runs for the {sum(len(a.values) for a in axes)} cells of {len(axes)} axes")
+    first = _pass_tables(pool, centre, axes, ablation_steps, "grid")
+    moved = [t for t in first if t["moved"]]
+    centre1 = optimum(centre, first)
+    if mode == "pass2":
+        if len(moved) < 2:
+            return Plan([], f"pass 2 not needed: {len(moved)} axis moved ({', '.join(t['axis'] for t in moved) or 'none'}); "
+                            "around its optimum pass 2 would repeat pass 1's runs")
+        moved_axes = [a for a in axes if a.name in {t["axis"] for t in moved}]
+        points = [p for p in one_axis_grid(centre1, moved_axes) if find(pool, p.values, ablation_steps) is None]
+        return Plan([_job("pass2", p, moved_axes) for p in points],
+                    f"pass 2: {len(moved_axes)} moved axes ({', '.join(a.name for a in moved_axes)}) around the "
+                    f"pass-1 optimum, {len(points)} runs not already done")
+    if mode == "main":
+        final = centre1
+        if len(moved) >= 2:  # the second pass (around the pass-1 optimum) has the later word on its axes
+            moved_axes = [a for a in axes if a.name in {t["axis"] for t in moved}]
+            final = optimum(centre1, _pass_tables(pool, centre1, moved_axes, ablation_steps, "pass2"))
+        # the axes still off their centre value, ranked by what pass 1 measured leaving it gained
+        ranked = sorted((t for t in first if not same(final[t["key"]], centre[t["key"]])),
+                        key=lambda t: -(t["gain_over_centre"] or 0.0))[:2]
+        if not ranked:
+            return Plan([], "main check not needed: no axis moved (the centre is the optimum)")
+        main = ("trainer.max_steps=${scale.steps.main}", "validation.every_n_steps=100")
+        points = [Point("optimum", None, final)]
+        for t in ranked:
+            value = centre[t["key"]]
+            points.append(Point(f"{t['axis']}={value:g}", t["axis"], {**final, t["key"]: value}))
+        return Plan([_job("main", p, axes, main) for p in points],
+                    f"main check: {', '.join(t['axis'] for t in ranked)} (moved most), each at its optimum and at "
+                    "its centre value, the others at the optimum, at the main length")
+    raise ConfigError(f"MODE={mode}: unknown; use grid, pass2 or main")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The report
+# ----------------------------------------------------------------------------------------------------------
+
+
+def percent(value: float | None) -> str:
+    """A score (percent) as the tables print it, two decimals."""
+    return "–" if value is None else f"{value:.2f}"
+
+
+def build_search_report(runs_root: Path, setup: tuple[dict[str, float], int] | None = None,
+                        axes: Sequence[Axis] | None = None) -> dict[str, Any]:
+    """Pass 1's (and, where it ran, pass 2's) per-axis tables, the optimum, and the main-length runs."""
+    axes = list(axes or grid_axes())
+    centre, ablation_steps = setup or default_centre(axes)
+    pool = load_pool([runs_root / p for p in PASSES] if any((runs_root / p).is_dir() for p in PASSES)
+                     else [runs_root])
+    if not pool:
+        raise ConfigError(f"no run directory with {RUN_INFO_FILE} under {runs_root}")
+    first = axis_tables(pool, centre, axes, ablation_steps)
+    report: dict[str, Any] = {"study": "hparams_search", "runs_root": str(runs_root), "steps": ablation_steps,
+                              "centre": centre, "paper_bold": PAPER_BOLD, "metric": MACRO, "passes": [{"name": "pass1",
+                              "centre": centre, "tables": first}],
+                              "finished_runs": sum(r.finished for r in pool), "runs": len(pool)}
+    moved = [t for t in first if t["moved"]]
+    best = optimum(centre, first)
+    if len(moved) >= 2 and all(t["complete"] for t in first):
+        moved_axes = [a for a in axes if a.name in {t["axis"] for t in moved}]
+        second = axis_tables(pool, best, moved_axes, ablation_steps)
+        report["passes"].append({"name": "pass2", "centre": best, "tables": second})
+        best = optimum(best, second)
+    report["optimum"] = best
+    main_runs = [r for r in pool if r.finished and not same(r.steps, ablation_steps)]
+    report["main_check"] = [{"run": str(r.path), "steps": r.steps, "best_val": r.best_val, "best_step": r.best_step,
+                             "differs_from_optimum": {k: r.flat.get(k) for k in best if not same(r.flat.get(k), best[k])}}
+                            for r in main_runs]
+    return report
+
+
+def search_markdown(report: dict[str, Any]) -> str:
+    """``report.md``: one table per axis and pass (value -> best validation macro MAP, %), the optimum."""
+    lines = [f"# {report['study']}: one-axis grid (best validation macro MAP, %)", "",
+             f"Runs: {report['finished_runs']} finished of {report['runs']} under `{report['runs_root']}`. "
+             "**bold**: the paper's value (Appendix A); `centre`: the value the other axes kept; ← the optimum.", ""]
+    for p in report["passes"]:
+        lines += [f"## {p['name']} (centre: " + ", ".join(f"{k}={v:g}" for k, v in p["centre"].items()) + ")", ""]
+        for t in p["tables"]:
+            lines += [f"### {t['axis']} (`{t['key']}`)", "", "| value | best val macro MAP | at step |", "|---|---:|---:|"]
+            for r in t["rows"]:
+                label = f"**{r['value']:g}**" if r["paper_bold"] else f"{r['value']:g}"
+                label += " (centre)" if r["centre"] else ""
+                mark = " ←" if t["optimum"] is not None and same(r["value"], t["optimum"]) else ""
+                lines.append(f"| {label} | {percent(r['best_val'])}{mark} | {r['best_step'] if r['best_step'] is not None else '–'} |")
+            lines.append("")
+    lines += ["## Optimum", "", ", ".join(f"`{k}={v:g}`" for k, v in report["optimum"].items()), ""]
+    if report["main_check"]:
+        lines += ["## Main-length check", "", "| run | steps | best val macro MAP | at step | differs from the optimum |",
+                  "|---|---:|---:|---:|---|"]
+        for m in report["main_check"]:
+            differs = ", ".join(f"{k}={v}" for k, v in m["differs_from_optimum"].items()) or "(the optimum)"
+            lines.append(f"| `{Path(m['run']).name}` | {m['steps']} | {percent(m['best_val'])} | {m['best_step']} | {differs} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_axes(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    """``search_<pass>.png``: one panel per axis, best validation macro MAP against the value (evenly spaced, as
+    the paper's grid), the paper's value as a star, the centre as a ring."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from uwe_lightning.io import atomic_save_figure
+
+    paths = []
+    for p in report["passes"]:
+        tables = p["tables"]
+        cols = min(4, len(tables))
+        rows = math.ceil(len(tables) / cols)
+        fig, axs = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+        for ax, t in zip(axs.flat, tables, strict=False):
+            xs = list(range(len(t["rows"])))
+            ys = [math.nan if r["best_val"] is None else r["best_val"] for r in t["rows"]]
+            ax.plot(xs, ys, marker="o")
+            for x, r, y in zip(xs, t["rows"], ys, strict=True):
+                if r["paper_bold"]:
+                    ax.plot([x], [y], marker="*", markersize=14, color="C3", linestyle="none")
+                if r["centre"]:
+                    ax.plot([x], [y], marker="o", markersize=12, fillstyle="none", color="k", linestyle="none")
+            ax.set_xticks(xs, [f"{r['value']:g}" for r in t["rows"]], fontsize=8)
+            ax.set_title(t["key"], fontsize=9)
+            ax.grid(alpha=0.3)
+        for ax in list(axs.flat)[len(tables):]:
+            ax.axis("off")
+        axs[0][0].set_ylabel("best val macro MAP (%)")
+        fig.suptitle(f"{report['study']} {p['name']}: one run per value (★ paper's value, ○ centre)", fontsize=9)
+        fig.tight_layout()
+        paths.append(atomic_save_figure(fig, out_dir / f"search_{p['name']}.png"))
+    return paths
+
+
+def make_search_report(runs_root: str | Path, out_dir: str | Path, command: str = "") -> list[Path]:
+    """Build the report of the grid under ``runs_root`` and write ``report.json``, ``report.md`` and the plots."""
+    from uwe_lightning.io import atomic_write_json, atomic_write_text, make_dirs
+
+    out = Path(out_dir)
+    make_dirs(out)
+    report = build_search_report(Path(runs_root))
+    report["command"] = command
+    figures = plot_axes(report, out)
+    report["plots"] = [p.name for p in figures]
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", search_markdown(report))
+    return [*figures, out / "report.json", out / "report.md"]
