@@ -21,6 +21,7 @@ from uwe_lightning.studies.search import (
     build_search_report,
     default_centre,
     grid_axes,
+    load_search_run,
     one_axis_grid,
     plan,
 )
@@ -228,3 +229,14 @@ def test_driver_refuses_a_dirty_checkout(tmp_path):
     script.write_text(script.read_text() + "\n# edited\n")
     result = _drive(repo, fake, tmp_path / "runs")
     assert result.returncode == 2 and "refusing to start" in result.stderr and not calls(tmp_path)
+
+
+def test_a_run_written_before_percent_reads_as_percent(tmp_path):
+    """Runs of an older checkout (``val/macro_map`` as a fraction) join the tables on the same scale."""
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    info = {"config": nested({**CENTRE, "trainer.max_steps": STEPS}),
+            "summary": {"best_val": {"step": STEPS, "val/macro_map": 0.3512}}}
+    (run_dir / "run_info.json").write_text(json.dumps(info))
+    run = load_search_run(run_dir)
+    assert run is not None and run.finished and abs(run.best_val - 35.12) < 1e-9

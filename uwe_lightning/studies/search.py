@@ -29,8 +29,8 @@ from omegaconf import OmegaConf
 from uwe_lightning.io import ConfigError
 from uwe_lightning.paths import CONF_DIR, RUN_INFO_FILE
 from uwe_lightning.studies.curves import MACRO
-from uwe_lightning.workbench.metric_names import upgrade_run_summary
 from uwe_lightning.studies.runs import find_run_dirs, flatten
+from uwe_lightning.workbench.metric_names import upgrade_run_summary
 
 SEARCH_DIR = CONF_DIR / "hparams_search"
 #: The axes in the paper's order (Appendix A); each is ``conf/hparams_search/<name>.yaml``.
