@@ -264,6 +264,15 @@ def test_wandb_run_holds_the_model_artifact_and_the_test_bars(wandb_run):
                                             summary["test_tasks"]["SkillNorm"]["map"], summary["test_macro"]["map"]]
 
 
+@pytest.mark.slow
+def test_wandb_model_artifact_can_be_switched_off(tmp_path, tiny_model_dir):
+    """``export.wandb_artifact=false``: W&B keeps the metrics, no second copy of the model is staged."""
+    cfg = make_cfg(tmp_path / "run", tiny_model_dir, "logger=wandb", "export.wandb_artifact=false", steps=2, every=None)
+    summary = train(cfg)
+    assert "wandb_artifact" not in summary
+    assert not [r for r in wandb_records(tmp_path / "run", "artifact") if r.artifact.type == "model"]
+
+
 def test_logged_config_has_no_absolute_path_and_names_the_paths(tmp_path, tiny_model_dir):
     cfg = make_cfg(tmp_path / "run", tiny_model_dir)
     data = logged_config(cfg)

@@ -73,9 +73,11 @@ class TestConfig:
 
 @dataclass
 class ExportConfig:
-    """Which weights become ``best_model/``: ``best`` (validation) or ``last``."""
+    """Which weights become ``best_model/``: ``best`` (validation) or ``last``; ``wandb_artifact``: also log
+    them as a W&B model Artifact when W&B logs the run (a staged copy of the model's files per run)."""
 
     select: str = "best"
+    wandb_artifact: bool = True
 
 
 @dataclass

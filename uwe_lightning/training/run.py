@@ -390,7 +390,8 @@ def _fit_export_test(cfg: DictConfig, trainer: pl.Trainer, module: UWEModule, da
         if "knowledge_gain" in results:
             summary["knowledge_gain"] = results["knowledge_gain"]["macro"]
         log_test_table(loggers, results)
-    artifact = log_model_artifact(loggers, Path(summary["export"]["dir"]), summary)
+    artifact = (log_model_artifact(loggers, Path(summary["export"]["dir"]), summary)
+                if cfg.export.wandb_artifact else None)
     if artifact:
         summary["wandb_artifact"] = artifact
     return summary
