@@ -8,7 +8,7 @@ are already there: nothing is downloaded), and pip installs the wheel with ``--n
 package that were missing would fail the install instead of being fetched. A plain path line does not run the
 editable install's finder, so ``uwe_lightning`` can only come from the wheel, which the test checks. The build
 runs on a copy of the package sources (``--no-isolation``: the build backend of this venv, no network), so nothing
-is written into the checkout. Slow: 11.6 min on the shared 2 cores at load average 22 (2026-12-07).
+is written into the checkout. Slow: 5.3 min (6.0 min with collection) on the shared 2 cores at load average 13 (2026-12-07).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def test_the_installed_wheel_runs_outside_the_checkout(fresh_venv, tmp_path, tin
 
     for args in ([str(bin_dir / "uwe-evaluate"), "--help"], [python, "-m", "uwe_lightning.train", "--help"]):
         proc = run(fresh_venv, *args, cwd=tmp_path)
-        assert proc.returncode == 0 and "Powered by Hydra" in proc.stdout, proc.stderr[-2000:]
+        assert proc.returncode == 0 and "--hydra-help" in proc.stdout, proc.stderr[-2000:]  # our help page
 
     from uwe_lightning.model.pretrained import UWEModel
 
