@@ -220,7 +220,7 @@ def test_resume_after_kill_pays_only_for_the_rest(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         cache = ResponseCache(tmp_path / "run" / "cache")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # start-up (torch, lightning, openai imports) takes > 60 s at load 14
         while len(cache) < 3 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
@@ -300,6 +300,51 @@ def test_dry_run_counts_prompts_and_cached_answers_without_requests(tmp_path):
     assert report["kinds"]["titles"]["est_output_tokens"] == 5 * (20 * 10 + 10)
     expected = report["est_input_tokens"] / 1e6 + 2 * report["est_output_tokens"] / 1e6
     assert report["est_cost"] == round(expected, 2)
+
+
+def test_unreachable_endpoint_fails_at_once_in_one_line(tmp_path, capsys):
+    # A refused port before any answer: one attempt, no backoff loop (the retries would take 2+4+8+16+32 s).
+    client = ChatClient(Endpoint.resolve("http://127.0.0.1:9/v1", "", retries=5, backoff_s=2.0))
+    with pytest.raises(EndpointError, match=r"cannot reach http://127\.0\.0\.1:9/v1/chat/completions"):
+        client.complete({"model": "m", "messages": []})
+    assert client.counts["http_requests"] == 1 and client.counts["connection_errors"] == 1
+    skills_file = skills_csv(tmp_path / "skills.csv")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["titles", f"skills={skills_file}", "leakage.enabled=false", f"out_dir={tmp_path}",
+                  "show_progress=false", "endpoint.base_url=http://127.0.0.1:9/v1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 2 and err[-1].startswith("[enrich] error: cannot reach")
+
+
+def test_dry_run_prices_from_the_table_or_says_it_has_none(tmp_path, capsys):
+    skills_file = skills_csv(tmp_path / "skills.csv")
+    base = ["titles", f"skills={skills_file}", "leakage.enabled=false", f"out_dir={tmp_path}", "show_progress=false",
+            "dry_run=true", "endpoint.base_url=http://127.0.0.1:9/v1"]
+    cli.main([*base, "endpoint.model=gpt-4o-mini-2024-07-18"])
+    report = json.loads((tmp_path / "dry_run.json").read_text())
+    assert report["requests_to_send"] == 5 and report["prices_per_million"]["input_per_million"] == 0.15
+    expected = (report["input_tokens_to_send"] * 0.15 + report["output_tokens_to_send"] * 0.60) / 1e6
+    assert report["est_cost_to_send"] == round(expected, 2)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "5 requests to send" in line and "estimated cost $" in line and "as of 2026-06" in line
+    cli.main([*base, "endpoint.model=qwen2.5-7b-instruct"])
+    assert "est_cost" not in json.loads((tmp_path / "dry_run.json").read_text())
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no cost estimate: model 'qwen2.5-7b-instruct' is not in the price table" in line
+
+
+def test_budget_guard_refuses_a_run_above_max_cost(tmp_path, capsys):
+    skills_file = skills_csv(tmp_path / "skills.csv")
+    with ChatServer(Script()) as server:
+        base = ["titles", f"skills={skills_file}", "leakage.enabled=false", f"out_dir={tmp_path}",
+                "show_progress=false", f"endpoint.base_url={server.base_url}", "estimate.input_per_million=1000",
+                "estimate.output_per_million=1000"]
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([*base, "estimate.max_cost=0.01"])
+        assert exit_.value.code == 2 and not server.requests
+        assert "exceeds estimate.max_cost=0.01" in capsys.readouterr().err
+        cli.main([*base, "estimate.max_cost=100"])
+        assert len(server.requests) == 5
 
 
 def test_cli_steps_guard_and_examples_on_the_mini_pack(tmp_path, tiny_model_dir, capsys):

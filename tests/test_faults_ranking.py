@@ -375,8 +375,11 @@ def test_unknown_model_names_say_what_would_work(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotFoundError, match="holds no config.json"):
         resolve_backbone(str(tmp_path / "empty"))
-    with pytest.raises(ModelNotFoundError, match=r"backbone 'minilm' is not assembled.*make models"):
+    with pytest.raises(ModelNotFoundError, match=r"backbone 'minilm' is not assembled.*make models") as err:
         resolve_backbone("minilm", tmp_path / "no-models")
+    assert "python -m uwe_lightning.model.backbones" in str(err.value)  # what a pip user runs instead
+    assert "UWE_MODEL_DIR" in str(err.value) and "model.backbone=" in str(err.value)
+    assert "sentence-transformers/all-MiniLM-L6-v2" in str(err.value)
     assert resolve_backbone("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
 
 

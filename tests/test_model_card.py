@@ -99,3 +99,18 @@ def test_a_saved_model_card_parses_and_files_are_0644_whatever_the_umask(tiny_mo
     data = ModelCard.load(out / "README.md").data
     assert data.base_model is None and len(data.eval_results) == 6  # a local tiny backbone has no hub id
     assert str(tmp_path) not in card and str(tiny_model_dir) not in card
+
+
+def test_a_zero_shot_save_of_a_named_backbone_names_its_hub_id(tiny_model_dir, tmp_path):
+    """No training run: ``from_pretrained(<backbone dir>).save_pretrained`` still gives the card the backbone's hub
+    id and license (a tiny model under the assembled MiniLM's directory name stands in for it)."""
+    import shutil
+
+    backbone = shutil.copytree(tiny_model_dir, tmp_path / "models" / "all-MiniLM-L6-v2")
+    out = UWEModel.from_pretrained(backbone).save_pretrained(tmp_path / "zero_shot")
+    text = (out / "README.md").read_text()
+    data = ModelCard(text).data
+    assert (data.base_model, data.license) == ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")
+    assert str(tmp_path) not in text and str(tmp_path) not in (out / "uwe.json").read_text()
+    other = UWEModel.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "unnamed")  # a local dir: no hub id
+    assert ModelCard((other / "README.md").read_text()).data.base_model is None

@@ -62,6 +62,7 @@ EXTRA_OF = {
     "faiss": "ann", "usearch": "ann", "lancedb": "engine",
     "workrb": "workrb", "sentence_transformers": "st",
     "optuna": "sweeps", "hydra_plugins": "sweeps", "submitit": "cluster",
+    "openai": "enrich", "pylate": "pylate", "mkdocs": "docs",
 }
 
 

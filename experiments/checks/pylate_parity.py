@@ -40,7 +40,10 @@ def export(model: str, out: Path) -> None:
 
 def check(out: Path) -> int:
     import torch
-    from pylate import models
+
+    from uwe_lightning.io import require
+
+    models = require("pylate.models", "the PyLate parity check (make pylate-check)")
 
     expected = json.loads((out / "expected.json").read_text())
     model = models.ColBERT(str(out), device="cpu")

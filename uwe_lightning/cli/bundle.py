@@ -48,7 +48,8 @@ def pack_from_config(cfg: DictConfig) -> dict:
         raise ConfigError("out: give the bundle directory, e.g. `bundle pack out=bundles/mpnet`")
     model_dir = Path(resolve_backbone(str(cfg.model.backbone), cfg.paths.model_dir))
     if not model_dir.is_dir():
-        raise ConfigError(f"model.backbone={cfg.model.backbone!r} is not a local model directory; run `make models`")
+        raise ConfigError(f"model.backbone={cfg.model.backbone!r} is not a local model directory; run `make models` "
+                          "(pip install: `python -m uwe_lightning.model.backbones`) or give model.backbone=<dir>")
     name = BACKBONES[cfg.model.backbone].dirname if cfg.model.backbone in BACKBONES else model_dir.name
     source = cfg.data.source
     return pack(Path(cfg.out), model_dir, name, parse_size(cfg.part_size), cfg.paths.data_dir,

@@ -25,6 +25,7 @@ from uwe_lightning.enrichment.pipeline import (
     new_cache,
     run_merge,
 )
+from uwe_lightning.enrichment.prices import PRICES_AS_OF, price_of
 from uwe_lightning.enrichment.prompts import KINDS
 from uwe_lightning.io import ConfigError, atomic_write_json, check_whole_number, make_dirs
 from uwe_lightning.paths import CONF_DIR
@@ -87,6 +88,20 @@ def _ranker(cfg: DictConfig):
     return Ranker.from_model(model, batch_size=int(cfg.merge.batch_size), device=cfg.merge.device)
 
 
+def _estimate(cfg: DictConfig, generators: dict[str, Generator], skills: list, price: dict | None) -> dict[str, Any]:
+    est = cfg.estimate
+    return dry_run(generators, skills, float(est.chars_per_token), dict(est.output_tokens_per_item), price)
+
+
+def _cost_text(report: dict[str, Any], model: str) -> str:
+    if "est_cost_to_send" not in report:
+        return (f"no cost estimate: model {model!r} is not in the price table (uwe_lightning/enrichment/prices.py, "
+                f"as of {PRICES_AS_OF}); give estimate.input_per_million= and estimate.output_per_million=")
+    p = report["prices_per_million"]
+    return (f"estimated cost ${report['est_cost_to_send']:,} at ${p['input_per_million']:g} / "
+            f"${p['output_per_million']:g} per 1M input / output tokens (from {p['source']})")
+
+
 def enrich(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured step(s); returns each step's stats (or the dry-run report)."""
     steps = _steps(cfg.command)
@@ -100,19 +115,30 @@ def enrich(cfg: DictConfig) -> dict[str, Any]:
     e = cfg.endpoint
     endpoint = Endpoint.resolve(e.base_url, e.api_key, timeout_s=float(e.timeout_s), retries=int(e.retries),
                                 backoff_s=float(e.backoff_s), max_backoff_s=float(e.max_backoff_s))
+    price = price_of(str(e.model), {"input_per_million": cfg.estimate.input_per_million,
+                                    "output_per_million": cfg.estimate.output_per_million})
     if cfg.dry_run:
         generators = {name: _generator(name, cfg, cache, None, None) for name in generated}
-        est = cfg.estimate
-        report = dry_run(generators, skills, float(est.chars_per_token), dict(est.output_tokens_per_item),
-                         {"input_per_million": est.input_per_million, "output_per_million": est.output_per_million})
+        report = _estimate(cfg, generators, skills, price)
         report.update(model=str(e.model), base_url=endpoint.base_url, skills_spec=str(cfg.skills))
         atomic_write_json(out_dir / "dry_run.json", report)
-        cost = f", ~${report['est_cost']:,}" if "est_cost" in report else ""
-        log(f"dry run: {report['prompts']:,} prompts for {len(skills):,} skills ("
-            + ", ".join(f"{k}: {v['prompts']:,}, {v['cached']:,} cached" for k, v in report["kinds"].items())
-            + f"); ~{report['est_input_tokens']:,} input + ~{report['est_output_tokens']:,} output tokens{cost} "
-            f"before retries -> {out_dir / 'dry_run.json'}")
+        log(f"dry run: {report['requests_to_send']:,} requests to send for {len(skills):,} skills ("
+            + ", ".join(f"{k}: {v['prompts']:,} prompts, {v['cached']:,} cached" for k, v in report["kinds"].items())
+            + f"); ~{report['input_tokens_to_send']:,} input + ~{report['output_tokens_to_send']:,} output tokens; "
+            + _cost_text(report, str(e.model)) + f"; first rounds only, retries come on top -> {out_dir / 'dry_run.json'}")
         return {"dry_run": report}
+    max_cost = cfg.estimate.get("max_cost")
+    if max_cost is not None and generated:  # the budget guard: refuse before the first request
+        report = _estimate(cfg, {n: _generator(n, cfg, cache, None, None) for n in generated}, skills, price)
+        if "est_cost_to_send" not in report:
+            raise ConfigError(f"estimate.max_cost={max_cost} needs a price, and model {str(e.model)!r} has none in "
+                              "the price table (uwe_lightning/enrichment/prices.py): give "
+                              "estimate.input_per_million= and estimate.output_per_million=")
+        if report["est_cost_to_send"] > float(max_cost):
+            raise ConfigError(f"the estimated cost ${report['est_cost_to_send']:,} of {report['requests_to_send']:,} "
+                              f"requests exceeds estimate.max_cost={max_cost} (see dry_run=true); raise it, or "
+                              "lower max_skills")
+        log(f"budget: estimated ${report['est_cost_to_send']:,} <= estimate.max_cost={max_cost} (first rounds)")
     guard = None
     if cfg.leakage.enabled and generated:
         guard = QueryGuard.from_data_pack(cfg.paths.data_dir, cfg.leakage.val_fraction,

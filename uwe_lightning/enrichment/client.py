@@ -1,35 +1,43 @@
-"""A minimal client for the OpenAI chat-completions protocol (``POST {base_url}/chat/completions``).
+"""Chat completions through the ``openai`` SDK (pip extra ``[enrich]``) against any OpenAI-compatible endpoint.
 
-Standard library only (``urllib``), so it runs against OpenAI, vLLM, llama.cpp's server, Ollama or any
-compatible endpoint without an SDK. Per request: a timeout, and retries with exponential backoff (honouring a
-``Retry-After`` header) on 408 / 409 / 429 / 5xx, timeouts and dropped connections. 401 / 403 / 404 (wrong key,
-base URL or model) and an endpoint that stays unreachable are :class:`EndpointError` (the run stops: every
-other request would fail the same way); any other refusal is a :class:`RequestFailed` for that request only.
+``base_url`` points the SDK at OpenAI, vLLM, llama.cpp's server, Ollama or any other server that speaks
+``POST {base_url}/chat/completions``. The SDK does the protocol: the request, the key header, timeouts, typed
+errors and the parsed completion. The retry policy is ours, on top of single SDK attempts (``max_retries=0``),
+because the run needs what the SDK's built-in retries do not give: every attempt counted by outcome (the
+``http`` block of each step's stats), the backoff set from the config (``endpoint.backoff_s`` /
+``max_backoff_s``; a ``Retry-After`` header wins) and a fast stop on an endpoint that was never reached.
+
+Per request: retries with exponential backoff on 408 / 409 / 429 / 5xx, timeouts and connections dropped after
+the endpoint once answered. 401 / 403 / 404 (wrong key, base URL or model) are :class:`EndpointError` (the run
+stops: every other request would fail the same way), and so is a connection that fails before the endpoint
+ever answered (a host that does not resolve, a refused port): one line at once, no retry loop. Any other
+refusal is a :class:`RequestFailed` for that request only.
 
 The API key is sent as ``Authorization: Bearer ...`` and nowhere else: it is not part of any payload, cache
 key or file, ``repr(Endpoint)`` hides it, and every error text is passed through :meth:`Endpoint.redact`.
+An empty key sends no Authorization header (local servers).
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from uwe_lightning.io import ConfigError
+from uwe_lightning.io import ConfigError, require
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 FATAL_STATUS = {401: "the endpoint refused the API key", 403: "the API key may not use this endpoint or model",
                 404: "no such endpoint or model (check endpoint.base_url and endpoint.model)"}
+#: Payload keys passed to the SDK as its own arguments; any other key (``endpoint.extra_body``) goes in
+#: ``extra_body``, so a server's own sampling options reach it unchanged.
+SDK_ARGUMENTS = ("temperature", "max_tokens", "seed", "response_format", "top_p", "stop", "presence_penalty",
+                 "frequency_penalty")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -65,8 +73,8 @@ class Endpoint:
         """Config values first, then the environment, then OpenAI's URL / no key."""
         url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        scheme = urllib.parse.urlparse(url).scheme
-        if scheme not in ("http", "https"):
+        parts = urllib.parse.urlparse(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"endpoint.base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {url!r}")
         return cls(base_url=url.rstrip("/"), api_key=key, **kw)
 
@@ -89,35 +97,39 @@ class Endpoint:
 
 
 class ChatClient:
-    """Posts chat-completions payloads to an :class:`Endpoint`; thread-safe; counts what happened."""
+    """Sends chat-completions payloads to an :class:`Endpoint` through one ``openai.OpenAI`` client;
+    thread-safe; counts what happened (``counts``: attempts, statuses, timeouts, connection errors)."""
 
     def __init__(self, endpoint: Endpoint) -> None:
+        openai = require("openai", "the enrichment client (python -m uwe_lightning.enrich)")
         self.endpoint = endpoint
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._reached = False  # set by the first answer of any status: from then on a lost connection is retried
+        self._errors = openai
         host = urllib.parse.urlparse(endpoint.base_url).hostname or ""
-        proxies = {} if host in _LOOPBACK else None  # never send a local server's traffic through a proxy
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+        # never send a local server's traffic through a proxy from the environment
+        http_client = openai.DefaultHttpxClient(trust_env=host not in _LOOPBACK)
+        # the SDK refuses an empty key; with none, a placeholder is given and the header is left out per request
+        self._sdk = openai.OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key or "no-key",
+                                  timeout=endpoint.timeout_s, max_retries=0, http_client=http_client)
+        self._headers: dict[str, Any] = {} if endpoint.api_key else {"Authorization": openai.Omit()}
 
     def _count(self, key: str) -> None:
         with self._lock:
             self.counts[key] += 1
 
-    def _post(self, payload: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.endpoint.api_key:
-            headers["Authorization"] = f"Bearer {self.endpoint.api_key}"
-        request = urllib.request.Request(self.endpoint.url, data=json.dumps(payload).encode(), headers=headers,
-                                         method="POST")
-        try:
-            with self._opener.open(request, timeout=self.endpoint.timeout_s) as response:
-                return response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers or {}), err.read() or b""
+    def _send(self, payload: dict[str, Any]) -> Any:
+        """One attempt: the SDK's ``ChatCompletion`` (or its typed exception)."""
+        body = dict(payload)
+        model, messages = body.pop("model"), body.pop("messages")
+        arguments = {key: body.pop(key) for key in SDK_ARGUMENTS if key in body}
+        return self._sdk.chat.completions.create(model=model, messages=messages, **arguments,
+                                                 extra_body=body or None, extra_headers=self._headers)
 
     def complete(self, payload: dict[str, Any]) -> Answer:
         """The first choice of a successful answer; retries as the module docstring says."""
-        endpoint = self.endpoint
+        openai, endpoint = self._errors, self.endpoint
         last = ""
         unreachable = True
         retry_after: str | None = None
@@ -127,40 +139,63 @@ class ChatClient:
             retry_after = None
             self._count("http_requests")
             try:
-                status, headers, body = self._post(payload)
-            except (OSError, http.client.HTTPException) as err:  # timeouts, refused / dropped connections
-                reason = getattr(err, "reason", err)
-                timed_out = isinstance(err, TimeoutError) or isinstance(reason, TimeoutError)
-                self._count("timeouts" if timed_out else "connection_errors")
-                unreachable &= not timed_out
-                last = endpoint.redact(f"{'timeout' if timed_out else 'connection error'}: {reason}")
+                response = self._send(payload)
+            except openai.APITimeoutError:
+                self._count("timeouts")
+                unreachable = False
+                last = f"timeout after {endpoint.timeout_s:g} s"
                 continue
-            unreachable = False
-            self._count(f"status_{status}")
-            if status == 200:
-                return _answer(body, endpoint)
-            detail = endpoint.redact(body.decode("utf-8", "replace")[:300].strip())
-            if status in FATAL_STATUS:
-                raise EndpointError(f"{endpoint.url}: HTTP {status}: {FATAL_STATUS[status]}: {detail}")
-            last = f"HTTP {status}: {detail}"
-            if status not in RETRY_STATUS and status < 500:
-                raise RequestFailed(last)
-            retry_after = headers.get("Retry-After") or headers.get("retry-after")
+            except openai.APIConnectionError as err:  # refused, unresolvable, dropped
+                self._count("connection_errors")
+                last = endpoint.redact(f"connection error: {err.__cause__ or err}")
+                if not self._reached:
+                    raise EndpointError(f"cannot reach {endpoint.url} ({last}); is the server running and is "
+                                        "endpoint.base_url / $OPENAI_BASE_URL right?") from None
+                continue
+            except openai.APIStatusError as err:
+                self._reached = True
+                unreachable = False
+                status = err.status_code
+                self._count(f"status_{status}")
+                detail = endpoint.redact(_text(err.response)[:300].strip())
+                if status in FATAL_STATUS:
+                    raise EndpointError(f"{endpoint.url}: HTTP {status}: {FATAL_STATUS[status]}: {detail}") from None
+                last = f"HTTP {status}: {detail}"
+                if status not in RETRY_STATUS and status < 500:
+                    raise RequestFailed(last) from None
+                retry_after = err.response.headers.get("retry-after")
+                continue
+            except openai.APIError as err:  # a 200 whose body the SDK could not read
+                self._reached = True
+                self._count("status_200")
+                raise RequestFailed(endpoint.redact(f"not a chat completion: {err}")) from None
+            self._reached = True
+            self._count("status_200")
+            return _answer(response, endpoint)
         if unreachable:
             raise EndpointError(f"cannot reach {endpoint.url} after {endpoint.retries + 1} attempts ({last}); "
                                 "is the server running (endpoint.base_url / $OPENAI_BASE_URL)?")
         raise RequestFailed(f"gave up after {endpoint.retries + 1} attempts: {last}")
 
 
-def _answer(body: bytes, endpoint: Endpoint) -> Answer:
+def _text(response: Any) -> str:
+    try:
+        return str(response.text)
+    except Exception:  # a body that cannot be decoded says nothing more than the status
+        return ""
+
+
+def _answer(response: Any, endpoint: Endpoint) -> Answer:
     """The first choice of a 200 answer; a body that is not a chat completion is a :class:`RequestFailed`."""
     try:
-        data = json.loads(body)
-        choice = data["choices"][0]
-        content = choice["message"].get("content")
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+        choice = response.choices[0]
+        content = choice.message.content
+        finish_reason = choice.finish_reason
+    except (AttributeError, IndexError, TypeError) as err:
         raise RequestFailed(endpoint.redact(f"not a chat completion ({type(err).__name__}): "
-                                            f"{body[:200].decode('utf-8', 'replace')}")) from err
-    usage = {k: int(v) for k, v in (data.get("usage") or {}).items() if isinstance(v, int)}
+                                            f"{str(response)[:200]}")) from err
+    usage_obj = getattr(response, "usage", None)
+    usage_dict = usage_obj.model_dump() if hasattr(usage_obj, "model_dump") else dict(usage_obj or {})
+    usage = {k: int(v) for k, v in usage_dict.items() if isinstance(v, int) and not isinstance(v, bool)}
     return Answer(content=endpoint.redact(content) if isinstance(content, str) else None,
-                  finish_reason=choice.get("finish_reason"), usage=usage)
+                  finish_reason=finish_reason, usage=usage)

