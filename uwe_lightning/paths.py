@@ -76,22 +76,22 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def derived_dir(data_dir: str | os.PathLike | None) -> Path | None:
-    """The data directory if it is a derived one (holds :data:`DERIVED_INDEX_FILE`), else None."""
+def _data_dir_holding(data_dir: str | os.PathLike | None, index_file: str) -> Path | None:
     try:
         root = resolve_data_dir(data_dir)
     except DataError:
         return None
-    return root if (root / DERIVED_INDEX_FILE).is_file() else None
+    return root if (root / index_file).is_file() else None
+
+
+def derived_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """The data directory if it is a derived one (holds :data:`DERIVED_INDEX_FILE`), else None."""
+    return _data_dir_holding(data_dir, DERIVED_INDEX_FILE)
 
 
 def published_dir(data_dir: str | os.PathLike | None) -> Path | None:
     """The data directory if it holds WorkBench as ``datasets`` tables (:data:`PUBLISHED_INDEX_FILE`), else None."""
-    try:
-        root = resolve_data_dir(data_dir)
-    except DataError:
-        return None
-    return root if (root / PUBLISHED_INDEX_FILE).is_file() else None
+    return _data_dir_holding(data_dir, PUBLISHED_INDEX_FILE)
 
 
 def data_file(data_dir: str | os.PathLike | None, relpath: str) -> Path:

@@ -8,14 +8,13 @@ needs no run directory); ``unpack`` and ``verify`` take the bundle directory and
 
 from __future__ import annotations
 
-import sys
 from importlib import metadata
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from uwe_lightning.cli.errors import run_reporting_user_errors, take_debug_flag
+from uwe_lightning.cli.errors import compose_main
 from uwe_lightning.io import ConfigError
 from uwe_lightning.model.backbones import BACKBONES, resolve_backbone
 from uwe_lightning.offline.bundle import pack, parse_size, unpack, verify
@@ -99,9 +98,4 @@ def run(argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    take_debug_flag(argv)
-    if argv[:1] in (["-h"], ["--help"]):
-        print(USAGE)
-        raise SystemExit(0)
-    return run_reporting_user_errors(TOOL, lambda: run(argv))
+    return compose_main(TOOL, USAGE, run, argv)

@@ -7,14 +7,13 @@ process, so a crash or an OOM of one job never takes the campaign down.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from uwe_lightning.cli.errors import run_reporting_user_errors, take_debug_flag
+from uwe_lightning.cli.errors import compose_main
 from uwe_lightning.io import ConfigError
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.training.campaign import Campaign, job_command, job_dir, load_plan
@@ -65,16 +64,11 @@ def run(cfg: DictConfig) -> dict:
     return {"out": str(out), "records": records}
 
 
+def _compose_and_run(argv: list[str]) -> dict:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("campaign", overrides=argv)
+    return run(cfg)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    take_debug_flag(argv)
-    if argv[:1] in (["-h"], ["--help"]):
-        print(USAGE)
-        raise SystemExit(0)
-
-    def compose_and_run() -> dict:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("campaign", overrides=argv)
-        return run(cfg)
-
-    return run_reporting_user_errors(TOOL, compose_and_run)
+    return compose_main(TOOL, USAGE, _compose_and_run, argv)

@@ -103,6 +103,17 @@ def hydra_entry_point(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
     return main
 
 
+def compose_main(tool: str, usage: str, run: Callable[[list[str]], T], argv: list[str] | None = None) -> T:
+    """The entry point of a command that composes its config itself (no Hydra app, no run directory): ``--debug``
+    taken, ``-h``/``--help`` prints ``usage`` and exits 0, else ``run(argv)`` with user errors as one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    take_debug_flag(argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        raise SystemExit(0)
+    return run_reporting_user_errors(tool, lambda: run(argv))
+
+
 def refuse_added_keys(tool: str) -> None:
     """A ConfigError for a ``+key=value`` override in a command without a schema (``evaluate``, ``rank``): the key
     is not a setting of the command (a ``+`` adds keys the config does not have, which it would then ignore). A

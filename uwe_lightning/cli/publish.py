@@ -7,12 +7,10 @@ Writes WorkBench's task splits as ``datasets`` tables (:mod:`uwe_lightning.workb
 
 from __future__ import annotations
 
-import sys
-
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from uwe_lightning.cli.errors import run_reporting_user_errors, take_debug_flag
+from uwe_lightning.cli.errors import compose_main
 from uwe_lightning.io import ConfigError
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.workbench.dataset import SPLITS
@@ -61,9 +59,4 @@ def run(argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    take_debug_flag(argv)
-    if argv[:1] in (["-h"], ["--help"]):
-        print(USAGE)
-        raise SystemExit(0)
-    return run_reporting_user_errors(TOOL, lambda: run(argv))
+    return compose_main(TOOL, USAGE, run, argv)
