@@ -218,6 +218,8 @@ def test_a_100k_space_builds_with_an_ann_index_and_keeps_recall(tiny_model_dir, 
     _, exact = ExactIndex.from_texts(ranker, ids, texts).search(queries, k=10)
     recall = sum(len(set(a) & set(b)) for a, b in zip(top.tolist(), exact.tolist(), strict=True)) / exact.numel()
     assert recall >= 0.9, recall
+    wide = engine.search(queries[:1], k=10, candidates=engine.ef + 100)[1]  # more candidates than the HNSW list
+    assert wide.shape == (1, 10) and (wide >= 0).all()
 
 
 def test_rank_cli_refuses_an_index_of_another_scorer_with_one_line_and_exit_2(tiny_model_dir, tmp_path, capsys):

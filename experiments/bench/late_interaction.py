@@ -79,6 +79,8 @@ def main(argv=None) -> None:
     parser.add_argument("--candidates", type=int, nargs="+", default=[10, 25, 50, 100, 200, 500, 1000])
     parser.add_argument("--scorers", nargs="+", default=["mean", "maxsim", "softmax"])
     parser.add_argument("--work", default="/work/tmp/engine35/late")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep a table an earlier run built (build then only checks ids and digests)")
     parser.add_argument("--out", default="experiments/results/scale/late_interaction")
     args = parser.parse_args(argv)
     os.environ.setdefault("LANCE_LOG", "error")
@@ -107,7 +109,8 @@ def main(argv=None) -> None:
         table = "pooled" if scorer == "mean" else "tokens"
         if table not in engines:
             root = Path(args.work) / f"{table}_{len(texts)}"
-            shutil.rmtree(root, ignore_errors=True)
+            if not args.reuse:
+                shutil.rmtree(root, ignore_errors=True)
             start = time.perf_counter()
             engine = LanceIndex(ranker, root, build_batch=4096,
                                 embed_fn=lambda batch: [memo[t].float() for t in batch])
@@ -144,6 +147,7 @@ def main(argv=None) -> None:
                                        "p95_ms": round(float(np.percentile(seconds, 95)) * 1000, 2),
                                        "load": uptime().split("load average:")[-1].strip()}
             print(scorer, c, row["by_candidates"][c], flush=True)
+            write(run | {"scorers": {**run["scorers"], scorer: row}}, args)
         run["scorers"][scorer] = row
         write(run, args)
     run["uptime_end"] = uptime()
