@@ -218,3 +218,24 @@ def test_a_100k_space_builds_with_an_ann_index_and_keeps_recall(tiny_model_dir, 
     _, exact = ExactIndex.from_texts(ranker, ids, texts).search(queries, k=10)
     recall = sum(len(set(a) & set(b)) for a, b in zip(top.tolist(), exact.tolist(), strict=True)) / exact.numel()
     assert recall >= 0.9, recall
+    wide = engine.search(queries[:1], k=10, candidates=engine.ef + 100)[1]  # more candidates than the HNSW list
+    assert wide.shape == (1, 10) and (wide >= 0).all()
+
+
+def test_rank_cli_refuses_an_index_of_another_scorer_with_one_line_and_exit_2(tiny_model_dir, tmp_path, capsys):
+    """The same index.uri / index.table opened by a ranker of another scorer: refused before any write."""
+    from uwe_lightning.cli.errors import USER_ERROR_EXIT, run_reporting_user_errors
+    from uwe_lightning.cli.rank import run
+
+    args = (f"paths.data_dir={MINI_DATA}", "targets=esco_skills", "k=3", "queries=[software engineer]",
+            "index.backend=lancedb", f"index.uri={tmp_path / 'shared'}", "index.table=skills")
+    run(rank_cfg(tiny_model_dir, tmp_path / "a", *args, "scorer=maxsim"), tmp_path / "a" / "out")
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in (tmp_path / "shared").rglob("*"))
+    cfg = rank_cfg(tiny_model_dir, tmp_path / "b", *args, "scorer=softmax")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run_reporting_user_errors("rank", lambda: run(cfg, tmp_path / "b" / "out"))
+    assert exit_.value.code == USER_ERROR_EXIT == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[rank] error")]
+    assert len(err) == 1 and "scorer 'maxsim' != 'softmax'" in err[0] and "skills" in err[0], err
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in (tmp_path / "shared").rglob("*")) == before

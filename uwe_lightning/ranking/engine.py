@@ -259,8 +259,8 @@ class LanceIndex(TargetIndex):
         """The engine's ``n`` nearest rows to one unit query vector (the columns re-scoring needs)."""
         columns = ["id", "tokens", "n_tokens", "_distance"] if self.token_level else ["id", "pooled", "_distance"]
         query = self.table.search(vector, vector_column_name="vector").distance_type("dot").limit(n).select(columns)
-        if self.ann_rows:
-            query = query.nprobes(self.nprobes).ef(self.ef)
+        if self.ann_rows:  # the HNSW search list must hold all n asked for (Lance refuses ef < n)
+            query = query.nprobes(self.nprobes).ef(max(self.ef, n))
         return query.to_arrow()
 
     def _space_of(self, found) -> tuple[EncodedTexts, Tensor]:
