@@ -325,9 +325,10 @@ def test_evaluate_cli_twice_keeps_results_and_published_files(tmp_path):
     cfg = _evaluate_cfg(tmp_path, "model=tfidf", f"publish={tmp_path / 'published'}")
     run(cfg)
     run(cfg)
-    for folder in (tmp_path / "run", tmp_path / "published"):
+    for folder, files in ((tmp_path / "run", ("results.json", "results.md", "run_info.json")),
+                          (tmp_path / "published", ("results.json", "results.md"))):
         names = sorted(p.name for p in folder.iterdir())
-        assert len(names) == 4 and "results.json" in names and "results.md" in names, names
+        assert len(names) == 2 * len(files) and set(files) <= set(names), names  # each file and its kept copy
         assert not [n for n in names if n.startswith(".")]
 
 

@@ -233,7 +233,7 @@ def test_wandb_run_has_its_name_tags_one_nested_config_and_the_best_validation(w
               if not (item.key or item.nested_key[0]).startswith("_")}
     assert set(config) == {"model", "scorer", "loss", "data", "trainer", "logger", "callbacks", "debug",
                            "hparams_search", "experiment", "scale", "task_name", "seed", "resume", "overwrite",
-                           "optim", "train", "validation", "test", "export", "paths"}  # no flat module copy
+                           "optim", "train", "validation", "test", "export", "paths", "search"}  # no flat module copy
     assert config["callbacks"]["model_checkpoint"]["dirpath"] == "${paths.output_dir}/checkpoints"
     assert str(wandb_run["dir"]) not in json.dumps(config)
     metrics = {r.metric.name: r.metric for r in wandb_records(wandb_run["dir"], "metric")}
