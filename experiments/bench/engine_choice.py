@@ -17,7 +17,7 @@ measures what serving costs: RSS after the searches, p50 / p95 of one top-10 sea
 recall@10 of the engine's own top 10, and recall@10 after exact re-scoring of its top ``--candidates``
 (what :class:`~uwe_lightning.ranking.engine.LanceIndex` does), and the index's bytes on disk.
 
-``python experiments/bench/engine_choice.py --n 100000 --real /work/tmp/engine35`` (see
+``python experiments/bench/engine_choice.py --n 100000 --real outputs/scale_vectors`` (see
 experiments/results/scale/README.md for the runs and their load).
 """
 
@@ -41,6 +41,12 @@ BATCH = 10_000
 
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def report_head(title: str, run: dict) -> list[str]:
+    """The first lines of a benchmark's markdown report: title, the command, ``uptime`` at start and at end."""
+    return [f"# {title}", "", f"Command: `{run['command']}`", "", f"`uptime` at start: `{run['uptime_start']}`",
+            f"`uptime` at end: `{run.get('uptime_end', '(running)')}`", ""]
 
 
 def _status_mib(field: str) -> float:
@@ -370,7 +376,7 @@ def versions() -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--real", nargs="+", default=["/work/tmp/engine35"],
+    parser.add_argument("--real", nargs="+", default=["outputs/scale_vectors"],
                         help="target caches (.safetensors, pooled) and / or real_vectors.py directories")
     parser.add_argument("--queries-from", default=None, help="directory with queries.npz (default: last --real)")
     parser.add_argument("--queries", type=int, default=200)
@@ -379,7 +385,7 @@ def main(argv=None) -> None:
     parser.add_argument("--nprobes", type=int, default=20)
     parser.add_argument("--ef", type=int, default=200)
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
-    parser.add_argument("--work", default="/work/tmp/engine35/work")
+    parser.add_argument("--work", default="outputs/scale_vectors/work")
     parser.add_argument("--out", default="experiments/results/scale/engine_choice")
     parser.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=("build", "query"), help=argparse.SUPPRESS)
@@ -420,9 +426,7 @@ def write(run: dict, args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(run, indent=1) + "\n")
     c = args.candidates
-    lines = [f"# Engine comparison at {args.n:,} targets (embedded modes, one machine)", "",
-             f"Command: `{run['command']}`", "", f"`uptime` at start: `{run['uptime_start']}`",
-             f"`uptime` at end: `{run.get('uptime_end', '(running)')}`", "",
+    lines = [*report_head(f"Engine comparison at {args.n:,} targets (embedded modes, one machine)", run),
              f"Vectors: {json.dumps(run['vectors'])}", "", f"Versions: {json.dumps(run['versions'])}", "",
              f"Multi-vector probe: {json.dumps(run['multivector'])}", "",
              f"| engine | build s | inserts/s | build peak RSS MiB | p50 ms top-10 | p95 ms top-10 | recall@10 | "

@@ -14,7 +14,7 @@ Per scorer: the engine table is built through :class:`~uwe_lightning.ranking.eng
 re-scoring are the product's; truth is :meth:`Ranker.rank` on the whole packed space. ``maxsim`` and
 ``softmax`` read one token table (the bench swaps the ranker; the product keys a table by scorer).
 
-``python experiments/bench/late_interaction.py --n 100000 --real /work/tmp/engine35``
+``python experiments/bench/late_interaction.py --n 100000 --real outputs/scale_vectors``
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,9 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+from experiments.bench.engine_choice import report_head, uptime  # noqa: E402
 
 
 def load_real(real: Path) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
@@ -74,11 +71,11 @@ def space(texts, tokens, n: int, seed: int = 0):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--real", default="/work/tmp/engine35")
+    parser.add_argument("--real", default="outputs/scale_vectors")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--candidates", type=int, nargs="+", default=[10, 25, 50, 100, 200, 500, 1000])
     parser.add_argument("--scorers", nargs="+", default=["mean", "maxsim", "softmax"])
-    parser.add_argument("--work", default="/work/tmp/engine35/late")
+    parser.add_argument("--work", default="outputs/scale_vectors/late")
     parser.add_argument("--reuse", action="store_true",
                         help="keep a table an earlier run built (build then only checks ids and digests)")
     parser.add_argument("--out", default="experiments/results/scale/late_interaction")
@@ -158,9 +155,8 @@ def write(run: dict, args) -> None:
     out = Path(f"{args.out}_{run['space']['n']}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(run, indent=1) + "\n")
-    lines = [f"# Late interaction on the engine at {run['space']['n']:,} targets", "",
-             f"Command: `{run['command']}`", "", f"`uptime` at start: `{run['uptime_start']}`",
-             f"`uptime` at end: `{run.get('uptime_end', '(running)')}`", "", f"Space: {json.dumps(run['space'])}", "",
+    lines = [*report_head(f"Late interaction on the engine at {run['space']['n']:,} targets", run),
+             f"Space: {json.dumps(run['space'])}", "",
              *(f"Build ({k[6:]} table): {json.dumps(v)}" for k, v in run.items() if k.startswith("build_")), "",
              "| scorer | exact whole space p50 / p95 ms | candidates | recall@10 vs exact | p50 ms | p95 ms | "
              "load avg |", "|---|---|---|---|---|---|---|"]

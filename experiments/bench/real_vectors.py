@@ -3,7 +3,7 @@
 tokens + lengths, ``<out>/chunks/cNNN.npz``), so a run stopped at any point leaves a random sample of the real
 space; plus the 200 JobNorm query titles on the query side (``<out>/queries.npz``) and ``<out>/texts.json``.
 
-``python experiments/bench/real_vectors.py --out /work/tmp/engine35`` (stop it whenever: rerunning resumes).
+``python experiments/bench/real_vectors.py --out outputs/scale_vectors`` (stop it whenever: rerunning resumes).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ CHUNK = 2000
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--out", default="/work/tmp/engine35")
+    parser.add_argument("--out", default="outputs/scale_vectors")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
