@@ -305,3 +305,25 @@ def test_smoke_uwe_on_the_open_protocol(tmp_path, tiny_model_dir, real_data_dir)
         assert 0.0 <= step0[f"val/{task}/map"] <= 100.0  # percent
     results = json.loads((tmp_path / "results.json").read_text())
     assert "SkillSim" in results["unavailable"] or "SkillSim" in results["tasks"]
+
+
+def test_compare_sampling_counts_a_resumed_step_once(tmp_path):
+    """A run resumed at a validated step writes that step twice in val_history.jsonl: the table shows it once,
+    the last record winning (the shared reader of the learning-curve report)."""
+    run = tmp_path / "per_graph"
+    run.mkdir()
+    (run / "run_info.json").write_text(json.dumps({"config": {"data": {"sampling": "per_graph", "skills_per_step": 64}},
+                                                   "summary": {"best_val": {"step": 50, "val/macro/map": 31.0}}}))
+    records = [{"step": 0, "val/macro/map": 20.0, "val/JobNorm/map": 20.0},
+               {"step": 50, "val/macro/map": 30.0, "val/JobNorm/map": 30.0},
+               {"step": 50, "val/macro/map": 31.0, "val/JobNorm/map": 31.0}]
+    (run / "val_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    script = REPO_DIR / "experiments/data/compare_sampling.py"
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(script), str(run), "--out", str(out)], cwd=REPO_DIR,
+                          env={**os.environ, "PYTHONPATH": str(REPO_DIR)}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    table = (out / "sampling_cmp.md").read_text()
+    assert [line for line in table.splitlines() if line.startswith("| per_graph | 64 | 50 |")] == [
+        "| per_graph | 64 | 50 | 31.00 | 31.00 |"]
+    assert [h["step"] for h in json.loads((out / "sampling_cmp.json").read_text())[0]["history"]] == [0, 50]

@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from uwe_lightning.io import atomic_write_json, atomic_write_text
-from uwe_lightning.workbench.metric_names import VAL_MACRO_MAP, upgrade_run_summary, upgrade_val_record
+from uwe_lightning.studies.curves import read_history
+from uwe_lightning.workbench.metric_names import VAL_MACRO_MAP, upgrade_run_summary
 
 
 def step_means(run: Path) -> dict[str, float]:
@@ -35,9 +36,7 @@ def step_means(run: Path) -> dict[str, float]:
 
 def read_run(run: Path) -> dict:
     info = json.loads((run / "run_info.json").read_text())
-    path = run / "val_history.jsonl"
-    history = ([upgrade_val_record(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-               if path.is_file() else [])  # percent, today's names (older runs: converted)
+    history = read_history(run)  # percent, today's names; a resumed run's repeated step counted once
     summary = upgrade_run_summary(info.get("summary") or {})
     return {"dir": str(run), "sampling": info["config"]["data"].get("sampling", "skill_uniform"),
             "skills_per_step": info["config"]["data"]["skills_per_step"], "history": history,
