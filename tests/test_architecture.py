@@ -183,3 +183,19 @@ def test_entry_point_shims_are_thin():
     for shim in ("train", "evaluate", "rank", "bench", "serve", "export", "enrich", "data.fetch", "plan_memory"):
         assert f"{ROOT}.cli.{shim.rpartition('.')[2]}" in GRAPH[f"{ROOT}.{shim}"]
         assert len(MODULES[f"{ROOT}.{shim}"].read_text().splitlines()) <= 25
+
+
+def test_tools_that_do_not_train_start_without_lightning():
+    """Importing Lightning costs ~10 s of a command's start on 2 cores (torch._dynamo, torchmetrics, scipy): every
+    entry point but ``train`` (and the package root) must get by without it."""
+    import subprocess
+    import sys
+
+    tools = ["report", "evaluate", "rank", "serve", "bundle", "campaign", "publish", "export", "enrich", "bench",
+             "plan_memory", "data.fetch"]
+    code = ("import importlib, sys\n"
+            f"for tool in {tools!r}:\n"
+            "    importlib.import_module('uwe_lightning.' + tool)\n"
+            "    assert 'lightning' not in sys.modules, tool\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -44,6 +44,7 @@ def test_unknown_plan_and_bad_job_fail_clearly():
     assert job_dir("t/seed=0,loss=mtm") == "t/seed-0_loss-mtm"
 
 
+@pytest.mark.slow  # a real 2.5-minute wall-clock budget: 2 min of the default suite, and load-sensitive by design
 def test_a_campaign_skips_and_stops_jobs_inside_its_budget(tiny_model_dir, tmp_path):
     """A 2.5-minute budget (room for a loaded CI machine): one quick job runs in full, a fixed-length job predicted to miss the deadline is
     stopped after its probe steps and reported skipped, a partial-ok job is stopped at the deadline by

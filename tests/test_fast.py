@@ -228,6 +228,7 @@ _RSS_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # an RSS bound read while other processes share the machine: ~25 s, and load-sensitive
 def test_mapped_space_keeps_resident_memory_bounded(tmp_path):
     """Scoring a 96 MiB mapped space raises the peak resident set by a few tiles (< 16 MiB; a tile is 2 MiB;
     < 48 MiB with the first call's code and allocator warm-up) when pages are released, and by most of the

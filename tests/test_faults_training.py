@@ -325,3 +325,15 @@ def test_a_damaged_checkpoint_is_refused_in_one_line_and_touched_nothing(tmp_pat
         train(run_cfg(run_dir, tiny_model_dir, "resume=true"))
     assert "\n" not in str(err.value)
     assert tree_state(run_dir) == before
+
+
+def test_a_lightning_misconfiguration_is_a_user_error():
+    """Lightning's own "this Trainer setting cannot work" is the user's to fix (one line, exit 2); cli.errors
+    recognises it without importing Lightning itself (tests/test_architecture.py)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from uwe_lightning.cli.errors import user_error
+
+    err = MisconfigurationException("devices=3 is not valid here")
+    assert user_error(err) is err
+    assert user_error(RuntimeError("a bug")) is None

@@ -60,6 +60,7 @@ def test_the_tiny_model_scores_the_recorded_numbers_on_the_mini_pack(mini_pack, 
 
 
 @pytest.mark.data
+@pytest.mark.slow  # every task's splits rebuilt from the real pack (~20 s); the mini pack's recorded splits are checked by default
 def test_every_task_builds_the_recorded_splits_on_the_real_pack(real_data_dir):
     clear_cache()
     got, want = task_records(real_data_dir), _record("real")["tasks"]

@@ -92,7 +92,8 @@ def test_workrb_numbers_equal_ours_on_the_mini_pack(tiny_model_dir, wteb, tmp_pa
 
 
 @pytest.mark.data
-@pytest.mark.parametrize(("scorer", "max_queries"), [("mean", 60), ("softmax", 8)])  # token-level: slower
+@pytest.mark.parametrize(("scorer", "max_queries"), [  # the token-level case (~20 s) runs with make test-slow
+    ("mean", 60), pytest.param("softmax", 8, marks=pytest.mark.slow)])
 def test_workrb_numbers_equal_ours_on_a_subset_of_the_real_pack(tiny_model_dir, real_data_dir, wteb, tmp_path,
                                                                  embedding_memo, scorer, max_queries):
     bridge.link_esco(real_data_dir, versions=["1.2.0"])

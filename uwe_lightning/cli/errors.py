@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf.errors import OmegaConfBaseException
 
 from uwe_lightning.cli.output_dir import remove_created_empty_run_dir
@@ -29,8 +28,10 @@ USER_ERROR_EXIT = 2
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, DataError, ModelNotFoundError, MissingDependencyError, FileNotFoundError, NotADirectoryError,
     IsADirectoryError, PermissionError, OmegaConfBaseException,
-    MisconfigurationException,  # Lightning's "this Trainer setting cannot work here" (devices, strategy, plugins)
 )
+#: Lightning's "this Trainer setting cannot work here" (devices, strategy, plugins), looked up only where Lightning
+#: is already loaded: importing it costs seconds, and tools that never train (report, rank, serve) never load it.
+_LIGHTNING_MISCONFIGURATION = ("lightning.fabric.utilities.exceptions", "MisconfigurationException")
 _state = {"internal_error": False}
 
 
@@ -47,12 +48,17 @@ def take_debug_flag(argv: list[str] | None = None) -> None:
         os.environ["HYDRA_FULL_ERROR"] = "1"
 
 
+def _loaded_lightning_errors() -> tuple[type[BaseException], ...]:
+    module = sys.modules.get(_LIGHTNING_MISCONFIGURATION[0])
+    return (getattr(module, _LIGHTNING_MISCONFIGURATION[1]),) if module is not None else ()
+
+
 def user_error(err: BaseException) -> BaseException | None:
     """The user error behind ``err`` (itself, or the cause of a Hydra instantiation error), else None."""
     seen = err
     while isinstance(seen, InstantiationException) and seen.__cause__ is not None:
         seen = seen.__cause__
-    if isinstance(seen, USER_ERRORS):
+    if isinstance(seen, USER_ERRORS + _loaded_lightning_errors()):
         return seen
     if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
         return seen

@@ -13,8 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from uwe_lightning.training.callbacks import VAL_MONITOR
-from uwe_lightning.workbench.metric_names import MACRO, MAP, METRICS, RP10, TEST, metric_name
+from uwe_lightning.workbench.metric_names import MACRO, MAP, METRICS, MONITOR, RP10, TEST, metric_name
 
 log = logging.getLogger("uwe_lightning.train")
 
@@ -45,7 +44,7 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
     best = summary.get("best_val") or {}
     if best:
         out["best_val_step"] = best.get("step")
-        out[VAL_MONITOR] = best.get(VAL_MONITOR)  # the best, as W&B's summary of the metric itself
+        out[MONITOR] = best.get(MONITOR)  # the best, as W&B's summary of the metric itself
     export = (summary.get("export") or {}).get("provenance") or {}
     if "step" in export:
         out["exported_step"] = export["step"]
@@ -67,8 +66,8 @@ def console_summary(summary: dict[str, Any], run_dir: Path) -> str:
     lines.append(f"  steps trained     {summary.get('final_step', '-')}")
     best, step0 = summary.get("best_val"), summary.get("val_step0")
     if best:
-        zero = f" (step 0: {pct(step0.get(VAL_MONITOR))})" if step0 else ""
-        lines.append(f"  best val macro MAP {pct(best.get(VAL_MONITOR))} at step {best.get('step')}{zero}")
+        zero = f" (step 0: {pct(step0.get(MONITOR))})" if step0 else ""
+        lines.append(f"  best val macro MAP {pct(best.get(MONITOR))} at step {best.get('step')}{zero}")
     export = summary.get("export") or {}
     if export:
         step = (export.get("provenance") or {}).get("step")
@@ -105,12 +104,12 @@ def selection_summary(history: list[dict[str, Any]], exported_step: int) -> dict
     >>> selection_summary([{"step": 0, "val/macro/map": 40.0}, {"step": 2, "val/macro/map": 30.0}], 2)
     {'exported_step': 2, 'exported_val': 30.0, 'step0_val': 40.0, 'exported_beats_step0': False}
     """
-    by_step = {h["step"]: h.get(VAL_MONITOR) for h in history}
+    by_step = {h["step"]: h.get(MONITOR) for h in history}
     exported, step0 = by_step.get(exported_step), by_step.get(0)
     beats = None if exported is None or step0 is None else bool(exported >= step0)
     if beats is False:
         log.warning("the exported model (step %d, %s %.2f) validates below the zero-shot step-0 model (%.2f)",
-                    exported_step, VAL_MONITOR, exported, step0)
+                    exported_step, MONITOR, exported, step0)
     return {"exported_step": int(exported_step), "exported_val": exported, "step0_val": step0,
             "exported_beats_step0": beats}
 
@@ -126,5 +125,5 @@ def objective(summary: dict[str, Any]) -> float | None:
     if summary.get("skipped"):
         return float("-inf")
     best = summary.get("best_val")
-    value = best.get(VAL_MONITOR) if best else None
+    value = best.get(MONITOR) if best else None
     return float(value) if value is not None and math.isfinite(value) else None
