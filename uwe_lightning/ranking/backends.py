@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from uwe_lightning.io import ConfigError
-from uwe_lightning.ranking.engine import LanceIndex
+from uwe_lightning.ranking.engine import PROBE_FRACTION, LanceIndex
 from uwe_lightning.ranking.index import ENGINE_ABOVE, ExactIndex, TargetIndex, choose_backend
 
 
@@ -41,7 +41,9 @@ def index_for_space(ranker, ids: Sequence[str], texts: Sequence[str], source: st
                           "when the cache is off")
     engine = LanceIndex(
         ranker, uri, table=settings.get("table") or default_table(source, ranker),
-        candidates=int(settings.get("candidates") or 200), nprobes=int(settings.get("nprobes") or 20),
+        candidates=int(settings.get("candidates") or 200),
+        nprobes=None if settings.get("nprobes") is None else int(settings["nprobes"]),
+        probe_fraction=float(settings.get("probe_fraction") or PROBE_FRACTION),
         build_batch=int(settings.get("build_batch") or 4096), read_only=settings.get("read_only"),
     )
     if engine.read_only:

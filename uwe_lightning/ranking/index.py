@@ -242,6 +242,11 @@ def check_index_settings(settings) -> None:
     choose_backend(settings.get("backend", "auto"), 0)
     for key in ("engine_above", "candidates", "nprobes", "build_batch"):
         check_whole_number(settings.get(key), f"index.{key}", optional=True)
+    fraction = settings.get("probe_fraction")
+    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                 or not 0 < fraction <= 1):
+        raise ConfigError(f"index.probe_fraction must be a number in (0, 1] (the share of IVF partitions a search "
+                          f"probes when index.nprobes is null), got {fraction!r}")
     read_only = settings.get("read_only")
     if read_only is not None and not isinstance(read_only, bool):
         raise ConfigError(f"index.read_only must be true, false or null (auto), got {read_only!r}")
