@@ -21,7 +21,7 @@ from tests.helpers.paths import MINI_DATA
 from tests.helpers.tolerance import assert_close_to_scale
 from uwe_lightning.io import ConfigError, DataError
 from uwe_lightning.ranking.index import (
-    ENGINE_ABOVE,
+    ENGINE_ABOVE_GIB,
     ExactIndex,
     IndexMismatchError,
     ReadOnlyIndexError,
@@ -155,9 +155,14 @@ def test_duplicate_ids_are_refused(rankers, tmp_path):
 
 
 def test_backend_choice_and_settings():
-    assert choose_backend("auto", ENGINE_ABOVE) == "exact"
-    assert choose_backend("auto", ENGINE_ABOVE + 1) == "lancedb"
-    assert choose_backend("exact", 10**9) == "exact"
+    limit = int(ENGINE_ABOVE_GIB * 2**30)
+    assert choose_backend("auto", 10**6, space_bytes=limit) == "exact"
+    assert choose_backend("auto", 10, space_bytes=limit + 1) == "lancedb"  # memory decides, not the count
+    assert choose_backend("auto", 300_000, engine_above=250_000, space_bytes=1) == "lancedb"  # a count, if given
+    assert choose_backend("auto", 250_000, engine_above=250_000, space_bytes=limit * 9) == "exact"
+    assert choose_backend("exact", 10**9, space_bytes=limit * 9) == "exact"
+    with pytest.raises(ConfigError, match="index.engine_above_gib must be a number > 0"):
+        check_index_settings({"backend": "auto", "engine_above_gib": 0})
     with pytest.raises(ConfigError, match="index.backend must be one of auto, exact, lancedb"):
         check_index_settings({"backend": "faiss"})
     with pytest.raises(ConfigError, match="index.candidates"):
@@ -256,3 +261,20 @@ def test_rank_cli_refuses_an_index_of_another_scorer_with_one_line_and_exit_2(ti
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[rank] error")]
     assert len(err) == 1 and "scorer 'maxsim' != 'softmax'" in err[0] and "skills" in err[0], err
     assert sorted((str(p), p.stat().st_mtime_ns) for p in (tmp_path / "shared").rglob("*")) == before
+
+
+def test_auto_estimates_the_exact_index_memory_before_encoding(tiny_model_dir):
+    """A pooled space holds one vector per target, a token-level one a vector per token: the same texts weigh
+    more for ``maxsim``, by the sampled token count; ``auto`` compares that with ``index.engine_above_gib``."""
+    from uwe_lightning.ranking.backends import estimated_space_bytes
+
+    texts = ["data engineer", "registered nurse in a surgical ward", "welder"] * 700
+    mean = Ranker.from_pretrained(str(tiny_model_dir), scorer="mean")
+    maxsim = Ranker.from_pretrained(str(tiny_model_dir), scorer="maxsim")
+    hidden, per_value = mean._hidden_size(), 2 + (2 if mean.target_precision == "fp16" else 4)
+    assert estimated_space_bytes(mean, texts) == len(texts) * hidden * per_value
+    lengths = [len(maxsim.encoder.tokenizer(t)["input_ids"]) for t in texts[:3]]
+    per_value = 2 + (2 if maxsim.target_precision == "fp16" else 4)  # packed fp16 + the prepared copy
+    expected = len(texts) * (sum(lengths) / 3) * hidden * per_value
+    assert estimated_space_bytes(maxsim, texts) == pytest.approx(expected, rel=0.01)
+    assert estimated_space_bytes(maxsim, texts) > estimated_space_bytes(mean, texts)

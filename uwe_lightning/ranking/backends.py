@@ -1,5 +1,5 @@
 """Which target index a target space gets (``index.*`` of ``rank`` / ``serve``): the in-memory exact index, or
-the LanceDB engine above ``index.engine_above`` targets. Above both backends, so neither imports the other.
+the LanceDB engine when the exact index would hold more than ``index.engine_above_gib`` GiB. Above both backends, so neither imports the other.
 """
 
 from __future__ import annotations
@@ -9,7 +9,16 @@ from pathlib import Path
 
 from uwe_lightning.io import ConfigError
 from uwe_lightning.ranking.engine import PROBE_FRACTION, LanceIndex
-from uwe_lightning.ranking.index import ENGINE_ABOVE, ExactIndex, TargetIndex, choose_backend
+from uwe_lightning.ranking.index import (
+    ENGINE_ABOVE_GIB,
+    ExactIndex,
+    TargetIndex,
+    choose_backend,
+    exact_space_bytes,
+)
+
+#: Texts tokenized to estimate a token-level space's size before encoding it.
+TOKEN_SAMPLE = 1000
 
 
 def default_table(source: str, ranker) -> str:
@@ -23,6 +32,19 @@ def default_table(source: str, ranker) -> str:
 
 
 
+def estimated_space_bytes(ranker, texts: Sequence[str]) -> int:
+    """The exact index's memory for ``texts`` before encoding them: one vector per target for a pooled scorer,
+    else the mean token count of an evenly spaced sample of at most :data:`TOKEN_SAMPLE` texts per target."""
+    tokens = 1.0
+    if not ranker.pooled("target") and len(texts):
+        step = max(1, len(texts) // TOKEN_SAMPLE)
+        sample = [str(t) for t in texts[::step][:TOKEN_SAMPLE]]
+        lengths = ranker.encoder.tokenizer(sample, truncation=True, max_length=ranker.effective_max_length())
+        tokens = sum(len(ids) for ids in lengths["input_ids"]) / len(sample)
+    per_value = 2 + (2 if ranker.target_precision == "fp16" else 4)  # the packed fp16 space + its prepared copy
+    return exact_space_bytes(len(texts), tokens, ranker._hidden_size(), per_value)
+
+
 def index_for_space(ranker, ids: Sequence[str], texts: Sequence[str], source: str, settings=None,
                     cache_dir: str | Path | None = None, cache_file: str | Path | None = None,
                     show_progress: bool = False) -> TargetIndex:
@@ -30,8 +52,11 @@ def index_for_space(ranker, ids: Sequence[str], texts: Sequence[str], source: st
     backend (:func:`choose_backend`); the exact one reads / fills the target cache under ``cache_dir``, the
     engine one syncs its table with ``ids`` / ``texts`` (encodes only what it does not hold yet)."""
     settings = dict(settings or {})
-    backend = choose_backend(settings.get("backend", "auto"), len(texts),
-                             int(settings.get("engine_above") or ENGINE_ABOVE))
+    backend, engine_above = settings.get("backend", "auto"), settings.get("engine_above")
+    by_memory = backend == "auto" and engine_above is None
+    backend = choose_backend(backend, len(texts), None if engine_above is None else int(engine_above),
+                             estimated_space_bytes(ranker, texts) if by_memory else None,
+                             float(settings.get("engine_above_gib") or ENGINE_ABOVE_GIB))
     if backend == "exact":
         return ExactIndex.from_texts(ranker, ids, texts, cache_dir=cache_dir, cache_file=cache_file,
                                      show_progress=show_progress)

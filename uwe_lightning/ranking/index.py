@@ -18,7 +18,7 @@ Backends: :class:`ExactIndex` (the packed space in memory, scored exactly by the
 default, as fast as ranking an :class:`EncodedTexts` directly) and :class:`~uwe_lightning.ranking.engine.LanceIndex`
 (LanceDB, embedded on local disk by default; object storage or a LanceDB server with the same code): candidates
 from the engine's approximate search over mean vectors, re-scored exactly with the ranker's scorer.
-:func:`choose_backend` picks one by the size of the space (``auto``).
+:func:`choose_backend` picks one by the memory the exact index would hold (``auto``).
 """
 
 from __future__ import annotations
@@ -35,10 +35,13 @@ from uwe_lightning.io import ConfigError, DataError, atomic_write_text, make_dir
 from uwe_lightning.ranking.packed import EncodedTexts
 
 BACKENDS: tuple[str, ...] = ("auto", "exact", "lancedb")
-#: ``backend=auto`` uses the engine above this many targets and the in-memory exact index up to it: below it,
-#: the exact fast path answers a ``mean`` query in <= ~10 ms on 2 cores and needs no second copy of the space
-#: (experiments/results/scale/README.md measures both sides of it).
-ENGINE_ABOVE = 250_000
+#: ``backend=auto`` keeps the in-memory exact index while the space it holds stays within this many GiB and uses
+#: the engine above. Memory, not a target count, because on few cores the engine is no faster than the exact scan
+#: at useful recall (1M ``mean`` targets: recall 0.98 in 86-176 ms against the exact fp32 scan's 106 ms,
+#: experiments/results/scale/README.md): what it buys is a space served from disk. 1M ``mean`` targets are
+#: 1.4 GiB (the packed fp16 space + its fp16 prepared copy: exact); 1M token-level targets of ~10 tokens ~14 GiB
+#: (engine).
+ENGINE_ABOVE_GIB = 4.0
 #: What an index records about the model that encoded it; a ranker that differs in any of these is refused.
 IDENTITY_FIELDS = ("model", "hidden_size", "max_length", "scorer", "pooled")
 
@@ -224,13 +227,36 @@ def describe_index(index: TargetIndex) -> dict:
     return out
 
 
-def choose_backend(backend: str, n_targets: int, engine_above: int = ENGINE_ABOVE) -> str:
-    """``exact`` or ``lancedb``: ``auto`` picks the engine for spaces of more than ``engine_above`` targets."""
+def exact_space_bytes(n_targets: int, tokens_per_target: float, hidden_size: int, bytes_per_value: int = 4) -> int:
+    """What the exact index holds in memory for a space: one row per stored vector (``tokens_per_target`` 1 for a
+    pooled space).
+
+    >>> round(exact_space_bytes(1_000_000, 1, 384) / 2**30, 2), round(exact_space_bytes(1_000_000, 10, 384) / 2**30, 1)
+    (1.43, 14.3)
+    """
+    return int(n_targets * tokens_per_target * hidden_size * bytes_per_value)
+
+
+def choose_backend(backend: str, n_targets: int, engine_above: int | None = None, space_bytes: int | None = None,
+                   engine_above_gib: float = ENGINE_ABOVE_GIB) -> str:
+    """``exact`` or ``lancedb``. ``auto`` picks the engine when the exact index would hold more than
+    ``engine_above_gib`` GiB (``space_bytes``, :func:`exact_space_bytes`), or, where ``engine_above`` is given,
+    for more than that many targets.
+
+    >>> choose_backend("auto", 1_000_000, space_bytes=exact_space_bytes(1_000_000, 1, 384))
+    'exact'
+    >>> choose_backend("auto", 1_000_000, space_bytes=exact_space_bytes(1_000_000, 10, 384))
+    'lancedb'
+    >>> choose_backend("auto", 300_000, engine_above=250_000)
+    'lancedb'
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"index.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend != "auto":
         return backend
-    return "lancedb" if n_targets > engine_above else "exact"
+    if engine_above is not None:
+        return "lancedb" if n_targets > engine_above else "exact"
+    return "lancedb" if (space_bytes or 0) > engine_above_gib * 2**30 else "exact"
 
 
 def check_index_settings(settings) -> None:
@@ -242,6 +268,10 @@ def check_index_settings(settings) -> None:
     choose_backend(settings.get("backend", "auto"), 0)
     for key in ("engine_above", "candidates", "nprobes", "build_batch"):
         check_whole_number(settings.get(key), f"index.{key}", optional=True)
+    gib = settings.get("engine_above_gib")
+    if gib is not None and (isinstance(gib, bool) or not isinstance(gib, (int, float)) or gib <= 0):
+        raise ConfigError(f"index.engine_above_gib must be a number > 0 (auto uses the engine when the exact "
+                          f"index would hold more GiB than this), got {gib!r}")
     fraction = settings.get("probe_fraction")
     if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
                                  or not 0 < fraction <= 1):
