@@ -14,8 +14,6 @@ from omegaconf import DictConfig
 import uwe_lightning.training.config  # noqa: F401  (registers the train_schema that train.yaml extends)
 from uwe_lightning.cli.errors import hydra_entry_point, run_reporting_user_errors
 from uwe_lightning.paths import CONF_DIR
-from uwe_lightning.training.optuna_study import run_study
-from uwe_lightning.training.run import train
 from uwe_lightning.training.summary import objective
 
 # Our hydra/launcher/*.yaml share their names with the launcher plugins' schemas, which Hydra then validates them
@@ -27,7 +25,13 @@ warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/(submitit_slurm|s
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     """Train; returns the sweep objective (the best validation macro MAP). With a ``search`` section
-    (``hparams_search=optuna``) run that Optuna study instead, one training run per trial."""
+    (``hparams_search=optuna``) run that Optuna study instead, one training run per trial.
+
+    The training modules load here, after Hydra has composed the config: they import Lightning (~10 s on 2
+    cores), which a mistyped key or ``--help`` should not wait for."""
+    from uwe_lightning.training.optuna_study import run_study
+    from uwe_lightning.training.run import train
+
     if cfg.get("search") is not None:
         overrides = list(HydraConfig.get().overrides.task)
         return run_reporting_user_errors("train", lambda: run_study(cfg, overrides))
