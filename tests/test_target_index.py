@@ -278,3 +278,18 @@ def test_auto_estimates_the_exact_index_memory_before_encoding(tiny_model_dir):
     expected = len(texts) * (sum(lengths) / 3) * hidden * per_value
     assert estimated_space_bytes(maxsim, texts) == pytest.approx(expected, rel=0.01)
     assert estimated_space_bytes(maxsim, texts) > estimated_space_bytes(mean, texts)
+
+
+def test_the_memory_estimate_needs_no_hugging_face_tokenizer(tiny_model_dir):
+    """An encoder without a ``tokenizer`` (a wrapped sentence-transformers model, say) gets a word-count estimate
+    instead of an AttributeError."""
+    from types import SimpleNamespace
+
+    from uwe_lightning.ranking.backends import estimated_space_bytes
+
+    maxsim = Ranker.from_pretrained(str(tiny_model_dir), scorer="maxsim")
+    hidden, per_value = maxsim._hidden_size(), 2 + (2 if maxsim.target_precision == "fp16" else 4)
+    bare = SimpleNamespace(pooled=maxsim.pooled, target_precision=maxsim.target_precision, encoder=object(),
+                           effective_max_length=maxsim.effective_max_length, _hidden_size=maxsim._hidden_size)
+    texts = ["data engineer", "registered nurse"] * 10  # 2 words each: 1.3 * 2 + 2 = 4.6 tokens
+    assert estimated_space_bytes(bare, texts) == pytest.approx(20 * 4.6 * hidden * per_value, abs=1)  # int() of a float

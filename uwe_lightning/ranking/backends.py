@@ -39,8 +39,13 @@ def estimated_space_bytes(ranker, texts: Sequence[str]) -> int:
     if not ranker.pooled("target") and len(texts):
         step = max(1, len(texts) // TOKEN_SAMPLE)
         sample = [str(t) for t in texts[::step][:TOKEN_SAMPLE]]
-        lengths = ranker.encoder.tokenizer(sample, truncation=True, max_length=ranker.effective_max_length())
-        tokens = sum(len(ids) for ids in lengths["input_ids"]) / len(sample)
+        tokenizer = getattr(ranker.encoder, "tokenizer", None) or getattr(getattr(ranker.encoder, "model", None),
+                                                                          "tokenizer", None)
+        if tokenizer is None:  # an encoder without a Hugging Face tokenizer: ~1.3 word pieces per word + 2 specials
+            tokens = sum(1.3 * len(t.split()) + 2 for t in sample) / len(sample)
+        else:
+            lengths = tokenizer(sample, truncation=True, max_length=ranker.effective_max_length())["input_ids"]
+            tokens = sum(len(ids) for ids in lengths) / len(sample)
     per_value = 2 + (2 if ranker.target_precision == "fp16" else 4)  # the packed fp16 space + its prepared copy
     return exact_space_bytes(len(texts), tokens, ranker._hidden_size(), per_value)
 
