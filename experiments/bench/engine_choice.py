@@ -161,7 +161,9 @@ def lance_build(vectors, root: Path, index_type: str | None) -> None:
         table.add(pa.table({"key": np.arange(s, s + len(part)),
                             "vector": pa.FixedSizeListArray.from_arrays(pa.array(part.reshape(-1)), dim)}))
     if index_type:  # the partitioning LanceIndex.refresh_ann uses
-        table.create_index(metric="dot", index_type=index_type, num_partitions=max(1, int(np.sqrt(n) / 2)))
+        from uwe_lightning.ranking.engine import ann_partitions
+
+        table.create_index(metric="dot", index_type=index_type, num_partitions=ann_partitions(n))
 
 
 def lance_open(root: Path, index_type: str | None, nprobes: int, ef: int):

@@ -1,5 +1,6 @@
 """Which target index a target space gets (``index.*`` of ``rank`` / ``serve``): the in-memory exact index, or
-the LanceDB engine when the exact index would hold more than ``index.engine_above_gib`` GiB. Above both backends, so neither imports the other.
+the LanceDB engine when the exact index would hold more than ``index.engine_above_gib`` GiB. Above both backends,
+so neither imports the other.
 """
 
 from __future__ import annotations
