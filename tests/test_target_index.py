@@ -62,13 +62,33 @@ def test_fewer_candidates_still_rank_exactly_among_them(rankers, tmp_path):
     engine = LanceIndex(ranker, tmp_path / "db", candidates=30)
     engine.build(IDS, TEXTS)
     scores, top = engine.search(QUERIES[:1], k=5)
-    found = engine.candidates_of(engine_lib.F.normalize(
-        torch.stack([t.float().mean(0) for t in ranker.embed(QUERIES[:1], side="query")]), dim=-1).numpy()[0], 30)
+    found = engine.candidates_of(ranker.embed(QUERIES[:1], side="query")[0], 30)
     columns = torch.tensor([IDS.index(i) for i in found.column("id").to_pylist()])
     sub_scores, sub_top = ExactIndex(ranker, [IDS[c] for c in columns], [TEXTS[c] for c in columns],
                                      ranker.index([TEXTS[c] for c in columns])).search(QUERIES[:1], k=5)
     assert sorted(top[0].tolist()) == sorted(columns[sub_top[0]].tolist())
     assert_close_to_scale(scores, sub_scores)
+
+
+def test_token_candidates_from_the_engine_are_the_exact_maxsim_top_k(rankers, tmp_path):
+    """``candidates_from=tokens``: the engine's own multi-vector MaxSim (a flat scan below ANN_MIN_ROWS) orders
+    the rows as our ``maxsim`` scorer does, so re-scoring only k candidates already gives the exact top k."""
+    ranker = rankers["maxsim"]
+    _, exact_top = ExactIndex.from_texts(ranker, IDS, TEXTS).search(QUERIES, k=5)
+    engine = LanceIndex(ranker, tmp_path / "db", candidates=5)
+    assert engine.candidates_from == "tokens" and engine.search_column == "tokens"
+    engine.build(IDS, TEXTS)
+    assert torch.equal(engine.search(QUERIES, k=5)[1], exact_top)
+    by_mean = LanceIndex(ranker, tmp_path / "db", candidates=5, candidates_from="mean")
+    by_mean.attach(IDS, TEXTS)
+    assert by_mean.search_column == "vector" and by_mean.search(QUERIES, k=5)[1].shape == (len(QUERIES), 5)
+
+
+def test_token_candidates_need_a_token_scorer(rankers, tmp_path):
+    with pytest.raises(ConfigError, match="candidates_from=tokens needs a token scorer"):
+        LanceIndex(rankers["mean"], tmp_path / "db", candidates_from="tokens")
+    with pytest.raises(ConfigError, match="index.candidates_from must be one of auto, mean, tokens"):
+        LanceIndex(rankers["maxsim"], tmp_path / "db", candidates_from="maxsim")
 
 
 def test_upsert_and_delete_by_id_agree_across_backends(rankers, tmp_path):
@@ -181,9 +201,9 @@ def test_an_unset_nprobes_probes_a_share_of_the_partitions():
     from uwe_lightning.ranking.engine import PROBE_FRACTION, ann_partitions, probes_for
 
     assert [ann_partitions(n) for n in (50_000, 100_000, 1_000_000, 10_000_000)] == [111, 158, 500, 1581]
-    assert probes_for(1_000_000) == 200 == PROBE_FRACTION * 500
-    assert probes_for(10_000_000, fraction=0.1) == 159 and probes_for(50_000, fraction=0.001) == 1
-    assert probes_for(10_000_000, nprobes=7) == 7
+    assert probes_for(ann_partitions(1_000_000)) == 200 == PROBE_FRACTION * 500
+    assert probes_for(1581, fraction=0.1) == 159 and probes_for(111, fraction=0.001) == 1
+    assert probes_for(1581, nprobes=7) == 7
 
 
 def test_rank_cli_on_the_engine_gives_the_exact_ranking(tiny_model_dir, tmp_path):

@@ -146,7 +146,7 @@ def main(argv=None) -> dict:
         engine = LanceIndex(ranker, db, table=table, embed_fn=stored_tokens)
         built = engine.build(ids, texts, show_progress=False)
         entry["engine"] = {"build_s": round(time.perf_counter() - t0, 1), "inserted": built["encoded"],
-                           "ann": built["ann"] or engine.ann_rows and "kept",
+                           "ann": built["ann"] or engine.ann and "kept",
                            "disk_bytes": dir_bytes(db / f"{table}.lance"),
                            "rss_growth_bytes": max(0, rss_bytes() - rss0), "by_candidates": {}}
         for count in args.timed_candidates:
@@ -156,8 +156,7 @@ def main(argv=None) -> dict:
         # Recall as a function of the candidate count: prefixes of the engine's order for the largest count,
         # each re-scored exactly (what a search with that count re-scores, up to the ANN's own ordering).
         largest = max(args.candidates)
-        hits = [engine.candidates_of(v, largest).column("id").to_pylist() for v in torch.nn.functional.normalize(
-            torch.stack([t.float().mean(0) for t in query_tokens]), dim=-1).numpy()]
+        hits = [engine.candidates_of(q, largest).column("id").to_pylist() for q in query_tokens]
         curve = {}
         for count in sorted(args.candidates):
             found = []

@@ -73,6 +73,7 @@ def index_for_space(ranker, ids: Sequence[str], texts: Sequence[str], source: st
     engine = LanceIndex(
         ranker, uri, table=settings.get("table") or default_table(source, ranker),
         candidates=int(settings.get("candidates") or 200),
+        candidates_from=str(settings.get("candidates_from") or "auto"),
         nprobes=None if settings.get("nprobes") is None else int(settings["nprobes"]),
         probe_fraction=float(settings.get("probe_fraction") or PROBE_FRACTION),
         build_batch=int(settings.get("build_batch") or 4096), read_only=settings.get("read_only"),

@@ -6,16 +6,19 @@ table on object storage (``s3://``, ``gs://``, ``az://``: many services read one
 server (``db://``), so a user who outgrows one machine changes ``index.uri`` and nothing else.
 
 One row per target: ``id`` (the key), ``text``, ``text_sha`` (an update re-encodes only changed texts),
-``vector`` (the unit mean vector the engine searches) and what our scorer needs to re-score the candidates
-exactly: ``pooled`` (the ranker's fp16 mean row, for ``mean``) or ``tokens`` (its fp16 token embeddings,
-``n_tokens`` of them, for the token scorers). A second table ``<table>_meta`` records the identity of the model
-that built the index (:data:`~uwe_lightning.ranking.index.IDENTITY_FIELDS`): any other model is refused.
+``vector`` (the unit mean vector) and what our scorer needs to re-score the candidates exactly: ``pooled`` (the
+ranker's fp16 mean row, for ``mean``) or ``tokens`` (its fp16 token embeddings as a LanceDB multi-vector, for
+the token scorers). A second table ``<table>_meta`` records the identity of the model that built the index
+(:data:`~uwe_lightning.ranking.index.IDENTITY_FIELDS`): any other model is refused.
 
-Search: the engine returns the ``candidates`` nearest mean vectors per query (a flat scan below
-:data:`ANN_MIN_ROWS` rows, an IVF-HNSW index above), and the ranker scores those exactly; the result equals
-exact ranking of the whole space whenever the true top ``k`` are among the candidates (recall vs exact is
-measured by ``make bench-scale``; with ``candidates >= len(space)`` and no ANN index it is exact).
-Builds insert in batches, each a committed version: an interrupted build resumes where it stopped.
+Search: the engine returns the ``candidates`` best rows per query and the ranker scores those exactly; the
+result equals exact ranking of the whole space whenever the true top ``k`` are among the candidates. Where the
+candidates come from (``candidates_from``): the nearest mean vectors (``mean``), or the engine's own multi-vector
+MaxSim over the stored token embeddings (``tokens``, the default for ``maxsim`` / ``softmax``: a long target that
+covers more query tokens scores high under a token scorer while its mean vector sits away from the query,
+experiments/results/scale/README.md). Below :data:`ANN_MIN_ROWS` rows the engine scans (exact candidates), above
+it searches an IVF-HNSW index. Builds insert in batches, each a committed version: an interrupted build resumes
+where it stopped.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from uwe_lightning.io import ConfigError, require
-from uwe_lightning.ranking.index import TargetIndex, check_identity, check_ids, identity_of
+from uwe_lightning.ranking.index import (
+    TargetIndex,
+    check_identity,
+    check_ids,
+    check_index_settings,
+    identity_of,
+)
 from uwe_lightning.ranking.packed import EncodedTexts
 from uwe_lightning.ranking.texts import check_texts
 
@@ -45,9 +54,10 @@ ANN_INDEX = "IVF_HNSW_SQ"
 #: the re-scored candidates (experiments/results/scale/README.md: a fixed 20 probes found 0.88 of the exact top 10
 #: at 100k and 0.78 at 1M); 0.4 found 0.96 (100k, 60 of 158 partitions) and 0.986 (1M, 200 of 500) after re-scoring.
 PROBE_FRACTION = 0.4
-#: Rows scanned per query for the catalogue and for resuming (ids and text digests only).
+#: The table beside each index that records its format and the identity of the model that built it.
 META_SUFFIX = "_meta"
-FORMAT_VERSION = 1
+#: 2: token embeddings in a multi-vector column (1 stored them as bytes; such an index is rebuilt).
+FORMAT_VERSION = 2
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 
@@ -60,15 +70,15 @@ def ann_partitions(rows: int) -> int:
     return max(1, int(np.sqrt(rows) / 2))
 
 
-def probes_for(ann_rows: int, nprobes: int | None = None, fraction: float = PROBE_FRACTION) -> int:
-    """Partitions one search probes: ``nprobes`` when given, else ``fraction`` of the index's partitions.
+def probes_for(partitions: int, nprobes: int | None = None, fraction: float = PROBE_FRACTION) -> int:
+    """Partitions one search probes: ``nprobes`` when given, else ``fraction`` of the index's ``partitions``.
 
-    >>> probes_for(1_000_000), probes_for(100_000), probes_for(1_000_000, nprobes=20)
+    >>> probes_for(ann_partitions(1_000_000)), probes_for(ann_partitions(100_000)), probes_for(500, nprobes=20)
     (200, 64, 20)
     """
     if nprobes is not None:
         return int(nprobes)
-    return max(1, int(np.ceil(fraction * ann_partitions(ann_rows))))
+    return max(1, int(np.ceil(fraction * partitions)))
 
 
 def text_sha(text: str) -> str:
@@ -87,7 +97,9 @@ def is_local(uri: str) -> bool:
 class LanceIndex(TargetIndex):
     """A :class:`~uwe_lightning.ranking.index.TargetIndex` in table ``table`` of the LanceDB at ``uri``.
 
-    ``candidates``: engine hits re-scored exactly per query; ``nprobes`` / ``ef``: the ANN search effort
+    ``candidates``: engine hits re-scored exactly per query; ``candidates_from``: ``mean`` (nearest mean vectors),
+    ``tokens`` (the engine's multi-vector MaxSim; token scorers only) or ``auto`` (``tokens`` for a token scorer);
+    ``nprobes`` / ``ef``: the ANN search effort
     (``nprobes`` None: ``probe_fraction`` of the IVF partitions, :func:`probes_for`);
     ``build_batch``: texts encoded and inserted per committed batch; ``read_only``: never write (auto: a local
     directory this process cannot write); ``api_key`` / ``storage_options``: passed to ``lancedb.connect``;
@@ -99,7 +111,7 @@ class LanceIndex(TargetIndex):
 
     def __init__(self, ranker, uri: str | Path, table: str = "targets", candidates: int = 200,
                  nprobes: int | None = None, ef: int = 200, build_batch: int = 4096, read_only: bool | None = None,
-                 probe_fraction: float = PROBE_FRACTION,
+                 probe_fraction: float = PROBE_FRACTION, candidates_from: str = "auto",
                  api_key: str | None = None, storage_options: dict | None = None, embed_fn=None) -> None:
         super().__init__()
         os.environ.setdefault("LANCE_LOG", "error")  # the engine's own log: its warnings are about its internals
@@ -111,6 +123,7 @@ class LanceIndex(TargetIndex):
         self.ranker, self.uri, self.name, self.embed_fn = ranker, str(uri), table, embed_fn
         self.candidates, self.nprobes, self.ef, self.build_batch = candidates, nprobes, ef, build_batch
         self.probe_fraction = probe_fraction
+        check_index_settings({"candidates_from": candidates_from})
         local = is_local(self.uri)
         path = Path(self.uri.removeprefix("file://")).expanduser()
         if read_only is None:
@@ -125,9 +138,15 @@ class LanceIndex(TargetIndex):
         self.identity = identity_of(ranker)
         self.token_level = not self.identity["pooled"]
         self.hidden = self.identity["hidden_size"]
+        if candidates_from == "tokens" and not self.token_level:
+            raise ConfigError(f"index.candidates_from=tokens needs a token scorer (maxsim, softmax); scorer "
+                              f"{self.identity['scorer']!r} stores no token embeddings: use mean or auto")
+        self.candidates_from = "tokens" if candidates_from == "auto" and self.token_level else (
+            "mean" if candidates_from == "auto" else candidates_from)
         self.table = self._open_or_create()
         self.position: dict[str, int] = {}
-        self.ann_rows = int(self._meta().get("ann_rows", 0))
+        #: column -> {"rows": table rows when its ANN index was built, "partitions": its IVF partitions}
+        self.ann: dict[str, dict] = dict(self._meta().get("ann", {}))
 
     # -- tables --------------------------------------------------------------------------------------------
 
@@ -143,8 +162,8 @@ class LanceIndex(TargetIndex):
         pa = require("pyarrow", "index.backend=lancedb")
         fields = [pa.field("id", pa.string()), pa.field("text", pa.string()), pa.field("text_sha", pa.string()),
                   pa.field("vector", pa.list_(pa.float32(), self.hidden))]
-        fields += ([pa.field("tokens", pa.binary()), pa.field("n_tokens", pa.int32())] if self.token_level
-                   else [pa.field("pooled", pa.binary())])
+        fields.append(pa.field("tokens", pa.list_(pa.list_(pa.float16(), self.hidden))) if self.token_level
+                      else pa.field("pooled", pa.binary()))
         return pa.schema(fields)
 
     def _open_or_create(self):
@@ -164,7 +183,7 @@ class LanceIndex(TargetIndex):
         if self.read_only:
             raise ConfigError(f"index {self.where} does not exist (opened read-only): build it first")
         pa = require("pyarrow", "index.backend=lancedb")
-        meta = {"format": FORMAT_VERSION, "identity": self.identity, "ann_rows": 0}
+        meta = {"format": FORMAT_VERSION, "identity": self.identity, "ann": {}}
         rows = pa.table({"key": list(meta), "value": [json.dumps(v) for v in meta.values()]})
         self._meta_table = self.db.create_table(meta_name, rows, mode="overwrite")
         return self.db.create_table(self.name, schema=self._schema())
@@ -210,11 +229,10 @@ class LanceIndex(TargetIndex):
         vectors = F.normalize(torch.stack([t.float().mean(0) for t in token_list]), dim=-1, eps=1e-8)
         columns = {"id": ids, "text": texts, "text_sha": [text_sha(t) for t in texts],
                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.numpy().reshape(-1)), self.hidden)}
-        if self.token_level:
-            raw = packed.tokens.to(torch.float16).numpy()
-            offsets = packed.offsets.tolist()
-            columns["tokens"] = [raw[a:b].tobytes() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-            columns["n_tokens"] = pa.array(packed.lengths.numpy().astype(np.int32))
+        if self.token_level:  # a multi-vector: one fixed-size fp16 list per token, a list of them per target
+            per_token = pa.FixedSizeListArray.from_arrays(
+                pa.array(packed.tokens.to(torch.float16).numpy().reshape(-1)), self.hidden)
+            columns["tokens"] = pa.ListArray.from_arrays(pa.array(packed.offsets.numpy().astype(np.int32)), per_token)
         else:
             raw = packed.tokens.to(torch.float16).numpy()
             columns["pooled"] = [row.tobytes() for row in raw]
@@ -249,15 +267,36 @@ class LanceIndex(TargetIndex):
         return {"encoded": len(todo), "kept": len(ids) - len(todo), "deleted": len(gone) - len(set(gone) & set(
             ids[p] for p in todo)), "ann": ann}
 
+    @property
+    def search_column(self) -> str:
+        """The column candidates are searched in: ``vector`` (mean vectors) or ``tokens`` (multi-vector MaxSim)."""
+        return "tokens" if self.candidates_from == "tokens" else "vector"
+
+    def _vectors_in(self, column: str, rows: int, sample: int = 2000) -> int:
+        """Vectors the ANN index over ``column`` holds: one per row, or the rows' tokens (estimated from the
+        first ``sample`` rows: it only sizes the partitions)."""
+        if column == "vector":
+            return rows
+        pc = require("pyarrow.compute", "index.backend=lancedb")
+        head = self.table.search().select(["tokens"]).limit(min(rows, sample)).to_arrow().column("tokens")
+        return int(rows * float(pc.mean(pc.list_value_length(head)).as_py() or 1.0))
+
     def refresh_ann(self) -> str | None:
-        """Build the ANN index once the table reaches :data:`ANN_MIN_ROWS` rows, rebuild it when the table
-        doubled since; rows added in between are searched by a flat scan next to it (the engine does that)."""
-        n = self.count()
-        if self.read_only or n < ANN_MIN_ROWS or (self.ann_rows and n < 2 * self.ann_rows):
+        """Build the ANN index over :attr:`search_column` once the table reaches :data:`ANN_MIN_ROWS` rows,
+        rebuild it when the table doubled since; rows added in between are searched by a flat scan next to it
+        (the engine does that). The multi-vector index holds every token (cosine); the mean one, a row (dot)."""
+        from lancedb.index import IvfHnswSq
+
+        n, column = self.count(), self.search_column
+        built = int(self.ann.get(column, {}).get("rows", 0))
+        if self.read_only or n < ANN_MIN_ROWS or (built and n < 2 * built):
             return None
-        self.table.create_index(metric="dot", index_type=ANN_INDEX, num_partitions=ann_partitions(n), replace=True)
-        self.ann_rows = n
-        self._set_meta("ann_rows", n)
+        partitions = ann_partitions(self._vectors_in(column, n))
+        distance = "cosine" if column == "tokens" else "dot"
+        self.table.create_index(column, config=IvfHnswSq(distance_type=distance, num_partitions=partitions),
+                                replace=True)
+        self.ann[column] = {"rows": n, "partitions": partitions}
+        self._set_meta("ann", self.ann)
         return ANN_INDEX
 
     def upsert(self, ids, texts) -> None:
@@ -283,12 +322,20 @@ class LanceIndex(TargetIndex):
 
     # -- searching -----------------------------------------------------------------------------------------
 
-    def candidates_of(self, vector: np.ndarray, n: int):
-        """The engine's ``n`` nearest rows to one unit query vector (the columns re-scoring needs)."""
-        columns = ["id", "tokens", "n_tokens", "_distance"] if self.token_level else ["id", "pooled", "_distance"]
-        query = self.table.search(vector, vector_column_name="vector").distance_type("dot").limit(n).select(columns)
-        if self.ann_rows:  # the HNSW search list must hold all n asked for (Lance refuses ef < n)
-            query = query.nprobes(probes_for(self.ann_rows, self.nprobes, self.probe_fraction)).ef(max(self.ef, n))
+    def candidates_of(self, query_tokens: Tensor, n: int):
+        """The engine's ``n`` best rows for one query's raw token embeddings ``[n_tokens, H]``, with the columns
+        re-scoring needs: by the unit mean vector (dot) or, ``candidates_from=tokens``, by the engine's MaxSim of
+        the query tokens against the stored ones (cosine; the order of our ``maxsim`` scorer)."""
+        columns = ["id", "tokens" if self.token_level else "pooled", "_distance"]
+        if self.candidates_from == "tokens":
+            probe, column, distance = query_tokens.float().numpy(), "tokens", "cosine"
+        else:
+            probe = F.normalize(query_tokens.float().mean(0), dim=-1, eps=1e-8).numpy()
+            column, distance = "vector", "dot"
+        query = self.table.search(probe, vector_column_name=column).distance_type(distance).limit(n).select(columns)
+        ann = self.ann.get(column)
+        if ann:  # the HNSW search list must hold all n asked for (Lance refuses ef < n)
+            query = query.nprobes(probes_for(ann["partitions"], self.nprobes, self.probe_fraction)).ef(max(self.ef, n))
         return query.to_arrow()
 
     def _space_of(self, found) -> tuple[EncodedTexts, Tensor]:
@@ -298,11 +345,14 @@ class LanceIndex(TargetIndex):
         positions = torch.tensor([self.position[ids[j]] for j in keep], dtype=torch.int64)
         order = torch.sort(positions, stable=True).indices.tolist()
         rows = [keep[o] for o in order]
-        column = found.column("tokens" if self.token_level else "pooled").to_pylist()
-        raw = np.frombuffer(b"".join(column[r] for r in rows), dtype=np.float16).reshape(-1, self.hidden)
         if self.token_level:
-            counts = found.column("n_tokens").to_numpy()[rows].astype(np.int64)
+            pc = require("pyarrow.compute", "index.backend=lancedb")
+            picked = pc.take(found.column("tokens"), rows).combine_chunks()
+            counts = pc.list_value_length(picked).to_numpy().astype(np.int64)
+            raw = picked.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, self.hidden)
         else:
+            column = found.column("pooled").to_pylist()
+            raw = np.frombuffer(b"".join(column[r] for r in rows), dtype=np.float16).reshape(-1, self.hidden)
             counts = np.ones(len(rows), dtype=np.int64)
         offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]))
         space = EncodedTexts(torch.from_numpy(raw.copy()), offsets, pooled=not self.token_level,
@@ -322,12 +372,11 @@ class LanceIndex(TargetIndex):
                         ) -> tuple[Tensor, Tensor]:
         """:meth:`search` for queries already embedded (raw ``[n_tokens, H]`` each, as :meth:`Ranker.embed`
         gives them for the query side)."""
-        vectors = F.normalize(torch.stack([t.float().mean(0) for t in token_list]), dim=-1, eps=1e-8).numpy()
         wanted = max(candidates or self.candidates, k)
         out_scores, out_index = [], []
         capped = False
-        for tokens, vector in zip(token_list, vectors, strict=True):
-            found = self.candidates_of(vector, wanted)
+        for tokens in token_list:
+            found = self.candidates_of(tokens, wanted)
             if found.num_rows == 0:
                 raise ValueError(f"empty target space: index {self.where} holds no targets")
             if found.num_rows < k and not capped:  # fewer targets than k in all (as Ranker.rank caps k)

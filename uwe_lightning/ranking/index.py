@@ -44,6 +44,9 @@ BACKENDS: tuple[str, ...] = ("auto", "exact", "lancedb")
 ENGINE_ABOVE_GIB = 4.0
 #: What an index records about the model that encoded it; a ranker that differs in any of these is refused.
 IDENTITY_FIELDS = ("model", "hidden_size", "max_length", "scorer", "pooled")
+#: Where the engine takes a search's candidates from (``index.candidates_from``): the mean vectors, the token
+#: embeddings (its multi-vector MaxSim), or ``auto`` (tokens for a token scorer).
+CANDIDATE_SOURCES = ("auto", "mean", "tokens")
 
 
 class IndexMismatchError(ConfigError):
@@ -277,6 +280,10 @@ def check_index_settings(settings) -> None:
                                  or not 0 < fraction <= 1):
         raise ConfigError(f"index.probe_fraction must be a number in (0, 1] (the share of IVF partitions a search "
                           f"probes when index.nprobes is null), got {fraction!r}")
+    source = settings.get("candidates_from")
+    if source is not None and source not in CANDIDATE_SOURCES:
+        raise ConfigError(f"index.candidates_from must be one of {', '.join(CANDIDATE_SOURCES)} (where the "
+                          f"engine's candidates come from), got {source!r}")
     read_only = settings.get("read_only")
     if read_only is not None and not isinstance(read_only, bool):
         raise ConfigError(f"index.read_only must be true, false or null (auto), got {read_only!r}")
