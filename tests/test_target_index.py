@@ -187,10 +187,14 @@ def test_backend_choice_and_settings():
         check_index_settings({"backend": "faiss"})
     with pytest.raises(ConfigError, match="index.candidates"):
         check_index_settings({"backend": "lancedb", "candidates": 0})
-    check_index_settings({"backend": "lancedb", "nprobes": None, "probe_fraction": 0.4})
-    for bad in (0, 1.5, "half", True):
-        with pytest.raises(ConfigError, match=r"index.probe_fraction must be a number in \(0, 1\]"):
-            check_index_settings({"backend": "lancedb", "probe_fraction": bad})
+    check_index_settings({"backend": "lancedb", "nprobes": None, "probe_fraction": 0.4, "token_probe_fraction": 0.04,
+                          "candidates_from": "tokens"})
+    for key in ("probe_fraction", "token_probe_fraction"):
+        for bad in (0, 1.5, "half", True):
+            with pytest.raises(ConfigError, match=rf"index.{key} must be a number in \(0, 1\]"):
+                check_index_settings({"backend": "lancedb", key: bad})
+    with pytest.raises(ConfigError, match="index.candidates_from must be one of auto, mean, tokens"):
+        check_index_settings({"backend": "lancedb", "candidates_from": "colbert"})
     with pytest.raises(ConfigError, match="index.nprobes"):
         check_index_settings({"backend": "lancedb", "nprobes": 0})
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from uwe_lightning.io import ConfigError
-from uwe_lightning.ranking.engine import PROBE_FRACTION, LanceIndex
+from uwe_lightning.ranking.engine import PROBE_FRACTION, TOKEN_PROBE_FRACTION, LanceIndex
 from uwe_lightning.ranking.index import (
     ENGINE_ABOVE_GIB,
     ExactIndex,
@@ -76,6 +76,7 @@ def index_for_space(ranker, ids: Sequence[str], texts: Sequence[str], source: st
         candidates_from=str(settings.get("candidates_from") or "auto"),
         nprobes=None if settings.get("nprobes") is None else int(settings["nprobes"]),
         probe_fraction=float(settings.get("probe_fraction") or PROBE_FRACTION),
+        token_probe_fraction=float(settings.get("token_probe_fraction") or TOKEN_PROBE_FRACTION),
         build_batch=int(settings.get("build_batch") or 4096), read_only=settings.get("read_only"),
     )
     if engine.read_only:

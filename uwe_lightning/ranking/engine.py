@@ -54,6 +54,13 @@ ANN_INDEX = "IVF_HNSW_SQ"
 #: the re-scored candidates (experiments/results/scale/README.md: a fixed 20 probes found 0.88 of the exact top 10
 #: at 100k and 0.78 at 1M); 0.4 found 0.96 (100k, 60 of 158 partitions) and 0.986 (1M, 200 of 500) after re-scoring.
 PROBE_FRACTION = 0.4
+#: The same for the multi-vector index over the token embeddings (``index.token_probe_fraction``): there the
+#: candidates' recall is set by the candidate count, not the probes (100k targets, 1.2M tokens, 552 partitions:
+#: 20 probes held all of the exact MaxSim top 10 in 200 candidates, as did 60 and 220 at 2-7x the time).
+TOKEN_PROBE_FRACTION = 0.04
+#: A multi-vector search asks each query token's HNSW search for this many times the rows wanted (LanceDB 0.40
+#: refuses an ``ef`` below ``10 * limit`` on a multi-vector index: measured, experiments/results/scale/README.md).
+MULTIVECTOR_OVERFETCH = 10
 #: The table beside each index that records its format and the identity of the model that built it.
 META_SUFFIX = "_meta"
 #: 2: token embeddings in a multi-vector column (1 stored them as bytes; such an index is rebuilt).
@@ -100,7 +107,8 @@ class LanceIndex(TargetIndex):
     ``candidates``: engine hits re-scored exactly per query; ``candidates_from``: ``mean`` (nearest mean vectors),
     ``tokens`` (the engine's multi-vector MaxSim; token scorers only) or ``auto`` (``tokens`` for a token scorer);
     ``nprobes`` / ``ef``: the ANN search effort
-    (``nprobes`` None: ``probe_fraction`` of the IVF partitions, :func:`probes_for`);
+    (``nprobes`` None: ``probe_fraction`` of the IVF partitions, ``token_probe_fraction`` on the token index,
+    :func:`probes_for`);
     ``build_batch``: texts encoded and inserted per committed batch; ``read_only``: never write (auto: a local
     directory this process cannot write); ``api_key`` / ``storage_options``: passed to ``lancedb.connect``;
     ``embed_fn``: raw token embeddings of a list of target texts in place of the ranker's encoder (a memo of an
@@ -111,18 +119,20 @@ class LanceIndex(TargetIndex):
 
     def __init__(self, ranker, uri: str | Path, table: str = "targets", candidates: int = 200,
                  nprobes: int | None = None, ef: int = 200, build_batch: int = 4096, read_only: bool | None = None,
-                 probe_fraction: float = PROBE_FRACTION, candidates_from: str = "auto",
+                 probe_fraction: float = PROBE_FRACTION, token_probe_fraction: float = TOKEN_PROBE_FRACTION,
+                 candidates_from: str = "auto",
                  api_key: str | None = None, storage_options: dict | None = None, embed_fn=None) -> None:
         super().__init__()
         os.environ.setdefault("LANCE_LOG", "error")  # the engine's own log: its warnings are about its internals
         lancedb = require("lancedb", "index.backend=lancedb")
         if candidates < 1 or build_batch < 1:
             raise ConfigError(f"index.candidates and index.build_batch must be >= 1, got {candidates}, {build_batch}")
-        if not 0 < probe_fraction <= 1:
-            raise ConfigError(f"index.probe_fraction must be in (0, 1], got {probe_fraction}")
+        for key, fraction in (("probe_fraction", probe_fraction), ("token_probe_fraction", token_probe_fraction)):
+            if not 0 < fraction <= 1:
+                raise ConfigError(f"index.{key} must be in (0, 1], got {fraction}")
         self.ranker, self.uri, self.name, self.embed_fn = ranker, str(uri), table, embed_fn
         self.candidates, self.nprobes, self.ef, self.build_batch = candidates, nprobes, ef, build_batch
-        self.probe_fraction = probe_fraction
+        self.probe_fraction, self.token_probe_fraction = probe_fraction, token_probe_fraction
         check_index_settings({"candidates_from": candidates_from})
         local = is_local(self.uri)
         path = Path(self.uri.removeprefix("file://")).expanduser()
@@ -334,8 +344,11 @@ class LanceIndex(TargetIndex):
             column, distance = "vector", "dot"
         query = self.table.search(probe, vector_column_name=column).distance_type(distance).limit(n).select(columns)
         ann = self.ann.get(column)
-        if ann:  # the HNSW search list must hold all n asked for (Lance refuses ef < n)
-            query = query.nprobes(probes_for(ann["partitions"], self.nprobes, self.probe_fraction)).ef(max(self.ef, n))
+        if ann:  # the HNSW search list must hold all hits asked for (Lance refuses a smaller ef)
+            tokens = column == "tokens"
+            fraction = self.token_probe_fraction if tokens else self.probe_fraction
+            query = query.nprobes(probes_for(ann["partitions"], self.nprobes, fraction)).ef(
+                max(self.ef, n * (MULTIVECTOR_OVERFETCH if tokens else 1)))
         return query.to_arrow()
 
     def _space_of(self, found) -> tuple[EncodedTexts, Tensor]:

@@ -275,11 +275,12 @@ def check_index_settings(settings) -> None:
     if gib is not None and (isinstance(gib, bool) or not isinstance(gib, (int, float)) or gib <= 0):
         raise ConfigError(f"index.engine_above_gib must be a number > 0 (auto uses the engine when the exact "
                           f"index would hold more GiB than this), got {gib!r}")
-    fraction = settings.get("probe_fraction")
-    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
-                                 or not 0 < fraction <= 1):
-        raise ConfigError(f"index.probe_fraction must be a number in (0, 1] (the share of IVF partitions a search "
-                          f"probes when index.nprobes is null), got {fraction!r}")
+    for key in ("probe_fraction", "token_probe_fraction"):
+        fraction = settings.get(key)
+        if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                     or not 0 < fraction <= 1):
+            raise ConfigError(f"index.{key} must be a number in (0, 1] (the share of IVF partitions a search "
+                              f"probes when index.nprobes is null), got {fraction!r}")
     source = settings.get("candidates_from")
     if source is not None and source not in CANDIDATE_SOURCES:
         raise ConfigError(f"index.candidates_from must be one of {', '.join(CANDIDATE_SOURCES)} (where the "
