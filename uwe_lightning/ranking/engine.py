@@ -19,6 +19,9 @@ covers more query tokens scores high under a token scorer while its mean vector 
 experiments/results/scale/README.md). Below :data:`ANN_MIN_ROWS` rows the engine scans (exact candidates), above
 it searches an IVF-HNSW index. Builds insert in batches, each a committed version: an interrupted build resumes
 where it stopped.
+
+This module is over 400 lines: one class owns the table layout, and its writes (resumable build, upsert, delete,
+the ANN indexes) and its searches (two candidate sources, exact re-scoring) must agree on that layout.
 """
 
 from __future__ import annotations
