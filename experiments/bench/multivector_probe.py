@@ -9,8 +9,8 @@ and the p50 of one search. ``--flat``: no index (an exact scan); else an ``IVF_H
 with ``--partitions`` partitions, searched with each ``--nprobes`` and ``ef = 10 x candidates`` (Lance 0.40
 refuses a smaller ``ef`` on a multi-vector index).
 
-    python experiments/bench/multivector_probe.py --real /work/tmp/engine35 --work /work/tmp/mv --queries 10 --flat
-    python experiments/bench/multivector_probe.py --real /work/tmp/engine35 --work /work/tmp/mv --queries 10 \
+    python experiments/bench/multivector_probe.py --real outputs/scale_vectors --work outputs/scale_vectors/mv --queries 10 --flat
+    python experiments/bench/multivector_probe.py --real outputs/scale_vectors --work outputs/scale_vectors/mv --queries 10 \
         --partitions 552 --nprobes 20 60 220
 """
 

@@ -68,6 +68,8 @@ MULTIVECTOR_OVERFETCH = 10
 META_SUFFIX = "_meta"
 #: 2: token embeddings in a multi-vector column (1 stored them as bytes; such an index is rebuilt).
 FORMAT_VERSION = 2
+#: The column a search takes its candidates from, and the engine's distance on it.
+_DISTANCE = {"vector": "dot", "tokens": "cosine"}
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 
@@ -130,13 +132,11 @@ class LanceIndex(TargetIndex):
         lancedb = require("lancedb", "index.backend=lancedb")
         if candidates < 1 or build_batch < 1:
             raise ConfigError(f"index.candidates and index.build_batch must be >= 1, got {candidates}, {build_batch}")
-        for key, fraction in (("probe_fraction", probe_fraction), ("token_probe_fraction", token_probe_fraction)):
-            if not 0 < fraction <= 1:
-                raise ConfigError(f"index.{key} must be in (0, 1], got {fraction}")
+        check_index_settings({"probe_fraction": probe_fraction, "token_probe_fraction": token_probe_fraction,
+                              "candidates_from": candidates_from})
         self.ranker, self.uri, self.name, self.embed_fn = ranker, str(uri), table, embed_fn
         self.candidates, self.nprobes, self.ef, self.build_batch = candidates, nprobes, ef, build_batch
         self.probe_fraction, self.token_probe_fraction = probe_fraction, token_probe_fraction
-        check_index_settings({"candidates_from": candidates_from})
         local = is_local(self.uri)
         path = Path(self.uri.removeprefix("file://")).expanduser()
         if read_only is None:
@@ -154,8 +154,9 @@ class LanceIndex(TargetIndex):
         if candidates_from == "tokens" and not self.token_level:
             raise ConfigError(f"index.candidates_from=tokens needs a token scorer (maxsim, softmax); scorer "
                               f"{self.identity['scorer']!r} stores no token embeddings: use mean or auto")
-        self.candidates_from = "tokens" if candidates_from == "auto" and self.token_level else (
-            "mean" if candidates_from == "auto" else candidates_from)
+        if candidates_from == "auto":
+            candidates_from = "tokens" if self.token_level else "mean"
+        self.candidates_from = candidates_from
         self.table = self._open_or_create()
         self.position: dict[str, int] = {}
         #: column -> {"rows": table rows when its ANN index was built, "partitions": its IVF partitions}
@@ -305,8 +306,7 @@ class LanceIndex(TargetIndex):
         if self.read_only or n < ANN_MIN_ROWS or (built and n < 2 * built):
             return None
         partitions = ann_partitions(self._vectors_in(column, n))
-        distance = "cosine" if column == "tokens" else "dot"
-        self.table.create_index(column, config=IvfHnswSq(distance_type=distance, num_partitions=partitions),
+        self.table.create_index(column, config=IvfHnswSq(distance_type=_DISTANCE[column], num_partitions=partitions),
                                 replace=True)
         self.ann[column] = {"rows": n, "partitions": partitions}
         self._set_meta("ann", self.ann)
@@ -340,15 +340,14 @@ class LanceIndex(TargetIndex):
         re-scoring needs: by the unit mean vector (dot) or, ``candidates_from=tokens``, by the engine's MaxSim of
         the query tokens against the stored ones (cosine; the order of our ``maxsim`` scorer)."""
         columns = ["id", "tokens" if self.token_level else "pooled", "_distance"]
-        if self.candidates_from == "tokens":
-            probe, column, distance = query_tokens.float().numpy(), "tokens", "cosine"
-        else:
-            probe = F.normalize(query_tokens.float().mean(0), dim=-1, eps=1e-8).numpy()
-            column, distance = "vector", "dot"
-        query = self.table.search(probe, vector_column_name=column).distance_type(distance).limit(n).select(columns)
+        column = self.search_column
+        tokens = column == "tokens"
+        probe = query_tokens.float().numpy() if tokens else F.normalize(
+            query_tokens.float().mean(0), dim=-1, eps=1e-8).numpy()
+        query = self.table.search(probe, vector_column_name=column).distance_type(_DISTANCE[column]).limit(n).select(
+            columns)
         ann = self.ann.get(column)
         if ann:  # the HNSW search list must hold all hits asked for (Lance refuses a smaller ef)
-            tokens = column == "tokens"
             fraction = self.token_probe_fraction if tokens else self.probe_fraction
             query = query.nprobes(probes_for(ann["partitions"], self.nprobes, fraction)).ef(
                 max(self.ef, n * (MULTIVECTOR_OVERFETCH if tokens else 1)))
