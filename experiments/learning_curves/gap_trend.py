@@ -29,25 +29,20 @@ def macro_by_step(path: Path) -> dict[int, float]:
     return out
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", type=Path)
-    parser.add_argument("--a", default="softmax")
-    parser.add_argument("--b", default="mean")
-    parser.add_argument("--from-step", type=int, default=100)
-    args = parser.parse_args(argv)
-    seeds = sorted(int(p.name.rsplit("seed", 1)[1]) for p in args.runs.glob(f"{args.a}-seed*"))
+def step_trend(runs: Path, a: str = "softmax", b: str = "mean", from_step: int = 100) -> tuple[list[str], dict]:
+    """The per-step gap table (markdown-ish lines) and the log-step fit of a paired learning-curve study."""
+    seeds = sorted(int(p.name.rsplit("seed", 1)[1]) for p in runs.glob(f"{a}-seed*"))
     gaps = {}
     for seed in seeds:
-        a = macro_by_step(args.runs / f"{args.a}-seed{seed}" / "val_history.jsonl")
-        b = macro_by_step(args.runs / f"{args.b}-seed{seed}" / "val_history.jsonl")
-        gaps[seed] = {step: a[step] - b[step] for step in sorted(set(a) & set(b))}
+        va = macro_by_step(runs / f"{a}-seed{seed}" / "val_history.jsonl")
+        vb = macro_by_step(runs / f"{b}-seed{seed}" / "val_history.jsonl")
+        gaps[seed] = {step: va[step] - vb[step] for step in sorted(set(va) & set(vb))}
     steps = sorted(set.intersection(*(set(g) for g in gaps.values())))
-    print("step | " + " | ".join(f"seed {s}" for s in seeds) + " | mean")
+    lines = ["step | " + " | ".join(f"seed {s}" for s in seeds) + " | mean"]
     for step in steps:
         row = [gaps[s][step] for s in seeds]
-        print(f"{step} | " + " | ".join(f"{v:+.2f}" for v in row) + f" | {np.mean(row):+.2f}")
-    fit_steps = [st for st in steps if st >= args.from_step]
+        lines.append(f"{step} | " + " | ".join(f"{v:+.2f}" for v in row) + f" | {np.mean(row):+.2f}")
+    fit_steps = [st for st in steps if st >= from_step]
     x = np.log([st for st in fit_steps for _ in seeds])
     y = np.array([gaps[s][st] for st in fit_steps for s in seeds])
     slope, intercept = np.polyfit(x, y, 1)
@@ -59,6 +54,18 @@ def main(argv=None) -> dict:
            "zero_crossing_step": round(float(np.exp(-intercept / slope))) if slope > 0 else None,
            "per_seed_slopes": [round(float(v), 3) for v in per_seed],
            "slope_95ci_seed_as_unit": round(float(half), 2), "points": int(len(y))}
+    return lines, out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path)
+    parser.add_argument("--a", default="softmax")
+    parser.add_argument("--b", default="mean")
+    parser.add_argument("--from-step", type=int, default=100)
+    args = parser.parse_args(argv)
+    lines, out = step_trend(args.runs, args.a, args.b, args.from_step)
+    print("\n".join(lines))
     print(json.dumps(out))
     return out
 
