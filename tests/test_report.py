@@ -425,6 +425,30 @@ def test_learning_curves_from_val_history(tmp_path: Path):
         build_report([_no_history(tmp_path)], kind="learning")
 
 
+def test_two_validations_give_bars_and_curves_json(tmp_path: Path):
+    """A study that validates only at step 0 and at the end (issue 28's batch-size axis) is drawn as bars, and
+    still gets curves.json (one record per run, both points) and the by-step table; a run without any
+    validation history means no curves.json."""
+    sweep = tmp_path / "batch_size"
+    for job, (scorer, skills) in enumerate([("mean", 64), ("softmax", 64), ("mean", 128), ("softmax", 128)]):
+        run_dir = sweep / str(job)
+        cfg = config(run_dir, 0, "batch_size", scorer=scorer)
+        cfg["data"]["skills_per_step"] = skills
+        write_run(run_dir, cfg, results({t: 0.3 for t in TASKS}), {"final_step": 200})
+        _write_history(run_dir, {0: 0.30, 200: 0.33 + skills / 10000})
+    out = tmp_path / "report"
+    report, written = make_report([sweep], out)
+    assert report["kind"] == "bars" and "learning_curves.png" not in {p.name for p in written}
+    records = json.loads((out / "curves.json").read_text())
+    assert len(records) == 4 and {r["skills_per_step"] for r in records} == {64, 128}
+    assert all(r["steps"] == [0, 200] for r in records)
+    assert next(r for r in records if r["skills_per_step"] == 128)["val/macro/map"][-1] == pytest.approx(34.28)
+    assert "## Learning curves" in (out / "report.md").read_text()
+    plain = tmp_path / "plain_report"
+    make_report([_no_history(tmp_path)], plain)
+    assert not (plain / "curves.json").exists()
+
+
 def _no_history(tmp_path: Path) -> Path:
     run_dir = tmp_path / "plain" / "0"
     write_run(run_dir, config(run_dir, 0, "x"), results({t: 0.3 for t in TASKS}), {"final_step": 1})

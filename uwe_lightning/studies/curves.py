@@ -1,8 +1,10 @@
 """Learning curves: validation macro MAP (and per task) against the training step, from each run's
 ``val_history.jsonl``, reduced over seeds per group (mean, 95 % CI where n >= 2).
 
-Chosen by ``kind=learning`` (or automatically when every run validated at least :data:`MIN_POINTS` times and
-nothing else asks for another figure). ``curves.json`` holds one record per run (percent)::
+The plots are chosen by ``kind=learning`` (or automatically when every run validated at least :data:`MIN_POINTS`
+times and nothing else asks for another figure); ``curves.json`` and the by-step table are written whenever every
+run validated at least once (a study that validates only at step 0 and at the end gets its two points). It holds
+one record per run (percent)::
 
     {"run", "group", "scorer", "seed", "skills_per_step", "steps": [...], "val/macro/map": [...], "tasks": {...}}
 
