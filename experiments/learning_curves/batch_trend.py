@@ -4,8 +4,9 @@ log-batch trend with its uncertainty, and what that trend says at the paper's 51
     python experiments/learning_curves/batch_trend.py experiments/results/batch_size/runs \
         --seed-runs experiments/results/learning_curves/runs [--out experiments/results/batch_size]
 
-Reads ``<runs>/<scorer>-skills<n>/run_info.json`` (the finished run's summary: test macro MAP / RP@10 of the
-best-of-validation checkpoint on the 2,000-query test subsets, and the texts per step it actually encoded).
+Reads every finished run below ``<runs>`` (its config says the cell: ``scorer.name``, ``data.skills_per_step``;
+``results.json``: the test macro MAP / RP@10 of the exported model on the 2,000-query test subsets;
+``run_info.json`` ``summary.throughput``: the texts per step it actually encoded).
 The study has one seed per cell, so a cell's difference has no replicate. Two uncertainties are given for the
 slope of ``gap = intercept + slope * log2(skills)``: from the fit's own residuals (n - 2 degrees of freedom,
 wide with three sizes), and from the seed-to-seed spread of the paired SoftMax - mean difference measured in
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -25,39 +25,40 @@ from gap_trend import step_trend  # this folder (the script's own) is sys.path[0
 from scipy import stats
 
 from uwe_lightning.io import atomic_write_json, atomic_write_text
+from uwe_lightning.paths import RUN_INFO_FILE
+from uwe_lightning.studies.aggregate import run_average
+from uwe_lightning.studies.runs import Run, find_run_dirs, load_runs
 
-CELL = re.compile(r"(?P<scorer>[a-z_]+)-skills(?P<skills>\d+)$")
 PAPER_SKILLS = 512
 PAPER_STEPS = 600
 
 
-def test_macro(summary: dict) -> dict[str, float]:
-    """The summary's test macro MAP and RP@10 in percent (older runs stored fractions)."""
-    scale = 1.0 if summary.get("unit") == "percent" else 100.0
-    return {k: summary["test_macro"][k] * scale for k in ("map", "rp@10")}
+def finished_runs(runs: Path) -> list[Run]:
+    return load_runs(find_run_dirs([runs]))[0]
+
+
+def test_macro(run: Run) -> dict[str, float]:
+    """The run's test macro MAP and RP@10 in percent (load_run converts older runs' fractions)."""
+    average = run_average(run.results)
+    return {k: float(average[k]) for k in ("map", "rp@10")}
 
 
 def read_cells(runs: Path) -> dict[tuple[str, int], dict]:
-    """(scorer, skills per step) -> test macro MAP, RP@10 and texts per step of each finished cell."""
+    """(scorer, skills per step) -> test macro MAP, RP@10, texts per step and steps of each finished cell."""
     cells = {}
-    for info_path in sorted(runs.glob("*/run_info.json")):
-        match = CELL.match(info_path.parent.name)
-        summary = json.loads(info_path.read_text()).get("summary") or {}
-        if not match or "test_macro" not in summary:
-            continue
-        cells[(match["scorer"], int(match["skills"]))] = {
-            **test_macro(summary),
-            "texts_per_step": summary.get("throughput", {}).get("mean_texts_per_step"),
-            "steps": summary.get("final_step")}
+    for run in finished_runs(runs):
+        throughput = json.loads((run.path / RUN_INFO_FILE).read_text())["summary"].get("throughput", {})
+        cells[(run.flat["scorer.name"], int(run.flat["data.skills_per_step"]))] = {
+            **test_macro(run), "texts_per_step": throughput.get("mean_texts_per_step"),
+            "steps": int(run.flat["trainer.max_steps"])}
     return cells
 
 
 def seed_sd(runs: Path, a: str, b: str) -> tuple[float, int]:
     """Standard deviation over seeds of the paired test macro MAP difference a - b (study 1's runs)."""
-    def test_map(path: Path) -> float:
-        return test_macro(json.loads((path / "run_info.json").read_text())["summary"])["map"]
-    diffs = [test_map(p) - test_map(runs / p.name.replace(a, b, 1))
-             for p in sorted(runs.glob(f"{a}-seed*")) if (runs / p.name.replace(a, b, 1)).is_dir()]
+    by_key = {(run.flat["scorer.name"], run.seed): test_macro(run)["map"] for run in finished_runs(runs)}
+    diffs = [by_key[(a, seed)] - by_key[(b, seed)] for (scorer, seed) in sorted(by_key)
+             if scorer == a and (b, seed) in by_key]
     return float(np.std(diffs, ddof=1)), len(diffs)
 
 

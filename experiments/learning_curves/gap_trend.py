@@ -18,15 +18,13 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from uwe_lightning.studies.curves import read_history
+from uwe_lightning.workbench.metric_names import VAL_MACRO_MAP
 
-def macro_by_step(path: Path) -> dict[int, float]:
-    out = {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        key = next(k for k in row if k in ("val/macro/map", "val/macro_map"))
-        value = float(row[key])
-        out[int(row["step"])] = value * 100 if key == "val/macro_map" else value
-    return out
+
+def macro_by_step(run_dir: Path) -> dict[int, float]:
+    """Validation macro MAP (percent) by step of one run (older runs' fractions converted by read_history)."""
+    return {int(r["step"]): float(r[VAL_MACRO_MAP]) for r in read_history(run_dir) if r.get(VAL_MACRO_MAP) is not None}
 
 
 def step_trend(runs: Path, a: str = "softmax", b: str = "mean", from_step: int = 100) -> tuple[list[str], dict]:
@@ -34,8 +32,8 @@ def step_trend(runs: Path, a: str = "softmax", b: str = "mean", from_step: int =
     seeds = sorted(int(p.name.rsplit("seed", 1)[1]) for p in runs.glob(f"{a}-seed*"))
     gaps = {}
     for seed in seeds:
-        va = macro_by_step(runs / f"{a}-seed{seed}" / "val_history.jsonl")
-        vb = macro_by_step(runs / f"{b}-seed{seed}" / "val_history.jsonl")
+        va = macro_by_step(runs / f"{a}-seed{seed}")
+        vb = macro_by_step(runs / f"{b}-seed{seed}")
         gaps[seed] = {step: va[step] - vb[step] for step in sorted(set(va) & set(vb))}
     steps = sorted(set.intersection(*(set(g) for g in gaps.values())))
     lines = ["step | " + " | ".join(f"seed {s}" for s in seeds) + " | mean"]

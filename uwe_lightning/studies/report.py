@@ -15,7 +15,7 @@ from uwe_lightning.io import ConfigError, atomic_write_json, atomic_write_text, 
 from uwe_lightning.paths import REPO_DIR, RUN_INFO_FILE
 from uwe_lightning.studies import plots, tables
 from uwe_lightning.studies.aggregate import aggregate, choose_kind, run_average
-from uwe_lightning.studies.curves import build_curves, read_history, write_curves_json
+from uwe_lightning.studies.curves import build_curves, write_curves_json
 from uwe_lightning.studies.runs import (
     REPLICATE_KEY,
     Run,
@@ -105,10 +105,11 @@ def build_report(
         **cells,
         "plots": [],
     }
-    if chosen == "learning" or all(read_history(run.path) for run in runs):
-        # curves.json and the by-step table for every study whose runs validated (e.g. only at step 0 and the
-        # end); the learning-curve plots only for kind=learning
-        report["learning_curves"] = build_curves(runs, group_of, [g.label for g in grouping.groups])
+    curves = build_curves(runs, group_of, [g.label for g in grouping.groups])
+    if all(record["steps"] for record in curves["records"]):
+        # curves.json and the by-step table for every study whose runs validated (kind=learning: at least
+        # MIN_POINTS times; a bars study may have only step 0 and the end); the curve plots only for kind=learning
+        report["learning_curves"] = curves
     return report
 
 
