@@ -280,6 +280,24 @@ def test_overlap_table_counts_and_views():
     assert "| JobNorm | test | query | 3 | J | 33.3 % (1) |" in text
 
 
+def test_views_markdown_shows_the_gain_over_the_baseline_on_the_same_queries():
+    def res(model, all_map, over, no_over, n_over=2):
+        task = lambda m, n: {"map": m, "rp@10": m, "n_queries": n}  # noqa: E731
+        return {"model": model, "split": "test", "max_queries": 5, "unit": "percent",
+                "tasks": {"JobNorm": task(all_map, 5)},
+                "views": {"overlap:jaccard": {"tasks": {"JobNorm": task(over, n_over)}},
+                          "no_overlap:jaccard": {"tasks": {"JobNorm": task(no_over, 5 - n_over)}}}}
+
+    trained, zero_shot = res("trained", 42.0, 60.0, 30.0), res("zero-shot", 40.0, 50.0, 29.5)
+    line = overlap.views_markdown(trained, ["jaccard"], "cmd", baseline=zero_shot).splitlines()[-1]
+    assert line == "| JobNorm | 42.00 [+2.00] (5) | 60.00 [+10.00] (2) | 30.00 [+0.50] (3) |"
+    assert "minus zero-shot" in overlap.views_markdown(trained, ["jaccard"], "cmd", baseline=zero_shot)
+    # other query subsets (a different count) get no difference; no baseline, no brackets
+    other = overlap.views_markdown(trained, ["jaccard"], "cmd", baseline=res("z", 40.0, 50.0, 29.5, n_over=1))
+    assert other.splitlines()[-1] == "| JobNorm | 42.00 [+2.00] (5) | 60.00 (2) | 30.00 (3) |"
+    assert "[" not in overlap.views_markdown(trained, ["jaccard"], "cmd").splitlines()[-1]
+
+
 def test_cached_embedder_reuses_the_file(tmp_path):
     calls = []
 

@@ -341,30 +341,45 @@ def flags_for_split(query_flags: Mapping[str, Mapping[str, Any]], split: str) ->
     return {key.removesuffix(suffix): value for key, value in query_flags.items() if key.endswith(suffix)}
 
 
-def views_markdown(results: Mapping[str, Any], criteria: Sequence[str], command: str) -> str:
-    """MAP on all / overlapping / non-overlapping queries of each task, from an evaluation with overlap views."""
+def views_markdown(results: Mapping[str, Any], criteria: Sequence[str], command: str,
+                   baseline: Mapping[str, Any] | None = None) -> str:
+    """MAP on all / overlapping / non-overlapping queries of each task, from an evaluation with overlap views.
+
+    With ``baseline`` (the same evaluation of another model, e.g. the zero-shot one), each cell also shows the
+    difference to it on the same queries: a gain that sits on the overlapping queries is what shared strings
+    would give, one that holds on the non-overlapping queries is not."""
     results = in_percent(results)
+    base = None if baseline is None else in_percent(baseline)
+    against = "" if base is None else f"; [in brackets: minus {base.get('model', 'the baseline')} on the same queries]"
     lines = [
         f"# MAP on the overlapping and the non-overlapping queries ({results.get('model', 'model')}, "
         f"{results.get('split')} split, {results.get('max_queries')} queries per task)",
         "",
         f"Made by `{command}`.",
         "",
-        "A query overlaps when some training text of any graph (J, V, A) matches it (criterion in the header).",
+        "A query overlaps when some training text of any graph (J, V, A) matches it (criterion in the header)"
+        f"{against}.",
         "",
         "| task | all: MAP (n) | " + " | ".join(f"{c}: overlap MAP (n) | {c}: no overlap MAP (n)" for c in criteria)
         + " |",
         "|---|---:|" + "---:|---:|" * len(criteria),
     ]
 
-    def cell(row: Mapping[str, Any] | None) -> str:
-        return "" if row is None else f"{row['map']:.2f} ({row['n_queries']:,})"
+    def row_of(res: Mapping[str, Any] | None, view: str | None, task: str) -> Mapping[str, Any] | None:
+        if res is None:
+            return None
+        return res["tasks"].get(task) if view is None else res.get("views", {}).get(view, {}).get("tasks", {}).get(task)
 
-    views = results.get("views", {})
-    for task, row in results["tasks"].items():
-        cells = [cell(row)]
+    def cell(view: str | None, task: str) -> str:
+        row, ref = row_of(results, view, task), row_of(base, view, task)
+        if row is None:
+            return ""
+        diff = "" if ref is None or ref["n_queries"] != row["n_queries"] else f" [{row['map'] - ref['map']:+.2f}]"
+        return f"{row['map']:.2f}{diff} ({row['n_queries']:,})"
+
+    for task in results["tasks"]:
+        cells = [cell(None, task)]
         for c in criteria:
-            cells.append(cell(views.get(f"overlap:{c}", {}).get("tasks", {}).get(task)))
-            cells.append(cell(views.get(f"no_overlap:{c}", {}).get("tasks", {}).get(task)))
+            cells += [cell(f"overlap:{c}", task), cell(f"no_overlap:{c}", task)]
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -8,7 +8,11 @@ zero-shot model on the overlapping vs the non-overlapping queries.
 into --out; MiniLM embeddings are cached under --cache-dir (default: the project's cache dir / overlap).
 The cosine test runs on the fixed 2,000-query subsets a run tests on (--cosine-max-queries; 0: every query),
 the verbatim and Jaccard tests on every query. ``map`` scores zero-shot MiniLM (mean pooling) on the test
-tasks' fixed query subsets and on their overlapping / non-overlapping queries (the WorkBench runner's views), into overlap_map.json + overlap_map.md.
+tasks' fixed query subsets and on their overlapping / non-overlapping queries (the WorkBench runner's views), into
+overlap_map.json + overlap_map.md; a trained model the same way, against the zero-shot one:
+
+    python experiments/studies/transfer_controls/overlap.py map --model <run>/best_model --name overlap_map_all-seed0 \
+        --baseline experiments/results/transfer_controls/overlap_map.json
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from uwe_lightning.studies import overlap  # noqa: E402
 
 OUT = Path("experiments/results/transfer_controls")
 FLAGS_FILE = "overlap_flags.json.gz"
+MINILM = "models/all-MiniLM-L6-v2"
 
 
 def command_line() -> str:
@@ -74,14 +79,18 @@ def map_by_overlap(args: argparse.Namespace) -> None:
     views = {}
     for criterion in criteria:
         views.update(overlap.overlap_views(by_task, criterion))
-    ranker = Ranker.from_pretrained(str(args.model), scorer="mean", model_id="all-MiniLM-L6-v2 (zero-shot, mean)")
+    default_model = args.model == MINILM
+    model_id = "all-MiniLM-L6-v2 (zero-shot, mean)" if default_model else args.model_id or str(args.model)
+    ranker = Ranker.from_pretrained(str(args.model), scorer=args.scorer, model_id=model_id)
     results = evaluate_ranker(ranker, list(overlap.SPLIT_TASKS[args.split]), args.split, args.data_dir,
                               max_queries=args.max_queries, seed=0, views=views, show_progress=True)
     results["command"] = command_line()
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
     dest = Path(args.out)
-    atomic_write_json(dest / "overlap_map.json", results)
-    atomic_write_text(dest / "overlap_map.md", overlap.views_markdown(results, criteria, results["command"]))
-    say(f"wrote {dest}/overlap_map.json, overlap_map.md")
+    atomic_write_json(dest / f"{args.name}.json", results)
+    atomic_write_text(dest / f"{args.name}.md",
+                      overlap.views_markdown(results, criteria, results["command"], baseline=baseline))
+    say(f"wrote {dest}/{args.name}.json, {args.name}.md")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,7 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--splits", nargs="+", default=["val", "test"], choices=sorted(overlap.SPLIT_TASKS))
     parser.add_argument("--split", default="test", choices=sorted(overlap.SPLIT_TASKS), help="map: the split")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--model", default="models/all-MiniLM-L6-v2")
+    parser.add_argument("--model", default=MINILM, help="the model to embed (table) / to score (map)")
+    parser.add_argument("--model-id", default=None, help="map: the model's name in the tables")
+    parser.add_argument("--scorer", default="mean", help="map: the scorer (mean: the zero-shot baseline's)")
+    parser.add_argument("--name", default="overlap_map", help="map: the output files' stem in --out")
+    parser.add_argument("--baseline", default=None,
+                        help="map: another map's json (e.g. the zero-shot overlap_map.json): differences to it")
     parser.add_argument("--cache-dir", default=str(resolve_cache_dir() / "overlap"))
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--no-cosine", action="store_true", help="table: skip the embedding test (model-free)")
