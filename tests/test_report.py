@@ -414,7 +414,7 @@ def test_learning_curves_from_val_history(tmp_path: Path):
     records = json.loads((out / "curves.json").read_text())
     assert len(records) == 4 and {r["scorer"] for r in records} == {"mean", "softmax"}
     first = next(r for r in records if r["scorer"] == "softmax" and r["seed"] == 0)
-    assert first["steps"] == list(steps) and first["val/macro/map"][-1] == pytest.approx(100 * (0.28 + 0.08))
+    assert first["steps"] == list(steps) and first["val_macro_map"][-1] == pytest.approx(100 * (0.28 + 0.08))
     curves = report["learning_curves"]
     assert curves["reference"] == "mean" and curves["first_step_reaching_reference"] == {"softmax": 100}
     point = curves["groups"]["softmax"]["macro"]["points"][-1]
@@ -442,7 +442,7 @@ def test_two_validations_give_bars_and_curves_json(tmp_path: Path):
     records = json.loads((out / "curves.json").read_text())
     assert len(records) == 4 and {r["skills_per_step"] for r in records} == {64, 128}
     assert all(r["steps"] == [0, 200] for r in records)
-    assert next(r for r in records if r["skills_per_step"] == 128)["val/macro/map"][-1] == pytest.approx(34.28)
+    assert next(r for r in records if r["skills_per_step"] == 128)["val_macro_map"][-1] == pytest.approx(34.28)
     assert "## Learning curves" in (out / "report.md").read_text()
     plain = tmp_path / "plain_report"
     make_report([_no_history(tmp_path)], plain)
@@ -525,4 +525,4 @@ def test_report_reads_a_run_dir_written_before_percent(tmp_path: Path):
     assert f"{want:.1f}" in (out / "report.md").read_text()
     curves = json.loads((out / "curves.json").read_text())
     by_step = {h["step"]: P * h["val/macro_map"] for h in old_history}  # a resume's repeat: the last wins
-    assert curves[0]["val/macro/map"] == pytest.approx([by_step[s] for s in sorted(by_step)], abs=1e-4)  # 4 decimals
+    assert curves[0]["val_macro_map"] == pytest.approx([by_step[s] for s in sorted(by_step)], abs=1e-4)  # 4 decimals

@@ -6,7 +6,9 @@ times and nothing else asks for another figure); ``curves.json`` and the by-step
 run validated at least once (a study that validates only at step 0 and at the end gets its two points). It holds
 one record per run (percent)::
 
-    {"run", "group", "scorer", "seed", "skills_per_step", "steps": [...], "val/macro/map": [...], "tasks": {...}}
+    {"run", "group", "scorer", "seed", "skills_per_step", "steps": [...], "val_macro_map": [...], "tasks": {...}}
+
+(the layout issue 28 asked for; ``tasks`` maps each validation task to its series).
 
 and the report gets, per group and step, the mean curve, and the first validation step at which each group's
 mean reaches the reference group's (the first group, or the one named ``mean``), or ``None`` if it never does.
@@ -28,6 +30,7 @@ VAL_HISTORY = "val_history.jsonl"
 MIN_POINTS = 5
 MACRO = VAL_MACRO_MAP
 CURVES_JSON = "curves.json"
+CURVE_KEY = "val_macro_map"  # a record's macro series in curves.json (val/macro/map by step)
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
@@ -62,12 +65,12 @@ def run_record(run: Run, group: str) -> dict[str, Any]:
         "run": str(run.path), "group": group, "scorer": run.flat.get("scorer.name"), "seed": run.seed,
         "skills_per_step": run.flat.get("data.skills_per_step"),
         "steps": [int(r["step"]) for r in history],
-        MACRO: [_score(r.get(MACRO)) for r in history],
+        CURVE_KEY: [_score(r.get(MACRO)) for r in history],
         "tasks": {t: [_score(r.get(metric_name(VAL, t, MAP))) for r in history] for t in tasks},
     }
 
 
-def _group_curve(records: Sequence[dict[str, Any]], key: str = MACRO, task: str | None = None
+def _group_curve(records: Sequence[dict[str, Any]], key: str = CURVE_KEY, task: str | None = None
                  ) -> dict[str, Any]:
     """Mean and CI per step over the group's runs (steps that every run of the group has)."""
     steps = sorted(set.intersection(*(set(r["steps"]) for r in records))) if records else []
@@ -162,7 +165,7 @@ def plot_learning_curves(report: dict[str, Any], out_dir: Path) -> list[Path]:
     for i, (label, group) in enumerate(curves["groups"].items()):
         color = colors[i % len(colors)]
         for r in (r for r in curves["records"] if r["group"] == label):
-            ax.plot(r["steps"], r[MACRO], color=color, lw=0.6, alpha=0.5)
+            ax.plot(r["steps"], r[CURVE_KEY], color=color, lw=0.6, alpha=0.5)
         pts = [p for p in group["macro"]["points"] if p["mean"] is not None]
         xs, ys = [p["step"] for p in pts], [p["mean"] for p in pts]
         ax.plot(xs, ys, color=color, lw=2, label=f"{label} (n={group['n_runs']})")
