@@ -212,3 +212,38 @@ def test_a_resume_on_another_cpu_type_is_marked(tmp_path, monkeypatch):
     monkeypatch.setattr(provenance, "machine_info", lambda: other)
     again = provenance.record_start(tmp_path, cfg, tmp_path / "last.ckpt", 100)
     assert again["starts"][-1]["other_cpu_than_first_start"] is True and len(again["starts"]) == 3
+
+
+def test_a_resume_stamps_where_the_previous_start_was_last_seen_and_run_hours_leaves_the_gap_out(tmp_path):
+    import importlib.util
+    import os
+    import time as _time
+
+    from uwe_lightning.training import provenance
+
+    cfg = OmegaConf.create({"a": 1})
+    provenance.record_start(tmp_path, cfg, None, 0)
+    info_path = tmp_path / "run_info.json"
+    info = json.loads(info_path.read_text())
+    info["starts"][0]["started"] = "2026-01-01T10:00:00"
+    info_path.write_text(json.dumps(info))
+    seen = _time.mktime((2026, 1, 1, 10, 30, 0, 0, 0, -1))  # the first start last wrote progress at 10:30
+    (tmp_path / "progress.json").write_text(json.dumps({"step": 40, "time": seen}))
+    again = provenance.record_start(tmp_path, cfg, tmp_path / "last.ckpt", 40)
+    assert again["starts"][0]["last_progress"] == {"step": 40, "at": "2026-01-01T10:30:00"}
+    assert "last_progress" not in again["starts"][1]
+    again["starts"][1]["started"] = "2026-01-01T12:00:00"  # resumed 90 idle minutes later
+    again["summary"] = {"final_step": 80}
+    info_path.write_text(json.dumps(again))
+    results = tmp_path / "results.json"
+    results.write_text("{}")
+    end = _time.mktime((2026, 1, 1, 12, 20, 0, 0, 0, -1))
+    os.utime(results, (end, end))
+    spec = importlib.util.spec_from_file_location(
+        "run_hours", Path(__file__).resolve().parents[1] / "experiments/studies/run_hours.py")
+    run_hours = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_hours)
+    assert run_hours.run_seconds(tmp_path) == (pytest.approx(50 * 60), True)  # 30 + 20 minutes, not 140
+    del again["starts"][0]["last_progress"]  # a run recorded before the stamp: counted from its first start
+    info_path.write_text(json.dumps(again))
+    assert run_hours.run_seconds(tmp_path) == (pytest.approx(140 * 60), False)

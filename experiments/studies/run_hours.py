@@ -1,9 +1,13 @@
-"""Wall time of finished training runs: from each run's first start (``run_info.json``) to its ``results.json``.
+"""Working time of finished training runs, from ``run_info.json``'s starts to the run's ``results.json``.
 
     python experiments/studies/run_hours.py <multirun or run dirs...>
 
-Prints one line per run and the total in machine-hours (the machine and its load are not recorded here: say
-them beside the number).
+A run resumed after a stop counts each start from its ``started`` to where it was last seen working (its
+``last_progress``, stamped by the next start from ``progress.json``, written every few steps), and the last start to
+``results.json``: the gaps between a stop and the next start are left out. A start recorded before
+``last_progress`` existed has no end: that run is counted from its first start, gaps included, and marked.
+Prints one line per run and the total in machine-hours (the machine and its load are not recorded here: say them
+beside the number).
 """
 
 from __future__ import annotations
@@ -17,25 +21,35 @@ from uwe_lightning.paths import RUN_INFO_FILE
 from uwe_lightning.workbench.report import RESULTS_FILE
 
 
-def run_seconds(run_dir: Path) -> float | None:
+def _at(stamp: str) -> float:
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").timestamp()
+
+
+def run_seconds(run_dir: Path) -> tuple[float, bool] | None:
+    """(seconds worked, whether gaps between starts are left out), or None for an unfinished run."""
     info = json.loads((run_dir / RUN_INFO_FILE).read_text())
     results = run_dir / RESULTS_FILE
     if not info.get("summary") or not results.is_file():
         return None
-    started = dt.datetime.strptime(info["starts"][0]["started"], "%Y-%m-%dT%H:%M:%S")
-    return results.stat().st_mtime - started.timestamp()
+    starts, end = info["starts"], results.stat().st_mtime
+    if any(not s.get("last_progress") for s in starts[:-1]):
+        return end - _at(starts[0]["started"]), len(starts) == 1
+    worked = sum(max(0.0, _at(s["last_progress"]["at"]) - _at(s["started"])) for s in starts[:-1])
+    return worked + end - _at(starts[-1]["started"]), True
 
 
 def main(argv: list[str]) -> int:
     total = 0.0
     for root in map(Path, argv):
         for info in sorted(root.rglob(RUN_INFO_FILE)):
-            seconds = run_seconds(info.parent)
-            if seconds is None:
+            measured = run_seconds(info.parent)
+            if measured is None:
                 print(f"{info.parent}: unfinished, left out")
                 continue
+            seconds, exact = measured
             total += seconds
-            print(f"{info.parent}: {seconds / 60:.1f} min")
+            note = "" if exact else " (from the first start: includes any gaps between its starts)"
+            print(f"{info.parent}: {seconds / 60:.1f} min{note}")
     print(f"total: {total / 3600:.2f} machine-hours")
     return 0
 

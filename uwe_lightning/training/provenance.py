@@ -160,13 +160,29 @@ def current_hydra_config() -> Any | None:
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
+def last_progress(run_dir: Path) -> dict[str, Any] | None:
+    """Where the previous start left ``progress.json`` (written every few steps): its step and time, so that a
+    run's working hours leave out the gaps between a stop and the next start (``run_hours.py``)."""
+    from uwe_lightning.training.callbacks import PROGRESS_FILE
+
+    try:
+        progress = json.loads((run_dir / PROGRESS_FILE).read_text())
+        return {"step": int(progress["step"]),
+                "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(float(progress["time"])))}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def record_start(
     run_dir: Path, cfg: DictConfig, resumed_from: Path | None, start_step: int, data: dict | None = None
 ) -> dict[str, Any]:
-    """Write ``run_info.json`` for this (re)start, keeping the earlier starts of the same run dir."""
+    """Write ``run_info.json`` for this (re)start, keeping the earlier starts of the same run dir (the one before
+    gets its ``last_progress``: the step and time at which it was last seen working)."""
     path = run_dir / RUN_INFO_FILE
     earlier = json.loads(path.read_text()) if path.is_file() else {}
     previous = earlier.get("starts", [])
+    if previous and "last_progress" not in previous[-1]:
+        previous[-1] = {**previous[-1], "last_progress": last_progress(run_dir)}
     machine = machine_info()
     info = {
         **({"wandb": earlier["wandb"]} if "wandb" in earlier else {}),
