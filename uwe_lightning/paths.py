@@ -20,6 +20,7 @@ REPO_DIR = PACKAGE_DIR.parent
 CONF_DIR = PACKAGE_DIR / "conf"
 #: What a training run records about itself, in its run directory (written by ``training.provenance``).
 RUN_INFO_FILE = "run_info.json"
+PROGRESS_FILE = "progress.json"  # a running job's step and time (training.callbacks.RunProgress)
 #: The index of a derived data directory (an unpacked offline bundle's ``data/``): the open protocol's graphs
 #: and the WorkBench splits as compact files, read in place of the raw pack (``uwe_lightning.offline``).
 DERIVED_INDEX_FILE = "uwe-derived.json"

@@ -18,11 +18,12 @@ import sys
 from pathlib import Path
 
 from uwe_lightning.paths import RUN_INFO_FILE
+from uwe_lightning.training.provenance import STAMP_FORMAT
 from uwe_lightning.workbench.report import RESULTS_FILE
 
 
 def _at(stamp: str) -> float:
-    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").timestamp()
+    return dt.datetime.strptime(stamp, STAMP_FORMAT).timestamp()
 
 
 def run_seconds(run_dir: Path) -> tuple[float, bool] | None:

@@ -234,9 +234,6 @@ class TrainThroughput(Callback):
         return out
 
 
-PROGRESS_FILE = "progress.json"
-
-
 class RunProgress(Callback):
     """``<run dir>/progress.json`` every ``every`` steps: step, max_steps, wall seconds of training and of
     validation so far. What a watcher (``python -m uwe_lightning.campaign``) predicts a run's end from."""

@@ -36,11 +36,11 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from uwe_lightning.io import ConfigError, atomic_copy, atomic_write_json, atomic_write_text
-from uwe_lightning.paths import CONF_DIR, REPO_DIR, RUN_INFO_FILE
+from uwe_lightning.paths import CONF_DIR, PROGRESS_FILE, REPO_DIR, RUN_INFO_FILE
 from uwe_lightning.workbench.metric_names import MAP, VAL_MACRO_MAP, upgrade_run_summary
 
 PLAN_DIR = CONF_DIR / "campaign"
-SMALL_FILES = (RUN_INFO_FILE, "results.json", "results.md", "val_history.jsonl", "progress.json",
+SMALL_FILES = (RUN_INFO_FILE, "results.json", "results.md", "val_history.jsonl", PROGRESS_FILE,
                "knowledge_gain.md", "bench.md", "bench.json")
 COMMANDS = {"train": "uwe_lightning.train", "bench": "uwe_lightning.bench", "evaluate": "uwe_lightning.evaluate"}
 LOG_TAIL_BYTES = 20_000
@@ -223,7 +223,7 @@ class Campaign:
         stopped, term_at = None, None
         while proc.poll() is None:
             time.sleep(self.poll_seconds)
-            progress = read_json(run_dir / "progress.json") or {}
+            progress = read_json(run_dir / PROGRESS_FILE) or {}
             if progress.get("step", 0) >= self.probe_steps and record.predicted_seconds is None:
                 record.predicted_seconds = predict_seconds(progress, job.tail_minutes * 60)
                 started_ago = self.clock() - (record.started or self.clock())
@@ -249,7 +249,7 @@ class Campaign:
         data = log_path.read_bytes() if log_path.is_file() else b""
         atomic_write_text(dest / "job.log", data[-LOG_TAIL_BYTES:].decode(errors="replace"))
         info = upgrade_run_summary((read_json(run_dir / RUN_INFO_FILE) or {}).get("summary") or {})
-        progress = read_json(run_dir / "progress.json") or {}
+        progress = read_json(run_dir / PROGRESS_FILE) or {}
         if progress:
             record.steps = f"{progress.get('step')}/{progress.get('max_steps')}"
         test = info.get("test_macro") or {}

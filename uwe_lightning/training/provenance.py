@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from uwe_lightning.integrity import data_fingerprint, sha256_file
 from uwe_lightning.io import atomic_write_json
-from uwe_lightning.paths import REPO_DIR, RUN_INFO_FILE
+from uwe_lightning.paths import PROGRESS_FILE, REPO_DIR, RUN_INFO_FILE
 
 VERSIONED_PACKAGES = (
     "uwe_lightning",
@@ -160,15 +160,16 @@ def current_hydra_config() -> Any | None:
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"  # a start's "started" and "last_progress.at" (local time)
+
+
 def last_progress(run_dir: Path) -> dict[str, Any] | None:
     """Where the previous start left ``progress.json`` (written every few steps): its step and time, so that a
     run's working hours leave out the gaps between a stop and the next start (``run_hours.py``)."""
-    from uwe_lightning.training.callbacks import PROGRESS_FILE
-
     try:
         progress = json.loads((run_dir / PROGRESS_FILE).read_text())
         return {"step": int(progress["step"]),
-                "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(float(progress["time"])))}
+                "at": time.strftime(STAMP_FORMAT, time.localtime(float(progress["time"])))}
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -198,7 +199,7 @@ def record_start(
         "starts": [
             *previous,
             {
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "started": time.strftime(STAMP_FORMAT),
                 "resumed_from": str(resumed_from) if resumed_from else None,
                 "start_step": start_step,
                 "machine": machine,  # a resume may run on another machine

@@ -47,10 +47,10 @@ from uwe_lightning.io import atomic_write_text
 from uwe_lightning.losses import GraphLoss
 from uwe_lightning.model.backbones import backbone_identity
 from uwe_lightning.model.pretrained import ModelSpec, write_model_card
+from uwe_lightning.paths import PROGRESS_FILE
 from uwe_lightning.ranking.ranker import Ranker
 from uwe_lightning.training import owndata
 from uwe_lightning.training.callbacks import (
-    PROGRESS_FILE,
     VAL_MONITOR,
     RunProgress,
     TrainThroughput,

@@ -79,8 +79,7 @@ def map_by_overlap(args: argparse.Namespace) -> None:
     views = {}
     for criterion in criteria:
         views.update(overlap.overlap_views(by_task, criterion))
-    default_model = args.model == MINILM
-    model_id = "all-MiniLM-L6-v2 (zero-shot, mean)" if default_model else args.model_id or str(args.model)
+    model_id = args.model_id or ("all-MiniLM-L6-v2 (zero-shot, mean)" if args.model == MINILM else str(args.model))
     ranker = Ranker.from_pretrained(str(args.model), scorer=args.scorer, model_id=model_id)
     results = evaluate_ranker(ranker, list(overlap.SPLIT_TASKS[args.split]), args.split, args.data_dir,
                               max_queries=args.max_queries, seed=0, views=views, show_progress=True)
