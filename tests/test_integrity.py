@@ -4,6 +4,7 @@ and every run records the fingerprint of what it read (issue 26: a pack file cut
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -215,7 +216,6 @@ def test_a_resume_on_another_cpu_type_is_marked(tmp_path, monkeypatch):
 
 
 def test_a_resume_stamps_where_the_previous_start_was_last_seen_and_run_hours_leaves_the_gap_out(tmp_path):
-    import importlib.util
     import os
     import time as _time
 
@@ -239,11 +239,47 @@ def test_a_resume_stamps_where_the_previous_start_was_last_seen_and_run_hours_le
     results.write_text("{}")
     end = _time.mktime((2026, 1, 1, 12, 20, 0, 0, 0, -1))
     os.utime(results, (end, end))
-    spec = importlib.util.spec_from_file_location(
-        "run_hours", Path(__file__).resolve().parents[1] / "experiments/studies/run_hours.py")
-    run_hours = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_hours)
+    run_hours = _script("run_hours")
     assert run_hours.run_seconds(tmp_path) == (pytest.approx(50 * 60), True)  # 30 + 20 minutes, not 140
     del again["starts"][0]["last_progress"]  # a run recorded before the stamp: counted from its first start
     info_path.write_text(json.dumps(again))
     assert run_hours.run_seconds(tmp_path) == (pytest.approx(140 * 60), False)
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[1] / f"experiments/studies/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_collected_runs_name_their_own_directory_relatively(tmp_path):
+    """A committed run_info.json must not carry the machine's path to the run dir it was copied from; paths
+    elsewhere (the data pack) stay as recorded, and a path that merely shares the prefix is left alone."""
+    collect_runs = _script("collect_runs")
+    run = tmp_path / "multirun" / "all-seed0"
+    (run / "checkpoints").mkdir(parents=True)
+    info = {"config": {"paths": {"output_dir": str(run), "data_dir": "/data/pack"},
+                       "callbacks": {"dirpath": f"{run}/checkpoints", "sibling": f"{run}-other/x"}},
+            "starts": [{"resumed_from": f"{run}/checkpoints/last.ckpt"}], "data_pack": {"/data/pack": {"n": 1}},
+            "summary": {"export": {"dir": f"{run}/best_model"}}}
+    (run / "run_info.json").write_text(json.dumps(info))
+    (run / "results.json").write_text("{}")
+    dest = tmp_path / "committed"
+    assert collect_runs.main([str(tmp_path / "multirun"), str(dest)]) == 0
+    got = json.loads((dest / "all-seed0" / "run_info.json").read_text())
+    assert got["config"]["paths"] == {"output_dir": "<run_dir>", "data_dir": "/data/pack"}
+    assert got["config"]["callbacks"] == {"dirpath": "<run_dir>/checkpoints", "sibling": f"{run}-other/x"}
+    assert got["starts"][0]["resumed_from"] == "<run_dir>/checkpoints/last.ckpt"
+    assert got["summary"]["export"]["dir"] == "<run_dir>/best_model"
+    assert str(tmp_path) not in json.dumps({k: v for k, v in got.items() if k != "config"})
+    # runs collected before the rewrite existed: --normalise fixes them in place, and is idempotent
+    old = dest / "old-run" / "run_info.json"
+    old.parent.mkdir()
+    old.write_text(json.dumps(info))
+    assert collect_runs.main(["--normalise", str(dest)]) == 0
+    assert json.loads(old.read_text()) == got
+    before = old.read_text()
+    collect_runs.main(["--normalise", str(dest)])
+    assert old.read_text() == before
