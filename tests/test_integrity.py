@@ -244,6 +244,12 @@ def test_a_resume_stamps_where_the_previous_start_was_last_seen_and_run_hours_le
     del again["starts"][0]["last_progress"]  # a run recorded before the stamp: counted from its first start
     info_path.write_text(json.dumps(again))
     assert run_hours.run_seconds(tmp_path) == (pytest.approx(140 * 60), False)
+    # the last start's own wall time wins over results.json's modification time, which a copy or checkout resets
+    again["starts"][0]["last_progress"] = {"step": 40, "at": "2026-01-01T10:30:00"}
+    again["summary"]["wall_s"] = 15 * 60
+    info_path.write_text(json.dumps(again))
+    os.utime(results, None)  # "copied" now
+    assert run_hours.run_seconds(tmp_path) == (pytest.approx(45 * 60), True)
 
 
 def _script(name: str):

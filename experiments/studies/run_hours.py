@@ -3,8 +3,10 @@
     python experiments/studies/run_hours.py <multirun or run dirs...>
 
 A run resumed after a stop counts each start from its ``started`` to where it was last seen working (its
-``last_progress``, stamped by the next start from ``progress.json``, written every few steps), and the last start to
-``results.json``: the gaps between a stop and the next start are left out. A start recorded before
+``last_progress``, stamped by the next start from ``progress.json``, written every few steps), and the last start by
+its own wall time (``summary.wall_s``; for runs recorded without it, up to ``results.json``'s modification time,
+which a copy or a git checkout resets): the gaps between a stop and the next start are left out, and runs restored
+from ``experiments/results/<study>/runs`` on another machine count as they ran. A start recorded before
 ``last_progress`` existed has no end: that run is counted from its first start, gaps included, and marked.
 Prints one line per run and the total in machine-hours (the machine and its load are not recorded here: say them
 beside the number).
@@ -32,11 +34,12 @@ def run_seconds(run_dir: Path) -> tuple[float, bool] | None:
     results = run_dir / RESULTS_FILE
     if not info.get("summary") or not results.is_file():
         return None
-    starts, end = info["starts"], results.stat().st_mtime
+    starts, wall = info["starts"], info["summary"].get("wall_s")
+    last = float(wall) if wall is not None else results.stat().st_mtime - _at(starts[-1]["started"])
     if any(not s.get("last_progress") for s in starts[:-1]):
-        return end - _at(starts[0]["started"]), len(starts) == 1
+        return _at(starts[-1]["started"]) + last - _at(starts[0]["started"]), len(starts) == 1
     worked = sum(max(0.0, _at(s["last_progress"]["at"]) - _at(s["started"])) for s in starts[:-1])
-    return worked + end - _at(starts[-1]["started"]), True
+    return worked + last, True
 
 
 def main(argv: list[str]) -> int:
