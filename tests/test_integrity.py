@@ -272,8 +272,14 @@ def test_collected_runs_name_their_own_directory_relatively(tmp_path):
             "summary": {"export": {"dir": f"{run}/best_model"}}}
     (run / "run_info.json").write_text(json.dumps(info))
     (run / "results.json").write_text("{}")
+    search_job = tmp_path / "multirun" / "lr=1e-05"  # validation only: a summary, no results.json
+    search_job.mkdir()
+    (search_job / "run_info.json").write_text(json.dumps({"summary": {"best_val": {}}}))
+    (tmp_path / "multirun" / "stopped").mkdir()
+    (tmp_path / "multirun" / "stopped" / "run_info.json").write_text(json.dumps({"starts": []}))
     dest = tmp_path / "committed"
     assert collect_runs.main([str(tmp_path / "multirun"), str(dest)]) == 0
+    assert (dest / "lr=1e-05" / "run_info.json").is_file() and not (dest / "stopped").exists()
     got = json.loads((dest / "all-seed0" / "run_info.json").read_text())
     assert got["config"]["paths"] == {"output_dir": "<run_dir>", "data_dir": "/data/pack"}
     assert got["config"]["callbacks"] == {"dirpath": "<run_dir>/checkpoints", "sibling": f"{run}-other/x"}

@@ -2,7 +2,8 @@
 
     python experiments/studies/collect_runs.py <multirun dir> experiments/results/<study>/runs[/<subdir>]
 
-Per finished run: ``run_info.json`` (resolved config, provenance, summary), ``results.json`` (the test table),
+Per finished run (its ``run_info.json`` holds the summary, written last): ``run_info.json`` (resolved config,
+provenance, summary), ``results.json`` (the test table; a validation-only run, e.g. a search job, has none),
 ``val_history.jsonl`` and ``.hydra/overrides.yaml`` when present; checkpoints and models stay behind.
 Paths inside a run's own directory (its output, checkpoint and model dirs) are written relative to it, as
 ``<run_dir>/...``: the copy no longer lives there, and the machine's directory layout is not a result.
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> int:
     copied = 0
     for info in sorted(source.rglob(RUN_INFO_FILE)):
         run = info.parent
-        if not json.loads(info.read_text()).get("summary") or not (run / RESULTS_FILE).is_file():
+        if not json.loads(info.read_text()).get("summary"):  # written last; a validation-only run has no results.json
             print(f"{run}: unfinished, not copied")
             continue
         for name in FILES:

@@ -35,6 +35,6 @@ for line in "${lines[@]}"; do
   if [ -f "$dir/checkpoints/last.ckpt" ]; then resume=true; elif [ -d "$dir" ]; then overwrite=true; fi  # stopped before its first checkpoint
   echo "[study] $name: $( $resume && echo resuming || echo starting ) in $dir at $(date -Is), load $(cut -d' ' -f1-3 /proc/loadavg)"
   "$PY" -m uwe_lightning.train "${overrides[@]}" scale=cpu logger=csv task_name=hparams_grid \
-    hydra.mode=RUN "hydra.run.dir=$dir" "resume=$resume" "overwrite=$overwrite" "$@"
+    hydra.mode=RUN "hydra.run.dir='$dir'" "resume=$resume" "overwrite=$overwrite" "$@"  # quoted: job names hold '='
   echo "[study] $name: finished at $(date -Is)"
 done
