@@ -269,7 +269,9 @@ def test_collected_runs_name_their_own_directory_relatively(tmp_path):
     info = {"config": {"paths": {"output_dir": str(run), "data_dir": "/data/pack"},
                        "callbacks": {"dirpath": f"{run}/checkpoints", "sibling": f"{run}-other/x"}},
             "starts": [{"resumed_from": f"{run}/checkpoints/last.ckpt"}], "data_pack": {"/data/pack": {"n": 1}},
-            "summary": {"export": {"dir": f"{run}/best_model"}}}
+            "summary": {"export": {"dir": f"{run}/best_model"}},
+            "command": ["/checkouts/wt/uwe_lightning/train.py", "seed=0", f"hydra.run.dir={run}",
+                        f"hydra.sweep.dir={tmp_path}/sweep"]}
     (run / "run_info.json").write_text(json.dumps(info))
     (run / "results.json").write_text("{}")
     search_job = tmp_path / "multirun" / "lr=1e-05"  # validation only: a summary, no results.json
@@ -285,6 +287,8 @@ def test_collected_runs_name_their_own_directory_relatively(tmp_path):
     assert got["config"]["callbacks"] == {"dirpath": "<run_dir>/checkpoints", "sibling": f"{run}-other/x"}
     assert got["starts"][0]["resumed_from"] == "<run_dir>/checkpoints/last.ckpt"
     assert got["summary"]["export"]["dir"] == "<run_dir>/best_model"
+    assert got["command"] == ["<checkout>/uwe_lightning/train.py", "seed=0", "hydra.run.dir=<run_dir>",
+                              "hydra.sweep.dir=<sweep_dir>"]
     assert str(tmp_path) not in json.dumps({k: v for k, v in got.items() if k != "config"})
     # runs collected before the rewrite existed: --normalise fixes them in place, and is idempotent
     old = dest / "old-run" / "run_info.json"

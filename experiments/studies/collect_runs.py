@@ -6,9 +6,10 @@ Per finished run (its ``run_info.json`` holds the summary, written last): ``run_
 provenance, summary), ``results.json`` (the test table; a validation-only run, e.g. a search job, has none),
 ``val_history.jsonl`` and ``.hydra/overrides.yaml`` when present; checkpoints and models stay behind.
 Paths inside a run's own directory (its output, checkpoint and model dirs) are written relative to it, as
-``<run_dir>/...``: the copy no longer lives there, and the machine's directory layout is not a result.
-``--normalise`` rewrites already collected ``run_info.json`` files the same way, in place (each knows its old
-directory from ``config.paths.output_dir``).
+``<run_dir>/...``, and so are the sweep dir (``<sweep_dir>``) and the checkout the command ran from
+(``<checkout>``), also inside ``key=path`` overrides: the copy no longer lives there, and the machine's directory
+layout is not a result. ``--normalise`` rewrites already collected ``run_info.json`` files the same way, in place
+(each knows its old directories from ``config.paths.output_dir`` and its command).
 ``python -m uwe_lightning.report <that runs dir>`` then rebuilds the study's tables and plots from them.
 """
 
@@ -26,31 +27,57 @@ from uwe_lightning.workbench.report import RESULTS_FILE
 
 FILES = (RUN_INFO_FILE, RESULTS_FILE, "val_history.jsonl", "knowledge_gain.md", ".hydra/overrides.yaml")
 RUN_DIR_MARK = "<run_dir>"
+SWEEP_DIR_MARK = "<sweep_dir>"
+CHECKOUT_MARK = "<checkout>"
+ENTRY_POINT = "/uwe_lightning/train.py"  # the command's argv[0] below the checkout it ran from
 
 
-def relocate(value: Any, run_dir: str) -> Any:
-    """``value`` with every string (and key) that is ``run_dir`` or a path below it rewritten as ``<run_dir>...``."""
+def _override(command: list, key: str) -> str | None:
+    return next((arg.split("=", 1)[1] for arg in command if isinstance(arg, str) and arg.startswith(f"{key}=")), None)
+
+
+def machine_roots(info: dict, run_dir: str | None) -> list[tuple[str, str]]:
+    """The machine's directories a run records, each with its marker, most specific first: the run's own dir
+    (given, else its ``paths.output_dir`` or ``hydra.run.dir=`` override), the sweep dir of a multirun and the
+    checkout the command ran from. (The data pack's dir stays: it says where the input was read, beside its
+    fingerprint.)"""
+    command = info.get("command") or []
+    recorded = info.get("config", {}).get("paths", {}).get("output_dir")
+    run_dir = run_dir or (recorded if recorded != RUN_DIR_MARK else None) or _override(command, "hydra.run.dir")
+    entry = command[0] if command and isinstance(command[0], str) else ""
+    roots = [(run_dir, RUN_DIR_MARK), (_override(command, "hydra.sweep.dir"), SWEEP_DIR_MARK),
+             (entry[: -len(ENTRY_POINT)] if entry.endswith(ENTRY_POINT) else None, CHECKOUT_MARK)]
+    found = [(root.rstrip("/"), mark) for root, mark in roots if root and root.startswith("/")]
+    return sorted(found, key=lambda pair: -len(pair[0]))
+
+
+def relocate(value: Any, roots: list[tuple[str, str]]) -> Any:
+    """``value`` with every string (and key) that is one of ``roots`` or a path below it, alone or as the value of a
+    ``key=path`` override, rewritten as the root's marker (``<run_dir>/checkpoints``, ``hydra.run.dir=<run_dir>``)."""
     if isinstance(value, dict):
-        return {relocate(k, run_dir): relocate(v, run_dir) for k, v in value.items()}
+        return {relocate(k, roots): relocate(v, roots) for k, v in value.items()}
     if isinstance(value, list):
-        return [relocate(v, run_dir) for v in value]
-    if isinstance(value, str) and (value == run_dir or value.startswith(run_dir.rstrip("/") + "/")):
-        return RUN_DIR_MARK + value[len(run_dir.rstrip("/")):]
+        return [relocate(v, roots) for v in value]
+    if not isinstance(value, str):
+        return value
+    key, sep, path = value.partition("=") if not value.startswith("/") else ("", "", value)
+    for root, mark in roots:
+        if path == root or path.startswith(root + "/"):
+            return key + sep + mark + path[len(root):]
     return value
 
 
-def write_relocated(info_file: Path, target: Path, run_dir: str) -> None:
-    atomic_write_json(target, relocate(json.loads(info_file.read_text()), run_dir))
+def write_relocated(info_file: Path, target: Path, run_dir: str | None) -> None:
+    info = json.loads(info_file.read_text())
+    atomic_write_json(target, relocate(info, machine_roots(info, run_dir)))
 
 
 def normalise(dest: Path) -> int:
     changed = 0
     for info_file in sorted(dest.rglob(RUN_INFO_FILE)):
         text = info_file.read_text()
-        run_dir = json.loads(text).get("config", {}).get("paths", {}).get("output_dir")
-        if isinstance(run_dir, str) and run_dir != RUN_DIR_MARK:
-            write_relocated(info_file, info_file, run_dir)
-            changed += info_file.read_text() != text
+        write_relocated(info_file, info_file, None)
+        changed += info_file.read_text() != text
     print(f"normalised {changed} run_info.json files under {dest}")
     return 0
 
