@@ -250,6 +250,8 @@ def test_a_resume_stamps_where_the_previous_start_was_last_seen_and_run_hours_le
     info_path.write_text(json.dumps(again))
     os.utime(results, None)  # "copied" now
     assert run_hours.run_seconds(tmp_path) == (pytest.approx(45 * 60), True)
+    results.unlink()  # a validation-only run (a search job): its summary says it finished
+    assert run_hours.run_seconds(tmp_path) == (pytest.approx(45 * 60), True)
 
 
 def _script(name: str):

@@ -1,4 +1,4 @@
-"""Working time of finished training runs, from ``run_info.json``'s starts to the run's ``results.json``.
+"""Working time of finished training runs (their ``run_info.json`` holds the summary), from their recorded starts.
 
     python experiments/studies/run_hours.py <multirun or run dirs...>
 
@@ -32,9 +32,11 @@ def run_seconds(run_dir: Path) -> tuple[float, bool] | None:
     """(seconds worked, whether gaps between starts are left out), or None for an unfinished run."""
     info = json.loads((run_dir / RUN_INFO_FILE).read_text())
     results = run_dir / RESULTS_FILE
-    if not info.get("summary") or not results.is_file():
+    if not info.get("summary"):  # written last, so a validation-only run (no results.json) counts too
         return None
     starts, wall = info["starts"], info["summary"].get("wall_s")
+    if wall is None and not results.is_file():
+        return None
     last = float(wall) if wall is not None else results.stat().st_mtime - _at(starts[-1]["started"])
     if any(not s.get("last_progress") for s in starts[:-1]):
         return _at(starts[-1]["started"]) + last - _at(starts[0]["started"]), len(starts) == 1
