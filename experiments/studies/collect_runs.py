@@ -38,12 +38,13 @@ def _override(command: list, key: str) -> str | None:
 
 def machine_roots(info: dict, run_dir: str | None) -> list[tuple[str, str]]:
     """The machine's directories a run records, each with its marker, most specific first: the run's own dir
-    (given, else its ``paths.output_dir`` or ``hydra.run.dir=`` override), the sweep dir of a multirun and the
+    (as it recorded it: ``paths.output_dir`` or the ``hydra.run.dir=`` override; else ``run_dir``, where it was
+    found), the sweep dir of a multirun and the
     checkout the command ran from. (The data pack's dir stays: it says where the input was read, beside its
     fingerprint.)"""
     command = info.get("command") or []
     recorded = info.get("config", {}).get("paths", {}).get("output_dir")
-    run_dir = run_dir or (recorded if recorded != RUN_DIR_MARK else None) or _override(command, "hydra.run.dir")
+    run_dir = (recorded if recorded != RUN_DIR_MARK else None) or _override(command, "hydra.run.dir") or run_dir
     entry = command[0] if command and isinstance(command[0], str) else ""
     roots = [(run_dir, RUN_DIR_MARK), (_override(command, "hydra.sweep.dir"), SWEEP_DIR_MARK),
              (entry[: -len(ENTRY_POINT)] if entry.endswith(ENTRY_POINT) else None, CHECKOUT_MARK)]
