@@ -53,11 +53,14 @@ def nested(flat: dict[str, object]) -> dict[str, object]:
     return out
 
 
-def write_run(run_dir: Path, values: dict[str, float], steps: int, finished: bool = True) -> None:
+def write_run(run_dir: Path, values: dict[str, float], steps: int, finished: bool = True,
+              started: str = "2026-12-07T21:00:00", wall_s: float = 300.0) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    info = {"config": nested({**values, "trainer.max_steps": steps, "task_name": "hparams_grid", "seed": 0})}
+    info = {"config": nested({**values, "trainer.max_steps": steps, "task_name": "hparams_grid", "seed": 0}),
+            "starts": [{"started": started}]}
     if finished:
-        info["summary"] = {"best_val": {"step": steps, MACRO: 100 * fake_objective(values, steps)}, "unit": "percent"}
+        info["summary"] = {"best_val": {"step": steps, MACRO: 100 * fake_objective(values, steps)}, "unit": "percent",
+                           "wall_s": wall_s}
     (run_dir / "run_info.json").write_text(json.dumps(info))
 
 
@@ -138,6 +141,36 @@ def test_report_kind_search_writes_a_table_and_plot_per_axis(tmp_path, capsys):
     assert (tmp_path / "out" / "search_pass1.png").stat().st_size > 10_000
     with pytest.raises(SystemExit) as exit_info:
         report_main([str(tmp_path / "empty"), "kind=search"])
+    assert exit_info.value.code == 2
+
+
+def test_report_compares_the_grid_with_optuna_at_equal_hours(tmp_path):
+    runs = tmp_path / "runs"
+    for i, job in enumerate(plan("grid", runs, SETUP, AXES).jobs):  # 22 jobs of 5 min: 1.83 h, in plan order
+        values = {k: float(v) for k, _, v in (o.partition("=") for o in job.overrides) if k in CENTRE}
+        write_run(runs / job.dir, values, STEPS, started=f"2026-12-07T21:{i:02d}:00")
+    trials = [  # 1 h: a complete trial of 36.50 after 0.5 h, one pruned, then one of 38.00 that ends past the grid's last
+        {"number": 0, "state": "COMPLETE", "value": 36.5, "params": {"optim.lr": 1e-4}, "seconds": 1800.0},
+        {"number": 1, "state": "PRUNED", "value": None, "params": {"optim.lr": 1e-5}, "seconds": 1800.0},
+        {"number": 2, "state": "COMPLETE", "value": 38.0, "params": {"optim.lr": 8e-5}, "seconds": 7200.0},
+        {"number": 3, "state": "RUNNING", "value": None, "params": {}, "seconds": None}]
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "study.json").write_text(json.dumps({"trials": trials}))
+    report_main([str(runs), "kind=search", f"out={tmp_path / 'out'}", f"optuna={tmp_path / 'study'}"])
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    c = data["comparison"]
+    assert c["equal_budget_hours"] == pytest.approx(22 * 300 / 3600)  # the grid's total is the smaller one
+    assert c["evaluations"] == {"grid": 22, "optuna": 3, "optuna_finished": 2}  # the running trial is left out
+    assert c["best_at_equal_budget"]["grid"]["value"] == pytest.approx(37.0)  # scorer.tau 2.0
+    assert c["best_at_equal_budget"]["optuna"]["value"] == pytest.approx(36.5)  # trial 2 ends after the budget
+    assert c["best_overall"]["optuna"]["value"] == pytest.approx(38.0)
+    assert c["optuna_minus_grid"] == pytest.approx(-0.5) and c["verdict"] == "the grid found the better setting"
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Grid vs Optuna at equal machine-hours" in md and "Equal budget: **1.83 h**" in md
+    assert "Optimum 2: +2.00 over the centre value (above seed noise" in md  # scorer.tau
+    assert "Optimum 0.1: +0.20 over the centre value (within seed noise" in md  # loss.tau.J
+    with pytest.raises(SystemExit) as exit_info:  # not a study record: one line, exit 2
+        report_main([str(runs), "kind=search", f"out={tmp_path / 'out2'}", f"optuna={tmp_path / 'nothing'}"])
     assert exit_info.value.code == 2
 
 

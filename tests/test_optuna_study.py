@@ -65,3 +65,24 @@ def test_study_prunes_stops_and_resumes_from_sqlite(tmp_path, tiny_model_dir):
     assert (record["finished"], record["pruned"], record["best"]["value"]) == (3, 1, best)
     for name in ("optuna_history.png", "optuna_importance.png", "optuna_intermediate.png"):
         assert record["plots"][name] == "written" and (study_dir / name).stat().st_size > 5_000
+
+
+def test_a_stopped_trial_whose_directory_is_gone_starts_again_afresh(tmp_path, tiny_model_dir):
+    """The study's optuna.db carried to another machine without its trial directories (a checkpoint does not
+    survive it): the stopped trial runs again with the same values in a new directory instead of failing."""
+    import shutil
+
+    study_dir = tmp_path / "study"
+    cfg, overrides = study_cfg(study_dir, tiny_model_dir)
+    with pytest.raises(SystemExit):
+        run_study(cfg, overrides)
+    shutil.rmtree(study_dir / "trial_002")
+    cfg, overrides = study_cfg(study_dir, tiny_model_dir, "resume=true")
+    run_study(cfg, overrides)
+    trials = optuna.load_study(study_name="uwe_hparams", storage=f"sqlite:///{study_dir / STUDY_DB}").get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "FAIL", "COMPLETE"]
+    retry = trials[3]
+    assert retry.user_attrs["retry_of"] == 2 and retry.params == trials[2].params
+    assert retry.user_attrs["run_dir"] == str(study_dir / "trial_003") and not (study_dir / "trial_002").exists()
+    info = json.loads((study_dir / "trial_003" / "run_info.json").read_text())
+    assert [s["start_step"] for s in info["starts"]] == [0] and sorted(retry.intermediate_values) == [2, 4, 6]

@@ -20,7 +20,7 @@ from uwe_lightning.studies import KINDS, build_report, write_report
 from uwe_lightning.studies.report import default_out_dir
 
 TOOL = "report"
-OPTIONS = ("out", "kind")
+OPTIONS = ("out", "kind", "optuna")
 USAGE = ("python -m uwe_lightning.report <multirun dir | run dirs...> [out=experiments/results/<study>] "
          "[kind=auto]")
 EPILOG = f"""options (key=value):
@@ -34,7 +34,9 @@ EPILOG = f"""options (key=value):
 
 kind=search reads the one-axis grid of experiments/studies/hparams_search/run.sh (one runs root holding
 pass1/, pass2/, main/): a table and a plot per axis (value -> best validation macro MAP, the paper's value
-marked), the optimum and the main-length check; validation only, no results.json needed.
+marked), the optimum and the main-length check; validation only, no results.json needed. optuna=DIR adds
+the grid against the Optuna study in DIR (hparams_search=optuna's run dir, or its study.json) at equal
+machine-hours.
 
 Runs are grouped by the config keys whose values differ between them (seed, paths and output directories
 excluded); seed is the replicate axis (mean, 95 % CI with the t-distribution, n per cell). Unfinished or
@@ -71,6 +73,8 @@ def run(argv: list[str]) -> Path:
     command = " ".join(["python -m uwe_lightning.report", *(shlex.quote(a) for a in argv)])
     if options["kind"] == "search":
         return run_search(inputs, options, command)
+    if "optuna" in options:
+        raise ConfigError("optuna=DIR compares the grid with an Optuna study: use it with kind=search")
     report = build_report(inputs, kind=options["kind"], command=command)
     for skipped in report["skipped"]:
         print(f"[{TOOL}] warning: left out {skipped['dir']}: {skipped['reason']}", file=sys.stderr,
@@ -91,7 +95,7 @@ def run_search(inputs: list[str], options: dict[str, str], command: str) -> Path
     if len(inputs) != 1:
         raise ConfigError(f"kind=search takes one runs root (holding pass1/, pass2/, main/), got {len(inputs)}")
     out = Path(options["out"]) if options.get("out") else default_out_dir("hparams_search")
-    for path in make_search_report(inputs[0], out, command):
+    for path in make_search_report(inputs[0], out, command, optuna=options.get("optuna")):
         print(f"[{TOOL}] wrote {path}")
     return out
 

@@ -30,6 +30,14 @@ from uwe_lightning.io import ConfigError
 from uwe_lightning.paths import CONF_DIR, RUN_INFO_FILE
 from uwe_lightning.studies.curves import MACRO
 from uwe_lightning.studies.runs import find_run_dirs, flatten
+from uwe_lightning.studies.search_comparison import (
+    SEED_NOISE,
+    compare_searches,
+    comparison_markdown,
+    grid_evaluations,
+    optuna_evaluations,
+    study_record_path,
+)
 from uwe_lightning.workbench.metric_names import upgrade_run_summary
 
 SEARCH_DIR = CONF_DIR / "hparams_search"
@@ -319,6 +327,17 @@ def build_search_report(runs_root: Path, setup: tuple[dict[str, float], int] | N
     return report
 
 
+def axis_verdict(table: dict[str, Any]) -> str:
+    """One line under an axis table: where its optimum is, and whether leaving the centre beat seed noise."""
+    if not table["complete"]:
+        return "Not finished: no optimum yet."
+    if not table["moved"]:
+        return "Optimum: the centre value."
+    gain = table["gain_over_centre"]
+    noise = "within seed noise" if gain < SEED_NOISE else "above seed noise"
+    return f"Optimum {table['optimum']:g}: {gain:+.2f} over the centre value ({noise}, {SEED_NOISE} = one seed SD)."
+
+
 def search_markdown(report: dict[str, Any]) -> str:
     """``report.md``: one table per axis and pass (value -> best validation macro MAP, %), the optimum."""
     lines = [f"# {report['study']}: one-axis grid (best validation macro MAP, %)", "",
@@ -333,7 +352,7 @@ def search_markdown(report: dict[str, Any]) -> str:
                 label += " (centre)" if r["centre"] else ""
                 mark = " ←" if t["optimum"] is not None and same(r["value"], t["optimum"]) else ""
                 lines.append(f"| {label} | {percent(r['best_val'])}{mark} | {r['best_step'] if r['best_step'] is not None else '–'} |")
-            lines.append("")
+            lines += ["", axis_verdict(t), ""]
     lines += ["## Optimum", "", ", ".join(f"`{k}={v:g}`" for k, v in report["optimum"].items()), ""]
     if report["main_check"]:
         lines += ["## Main-length check", "", "| run | steps | best val macro MAP | at step | differs from the optimum |",
@@ -342,6 +361,8 @@ def search_markdown(report: dict[str, Any]) -> str:
             differs = ", ".join(f"{k}={v}" for k, v in m["differs_from_optimum"].items()) or "(the optimum)"
             lines.append(f"| `{Path(m['run']).name}` | {m['steps']} | {percent(m['best_val'])} | {m['best_step']} | {differs} |")
         lines.append("")
+    if report.get("comparison"):
+        lines += comparison_markdown(report["comparison"])
     return "\n".join(lines)
 
 
@@ -382,13 +403,18 @@ def plot_axes(report: dict[str, Any], out_dir: Path) -> list[Path]:
     return paths
 
 
-def make_search_report(runs_root: str | Path, out_dir: str | Path, command: str = "") -> list[Path]:
-    """Build the report of the grid under ``runs_root`` and write ``report.json``, ``report.md`` and the plots."""
+def make_search_report(runs_root: str | Path, out_dir: str | Path, command: str = "",
+                       optuna: str | Path | None = None) -> list[Path]:
+    """Build the report of the grid under ``runs_root`` and write ``report.json``, ``report.md`` and the plots;
+    with ``optuna`` (the Optuna study's dir or its ``study.json``), the grid against it at equal machine-hours."""
     from uwe_lightning.io import atomic_write_json, atomic_write_text, make_dirs
 
     out = Path(out_dir)
     make_dirs(out)
     report = build_search_report(Path(runs_root))
+    if optuna is not None:
+        report["comparison"] = compare_searches(grid_evaluations(Path(runs_root), list(report["centre"])),
+                                                optuna_evaluations(study_record_path(optuna)))
     report["command"] = command
     figures = plot_axes(report, out)
     report["plots"] = [p.name for p in figures]

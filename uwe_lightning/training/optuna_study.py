@@ -10,7 +10,8 @@ report its final value and nothing is pruned; see ``docs/how-to/search.md``. Her
 Resume (``resume=true`` in the same ``hydra.run.dir``): the study is loaded from ``optuna.db``; a trial that was
 stopped (SIGTERM, a kill: left RUNNING, or FAIL after Ctrl-C) is closed as FAIL and queued again with the same
 values *in its own run directory*, so it continues from its ``last.ckpt`` exactly (and reports its restored
-validations again). ``search.n_trials`` counts finished trials (complete or pruned), retries not included.
+validations again); where that directory is gone (``optuna.db`` carried to another machine), it starts again
+in a new one. ``search.n_trials`` counts finished trials (complete or pruned), retries not included.
 One process per study: the SQLite file is a record, not a queue for parallel workers.
 
 At the end: ``study.json`` (every trial: state, value, values, intermediate values, run dir) and Optuna's
@@ -34,6 +35,7 @@ from uwe_lightning.io import ConfigError, atomic_save_figure, atomic_write_json,
 from uwe_lightning.paths import CONF_DIR
 from uwe_lightning.training.callbacks import VAL_MONITOR, WorkBenchValidation
 from uwe_lightning.training.jobrecord import accept_run
+from uwe_lightning.training.rundir import existing_outputs
 from uwe_lightning.training.summary import objective
 
 log = logging.getLogger("uwe_lightning.train")
@@ -120,7 +122,7 @@ def compose_trial(overrides: Sequence[str], params: dict[str, Any], run_dir: Pat
 
 def requeue_stopped(study: Any) -> list[int]:
     """Close the trials a stopped study left (RUNNING, or FAIL without a retry) and queue each again in its own
-    run directory; returns their numbers."""
+    run directory (in a new one where that directory is gone); returns their numbers."""
     import optuna
     from optuna.trial import TrialState
 
@@ -134,7 +136,13 @@ def requeue_stopped(study: Any) -> list[int]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number, "resume_dir": t.user_attrs["run_dir"]})
+        attrs = {"retry_of": t.number}
+        if existing_outputs(Path(t.user_attrs["run_dir"])):
+            attrs["resume_dir"] = t.user_attrs["run_dir"]
+        else:  # its directory is gone (the study's optuna.db carried to another machine): the same values, afresh
+            log.warning("trial %d's directory %s holds no run: it starts again in a new one", t.number,
+                        t.user_attrs["run_dir"])
+        study.enqueue_trial(dict(t.params), user_attrs=attrs)
         requeued.append(t.number)
     return requeued
 
