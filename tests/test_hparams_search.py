@@ -18,9 +18,11 @@ from uwe_lightning.paths import REPO_DIR
 from uwe_lightning.studies.curves import MACRO
 from uwe_lightning.studies.search import (
     PAPER_BOLD,
+    axis_tables,
     build_search_report,
     default_centre,
     grid_axes,
+    load_pool,
     load_search_run,
     one_axis_grid,
     plan,
@@ -142,6 +144,21 @@ def test_report_kind_search_writes_a_table_and_plot_per_axis(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         report_main([str(tmp_path / "empty"), "kind=search"])
     assert exit_info.value.code == 2
+
+
+def test_a_temperature_of_a_graph_weighted_0_is_the_centres_run(tmp_path):
+    """With loss.alpha.J = 0 the loss skips graph J, so loss.tau.J cannot change the run: its cells are the
+    centre's run, not 3 more jobs (pass 2 of the real grid moved alpha J to 0)."""
+    centre = {**CENTRE, "loss.alpha.J": 0.0}
+    points = one_axis_grid(centre, AXES)
+    assert len(points) == 22 - 3 and not any(p.axis == "loss_tau_j" for p in points)
+    runs = tmp_path / "runs"
+    write_run(runs / "pass2" / "centre", centre, STEPS)
+    tau_j = next(t for t in axis_tables(load_pool([runs / "pass2"]), centre, AXES, STEPS) if t["axis"] == "loss_tau_j")
+    assert [r["run"] for r in tau_j["rows"]] == [str(runs / "pass2" / "centre")] * 4
+    assert tau_j["complete"] and not tau_j["moved"]
+    alpha_j = next(t for t in axis_tables(load_pool([runs / "pass2"]), CENTRE, AXES, STEPS) if t["axis"] == "alpha_j")
+    assert [r["best_val"] is not None for r in alpha_j["rows"]] == [True, False, False]  # alpha J 0 only
 
 
 def test_report_compares_the_grid_with_optuna_at_equal_hours(tmp_path):

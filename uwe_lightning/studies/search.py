@@ -112,13 +112,32 @@ class Point:
     values: dict[str, float]
 
 
+def inert_keys(values: dict[str, Any]) -> set[str]:
+    """Keys that cannot change a run at these values: a graph's loss temperature where its weight is 0 (the loss
+    skips that graph before any compute, ``losses.py``).
+
+    >>> sorted(inert_keys({"loss.alpha.J": 0.0, "loss.tau.J": 0.1, "loss.alpha.V": 0.5, "loss.tau.V": 0.02}))
+    ['loss.tau.J']
+    """
+    return {f"loss.tau.{key.rsplit('.', 1)[1]}" for key, value in values.items()
+            if key.startswith("loss.alpha.") and same(value, 0.0)}
+
+
+def same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two settings train the same run (their keys equal, inert ones aside)."""
+    ignored = inert_keys(a) | inert_keys(b)
+    return all(same(a.get(k), b.get(k)) for k in set(a) | set(b) if k not in ignored)
+
+
 def one_axis_grid(centre: dict[str, float], axes: Sequence[Axis]) -> list[Point]:
-    """The centre, then each axis's other values (the others at the centre)."""
+    """The centre, then each axis's other values (the others at the centre); a value that would train the
+    centre's run again (an inert key, :func:`inert_keys`) is the centre's cell, not a job."""
     points = [Point(CENTRE, None, dict(centre))]
     for axis in axes:
         for value in axis.values:
-            if not same(value, centre[axis.key]):
-                points.append(Point(f"{axis.name}={value:g}", axis.name, {**centre, axis.key: value}))
+            values = {**centre, axis.key: value}
+            if not same_run(values, centre):
+                points.append(Point(f"{axis.name}={value:g}", axis.name, values))
     return points
 
 
@@ -172,7 +191,7 @@ def load_pool(inputs: Iterable[str | Path]) -> list[SearchRun]:
 def find(pool: Sequence[SearchRun], values: dict[str, float], steps: Any) -> SearchRun | None:
     """The finished run of ``pool`` at this point and length (the last found, if several)."""
     hits = [r for r in pool if r.finished and same(r.steps, steps)
-            and all(same(r.flat.get(k), v) for k, v in values.items())]
+            and same_run({k: r.flat.get(k) for k in values}, values)]
     return hits[-1] if hits else None
 
 
@@ -189,7 +208,7 @@ def axis_tables(pool: Sequence[SearchRun], centre: dict[str, float], axes: Seque
                          "centre": same(value, centre[axis.key]),
                          "paper_bold": same(value, PAPER_BOLD.get(axis.key))})
         done = [r for r in rows if r["best_val"] is not None]
-        best = max(done, key=lambda r: r["best_val"]) if done else None
+        best = max(done, key=lambda r: (r["best_val"], r["centre"])) if done else None  # a tie keeps the centre
         at_centre = next((r["best_val"] for r in rows if r["centre"]), None)
         tables.append({
             "axis": axis.name, "key": axis.key, "rows": rows, "complete": len(done) == len(rows),
