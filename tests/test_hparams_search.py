@@ -19,7 +19,6 @@ from uwe_lightning.studies.curves import MACRO
 from uwe_lightning.studies.search import (
     PAPER_BOLD,
     axis_tables,
-    build_search_report,
     default_centre,
     grid_axes,
     load_pool,
@@ -27,6 +26,7 @@ from uwe_lightning.studies.search import (
     one_axis_grid,
     plan,
 )
+from uwe_lightning.studies.search_report import build_search_report
 
 AXES = grid_axes()
 SETUP = default_centre(AXES)

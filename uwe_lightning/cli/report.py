@@ -90,7 +90,7 @@ def run(argv: list[str]) -> Path:
 
 def run_search(inputs: list[str], options: dict[str, str], command: str) -> Path:
     """``kind=search``: the grid's per-axis report (:mod:`uwe_lightning.studies.search`)."""
-    from uwe_lightning.studies.search import make_search_report
+    from uwe_lightning.studies.search_report import make_search_report
 
     if len(inputs) != 1:
         raise ConfigError(f"kind=search takes one runs root (holding pass1/, pass2/, main/), got {len(inputs)}")
