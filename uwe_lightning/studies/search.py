@@ -141,13 +141,16 @@ def one_axis_grid(centre: dict[str, float], axes: Sequence[Axis]) -> list[Point]
 
 @dataclass(frozen=True)
 class SearchRun:
-    """A run directory of the search: its config values, length and best validation macro MAP (percent)."""
+    """A run directory of the search: its config values, length, best validation macro MAP (percent), and when it
+    first started and how long its last start took (``summary.wall_s``; None while unfinished)."""
 
     path: Path
     flat: dict[str, Any]
     best_val: float | None
     best_step: int | None
     finished: bool
+    started: str | None = None
+    wall_s: float | None = None
 
     @property
     def steps(self) -> Any:
@@ -167,9 +170,12 @@ def load_search_run(path: Path) -> SearchRun | None:
     best = (summary or {}).get("best_val") if isinstance(summary, dict) else None
     value = best.get(MACRO) if isinstance(best, dict) else None
     value = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    starts = info.get("starts") or [{}]
+    wall = summary.get("wall_s") if isinstance(summary, dict) else None
     return SearchRun(path=path, flat=flatten(info["config"]), best_val=value,
                      best_step=best.get("step") if isinstance(best, dict) else None,
-                     finished=isinstance(summary, dict) and value is not None)
+                     finished=isinstance(summary, dict) and value is not None,
+                     started=starts[0].get("started"), wall_s=float(wall) if wall is not None else None)
 
 
 def load_pool(inputs: Iterable[str | Path]) -> list[SearchRun]:

@@ -18,15 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from uwe_lightning.io import ConfigError
-from uwe_lightning.paths import RUN_INFO_FILE
-from uwe_lightning.studies.curves import MACRO
-from uwe_lightning.studies.runs import find_run_dirs, flatten
-from uwe_lightning.workbench.metric_names import upgrade_run_summary
+from uwe_lightning.studies.search import SearchRun, same
 
 #: Macro MAP points: one seed SD of the grid's centre setting (Table 5's SoftMax cell at 75 steps, seeds 0-2:
 #: 35.80 / 35.99 / 35.42, SD 0.29; experiments/results/hparams_search/README.md), fixed before the search ran.
 SEED_NOISE = 0.3
-GRID_PASSES = ("pass1", "pass2")
 
 
 @dataclass(frozen=True)
@@ -57,22 +53,12 @@ def best_within(evaluations: Sequence[Evaluation], seconds: float) -> Evaluation
     return best
 
 
-def grid_evaluations(runs_root: Path, keys: Sequence[str]) -> list[Evaluation]:
-    """The grid's finished jobs at the ablation length (pass 1, then pass 2), in the order they started; a main-
-    length run is not part of the search's budget."""
-    found = []
-    dirs = [runs_root / p for p in GRID_PASSES if (runs_root / p).is_dir()]
-    for run_dir in find_run_dirs(dirs) if dirs else []:
-        info = json.loads((run_dir / RUN_INFO_FILE).read_text(encoding="utf-8"))
-        summary = info.get("summary")
-        if not isinstance(summary, dict) or summary.get("wall_s") is None:
-            continue
-        best = upgrade_run_summary(summary).get("best_val") or {}
-        flat = flatten(info.get("config") or {})
-        found.append((info["starts"][0]["started"], Evaluation(
-            f"{run_dir.parent.name}/{run_dir.name}", _number(best.get(MACRO)), float(summary["wall_s"]),
-            {k: flat.get(k) for k in keys})))
-    return [e for _, e in sorted(found, key=lambda pair: pair[0])]
+def grid_evaluations(pool: Sequence[SearchRun], steps: Any, keys: Sequence[str]) -> list[Evaluation]:
+    """The grid's jobs that ran to their summary at the ablation length ``steps``, in the order they started; a
+    main-length run is not part of the search's budget."""
+    done = [r for r in pool if r.wall_s is not None and same(r.steps, steps)]
+    return [Evaluation(f"{r.path.parent.name}/{r.path.name}", r.best_val, r.wall_s, {k: r.flat.get(k) for k in keys})
+            for r in sorted(done, key=lambda r: r.started or "")]
 
 
 def optuna_evaluations(study_json: Path) -> list[Evaluation]:
@@ -99,10 +85,11 @@ def _number(value: Any) -> float | None:
 
 def compare_searches(grid: Sequence[Evaluation], optuna: Sequence[Evaluation]) -> dict[str, Any]:
     """Totals of each search and their best settings at the equal budget (the smaller total)."""
-    totals = {name: sum(e.seconds for e in evals) for name, evals in (("grid", grid), ("optuna", optuna))}
+    searches = {"grid": grid, "optuna": optuna}
+    totals = {name: sum(e.seconds for e in evals) for name, evals in searches.items()}
     budget = min(totals.values())
-    at_budget = {name: best_within(evals, budget) for name, evals in (("grid", grid), ("optuna", optuna))}
-    overall = {name: best_within(evals, math.inf) for name, evals in (("grid", grid), ("optuna", optuna))}
+    at_budget = {name: best_within(evals, budget) for name, evals in searches.items()}
+    overall = {name: best_within(evals, math.inf) for name, evals in searches.items()}
     g, o = at_budget["grid"], at_budget["optuna"]
     diff = o.value - g.value if g and o else None
     verdict = ("not comparable yet (a search has no finished evaluation within the budget)" if diff is None

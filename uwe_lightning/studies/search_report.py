@@ -41,8 +41,9 @@ def percent(value: float | None) -> str:
 
 
 def build_search_report(runs_root: Path, setup: tuple[dict[str, float], int] | None = None,
-                        axes: Sequence[Axis] | None = None) -> dict[str, Any]:
-    """Pass 1's (and, where it ran, pass 2's) per-axis tables, the optimum, and the main-length runs."""
+                        axes: Sequence[Axis] | None = None, optuna: str | Path | None = None) -> dict[str, Any]:
+    """Pass 1's (and, where it ran, pass 2's) per-axis tables, the optimum, and the main-length runs; with
+    ``optuna`` (the Optuna study's dir or its ``study.json``), the grid against it at equal machine-hours."""
     axes = list(axes or grid_axes())
     centre, ablation_steps = setup or default_centre(axes)
     pool = load_pool([runs_root / p for p in PASSES] if any((runs_root / p).is_dir() for p in PASSES)
@@ -66,6 +67,9 @@ def build_search_report(runs_root: Path, setup: tuple[dict[str, float], int] | N
     report["main_check"] = [{"run": str(r.path), "steps": r.steps, "best_val": r.best_val, "best_step": r.best_step,
                              "differs_from_optimum": {k: r.flat.get(k) for k in best if not same(r.flat.get(k), best[k])}}
                             for r in main_runs]
+    if optuna is not None:
+        report["comparison"] = compare_searches(grid_evaluations(pool, ablation_steps, list(centre)),
+                                                optuna_evaluations(study_record_path(optuna)))
     return report
 
 
@@ -147,16 +151,13 @@ def plot_axes(report: dict[str, Any], out_dir: Path) -> list[Path]:
 
 def make_search_report(runs_root: str | Path, out_dir: str | Path, command: str = "",
                        optuna: str | Path | None = None) -> list[Path]:
-    """Build the report of the grid under ``runs_root`` and write ``report.json``, ``report.md`` and the plots;
-    with ``optuna`` (the Optuna study's dir or its ``study.json``), the grid against it at equal machine-hours."""
+    """Build the report of the grid under ``runs_root`` (and ``optuna``, :func:`build_search_report`) and write
+    ``report.json``, ``report.md`` and the plots."""
     from uwe_lightning.io import atomic_write_json, atomic_write_text, make_dirs
 
     out = Path(out_dir)
     make_dirs(out)
-    report = build_search_report(Path(runs_root))
-    if optuna is not None:
-        report["comparison"] = compare_searches(grid_evaluations(Path(runs_root), list(report["centre"])),
-                                                optuna_evaluations(study_record_path(optuna)))
+    report = build_search_report(Path(runs_root), optuna=optuna)
     report["command"] = command
     figures = plot_axes(report, out)
     report["plots"] = [p.name for p in figures]
