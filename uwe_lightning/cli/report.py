@@ -89,7 +89,7 @@ def run(argv: list[str]) -> Path:
 
 
 def run_search(inputs: list[str], options: dict[str, str], command: str) -> Path:
-    """``kind=search``: the grid's per-axis report (:mod:`uwe_lightning.studies.search`)."""
+    """``kind=search``: the grid's per-axis report (:mod:`uwe_lightning.studies.search_report`)."""
     from uwe_lightning.studies.search_report import make_search_report
 
     if len(inputs) != 1:

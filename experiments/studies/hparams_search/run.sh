@@ -5,7 +5,7 @@
 # starts again, at most one ~6-minute job lost). Run it from a clean, frozen checkout (a git worktree of the
 # study's commit); every job records its commit, CPU model and library versions in run_info.json (a resume on
 # another CPU type is marked other_cpu_than_first_start).
-#   RUNS=/work/studies/hparams_search nohup experiments/studies/hparams_search/run.sh > run.log 2>&1 &
+#   RUNS=/path/to/studies/hparams_search nohup experiments/studies/hparams_search/run.sh > run.log 2>&1 &
 #   MODE=pass2 RUNS=... experiments/studies/hparams_search/run.sh   # after pass 1: the axes whose optimum moved
 #   MODE=main RUNS=... experiments/studies/hparams_search/run.sh    # then: the two axes that moved most, main length
 #   JOBS="pass1/centre pass1/lr=1e-05" ... run.sh                   # a subset (names as the plan prints them)

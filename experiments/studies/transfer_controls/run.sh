@@ -3,7 +3,7 @@
 # with results.json is done; one with a last.ckpt is continued (resume=true: exact resume, the same batches and
 # RNG); otherwise it starts. Run it from a clean, frozen checkout (a git worktree of the study's commit); every
 # job records its commit, CPU and library versions in run_info.json.
-#   RUNS=/work/studies/transfer_controls nohup experiments/studies/transfer_controls/run.sh > run.log 2>&1 &
+#   RUNS=/path/to/studies/transfer_controls nohup experiments/studies/transfer_controls/run.sh > run.log 2>&1 &
 #   JOBS="all:0 shuffled:0" experiments/studies/transfer_controls/run.sh      # a subset, in this order
 # Jobs (<arm>:<seed>): all = the aligned all-graphs run of Figure 3 at length (also the controls' reference:
 # scored on the holdout's seen / unseen halves too), shuffled = data.alignment=shuffled, holdout =
